@@ -1,0 +1,373 @@
+"""Video readers and writers: raw .yuv, .y4m and anything FFmpeg reads (through PyAV).
+
+``nvc.io.open(path, "r")`` yields :class:`Frame` objects (8-bit yuv420p planes) one at a time, so memory
+does not grow with the clip's length. ``nvc.io.open(path, "w", info=...)`` writes .yuv, .y4m, or a
+lossless .mkv (FFV1) / .mp4 (x264 qp 0), chosen by extension, through a temporary file renamed on success.
+This module imports numpy and PyAV, never torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ._atomic import AtomicFile
+from .errors import InputError, UnsupportedFormatError
+
+DEFAULT_RAW_FPS = Fraction(30)
+MAX_DIMENSION = 16384
+
+__all__ = ["Frame", "VideoInfo", "VideoReader", "VideoWriter", "open", "parse_size", "parse_fps"]
+
+
+@dataclass
+class Frame:
+    """One 8-bit yuv420p picture: planes Y (H, W), U and V (ceil(H/2), ceil(W/2))."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.y.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.y.shape[0])
+
+    def tobytes(self) -> bytes:
+        return self.y.tobytes() + self.u.tobytes() + self.v.tobytes()
+
+    @classmethod
+    def frombuffer(cls, buf: bytes, width: int, height: int) -> Frame:
+        cw, ch = (width + 1) // 2, (height + 1) // 2
+        a = np.frombuffer(buf, dtype=np.uint8)
+        n = width * height
+        return cls(
+            a[:n].reshape(height, width),
+            a[n : n + cw * ch].reshape(ch, cw),
+            a[n + cw * ch : n + 2 * cw * ch].reshape(ch, cw),
+        )
+
+    def to_rgb(self) -> np.ndarray:
+        """RGB uint8 (H, W, 3), BT.709 limited range (see nvc.color; imports torch)."""
+        from .color import yuv420_to_rgb
+
+        rgb = yuv420_to_rgb(self.y, self.u, self.v)
+        return (rgb[0] * 255.0).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def frame_bytes(width: int, height: int) -> int:
+    """Bytes of one 8-bit yuv420p frame."""
+    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader knows of its video: size, frame rate, and frame count when known."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None = None
+    pix_fmt: str = "yuv420p"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1920x1080' -> (1920, 1080); raises InputError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise InputError(f"invalid size {text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
+    w, h = int(m.group(1)), int(m.group(2))
+    _check_dims(w, h)
+    return w, h
+
+
+def parse_fps(text: str | float | Fraction) -> Fraction:
+    """'30', '29.97', '30000/1001' -> Fraction; raises InputError otherwise."""
+    try:
+        f = Fraction(str(text)).limit_denominator(1_000_000)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"invalid frame rate {text!r}: expected e.g. 30, 29.97 or 30000/1001") from None
+    if f <= 0 or f > 1000:
+        raise InputError(f"invalid frame rate {text!r}: must be in (0, 1000]")
+    return f
+
+
+def _check_dims(w: int, h: int) -> None:
+    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
+        raise InputError(f"unsupported frame size {w}x{h}: each side must be 1..{MAX_DIMENSION}")
+
+
+def size_from_name(name: str) -> tuple[int, int] | None:
+    """Finds 'WxH' in a file name such as ``Beauty_1920x1080_120fps_420_8bit_YUV.yuv``."""
+    m = re.search(r"(?<![0-9])(\d{2,5})x(\d{2,5})(?![0-9])", name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def fps_from_name(name: str) -> Fraction | None:
+    """Finds '120fps' (or '29.97fps') in a file name."""
+    m = re.search(r"(?<![0-9.])(\d{1,4}(?:\.\d+)?)\s*fps", name, re.IGNORECASE)
+    return parse_fps(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------------- readers
+class VideoReader:
+    """Base reader: iterate for frames; ``info`` describes the video."""
+
+    info: VideoInfo
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RawYuvReader(VideoReader):
+    """Raw 8-bit yuv420p, size and rate from the caller or the file name."""
+
+    def __init__(self, path: Path, size: tuple[int, int] | None, fps: Fraction | None) -> None:
+        size = size or size_from_name(path.name)
+        if size is None:
+            raise InputError(f"{path.name}: raw .yuv needs --size WxH (none found in the file name)")
+        w, h = size
+        _check_dims(w, h)
+        fps = fps or fps_from_name(path.name) or DEFAULT_RAW_FPS
+        total = path.stat().st_size
+        fb = frame_bytes(w, h)
+        if total == 0:
+            raise InputError(f"{path.name}: empty file, no frames")
+        if total % fb:
+            raise InputError(
+                f"{path.name}: {total} bytes is not a whole number of {w}x{h} yuv420p frames "
+                f"({fb} bytes each); check --size"
+            )
+        self.path, self._fb = path, fb
+        self.info = VideoInfo(w, h, fps, total // fb)
+        self._f: BinaryIO = path.open("rb")
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._f.seek(0)
+        while True:
+            buf = self._f.read(self._fb)
+            if len(buf) < self._fb:
+                return
+            yield Frame.frombuffer(buf, self.info.width, self.info.height)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class AvReader(VideoReader):
+    """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709."""
+
+    _NATIVE = {"yuv420p", "yuvj420p"}
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        try:
+            self._c = av.open(str(path), "r")
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise UnsupportedFormatError(f"{path.name}: not a video FFmpeg can read ({_short(e)})") from None
+        if not self._c.streams.video:
+            self._c.close()
+            raise UnsupportedFormatError(f"{path.name}: no video stream")
+        s = self._c.streams.video[0]
+        s.thread_type = "AUTO"
+        cc = s.codec_context
+        w, h = int(cc.width), int(cc.height)
+        if w <= 0 or h <= 0:
+            self._c.close()
+            raise UnsupportedFormatError(f"{path.name}: video stream has no frame size")
+        _check_dims(w, h)
+        rate = s.average_rate or s.guessed_rate or s.base_rate or DEFAULT_RAW_FPS
+        fps = Fraction(rate.numerator, rate.denominator)
+        self.path, self._s = path, s
+        self.info = VideoInfo(w, h, fps, int(s.frames) or None, str(cc.pix_fmt or "unknown"))
+
+    def __iter__(self) -> Iterator[Frame]:
+        import av
+
+        w, h = self.info.width, self.info.height
+        try:
+            for vf in self._c.decode(self._s):
+                if vf.format.name not in self._NATIVE or vf.width != w or vf.height != h:
+                    try:
+                        vf = vf.reformat(width=w, height=h, format="yuv420p", dst_colorspace="ITU709",
+                                         dst_color_range="MPEG")
+                    except (av.FFmpegError, ValueError) as e:
+                        raise UnsupportedFormatError(
+                            f"{self.path.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
+                        ) from None
+                a = vf.to_ndarray()  # (H*3/2, W) for yuv420p with even sizes; planes otherwise
+                yield _frame_from_av(vf, a, w, h)
+        except av.FFmpegError as e:
+            raise InputError(f"{self.path.name}: decoding failed ({_short(e)})") from None
+
+    def close(self) -> None:
+        self._c.close()
+
+
+def _frame_from_av(vf: object, a: np.ndarray, w: int, h: int) -> Frame:
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    planes = getattr(vf, "planes")
+    out = []
+    for plane, (pw, ph) in zip(planes, [(w, h), (cw, ch), (cw, ch)]):
+        buf = np.frombuffer(bytes(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        out.append(np.ascontiguousarray(buf[:ph, :pw]))
+    return Frame(*out)
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+
+
+class Y4mReader(AvReader):
+    """YUV4MPEG2 through PyAV; the header gives size and rate."""
+
+
+# ---------------------------------------------------------------------------------------- writers
+class VideoWriter:
+    """Base writer: ``write(frame)``; the file appears under its name only when closed without error."""
+
+    def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
+        self.path, self.info = path, info
+        self._atomic = AtomicFile(path, force=force)
+        self.frames = 0
+
+    def write(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        pass
+
+    def close(self, ok: bool = True) -> None:
+        if ok:
+            self._finish()
+        self._atomic.close(ok)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(ok=exc_type is None)
+
+
+class RawYuvWriter(VideoWriter):
+    def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
+        super().__init__(path, info, force)
+        self._f = self._atomic.open()
+
+    def write(self, frame: Frame) -> None:
+        self._f.write(frame.tobytes())
+        self.frames += 1
+
+
+class Y4mWriter(RawYuvWriter):
+    def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
+        super().__init__(path, info, force)
+        f = info.fps
+        self._f.write(f"YUV4MPEG2 W{info.width} H{info.height} F{f.numerator}:{f.denominator} Ip A1:1 C420jpeg\n".encode())
+
+    def write(self, frame: Frame) -> None:
+        self._f.write(b"FRAME\n")
+        super().write(frame)
+
+
+class AvWriter(VideoWriter):
+    """Lossless .mkv (FFV1) or .mp4 (libx264, qp 0), BT.709 limited range tagged."""
+
+    def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
+        import av
+
+        super().__init__(path, info, force)
+        fmt = "matroska" if path.suffix.lower() == ".mkv" else "mp4"
+        self._c = av.open(str(self._atomic.tmp), "w", format=fmt)
+        codec, opts = ("ffv1", {}) if fmt == "matroska" else ("libx264", {"qp": "0", "preset": "medium"})
+        self._s = self._c.add_stream(codec, rate=info.fps, options=opts)
+        self._s.width, self._s.height, self._s.pix_fmt = info.width, info.height, "yuv420p"
+        cc = self._s.codec_context
+        cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = 1, 1, 1, 1  # MPEG range, BT.709
+        self._av = av
+
+    def write(self, frame: Frame) -> None:
+        vf = self._av.VideoFrame(frame.width, frame.height, "yuv420p")
+        for plane, data in zip(vf.planes, (frame.y, frame.u, frame.v)):
+            h, w = data.shape
+            buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+            buf[:h, :w] = data
+        vf.pts = self.frames
+        vf.time_base = 1 / self.info.fps
+        for packet in self._s.encode(vf):
+            self._c.mux(packet)
+        self.frames += 1
+
+    def _finish(self) -> None:
+        for packet in self._s.encode():
+            self._c.mux(packet)
+        self._c.close()
+
+    def close(self, ok: bool = True) -> None:
+        if not ok:
+            try:
+                self._c.close()
+            except Exception:  # noqa: BLE001 - already failing; the temp file is removed below
+                pass
+        super().close(ok)
+
+
+WRITERS: dict[str, type[VideoWriter]] = {
+    ".yuv": RawYuvWriter, ".y4m": Y4mWriter, ".mkv": AvWriter, ".mp4": AvWriter,
+}
+
+
+def open(  # noqa: A001 - mirrors av.open / builtins.open
+    path: str | os.PathLike[str],
+    mode: str = "r",
+    *,
+    size: tuple[int, int] | None = None,
+    fps: Fraction | None = None,
+    info: VideoInfo | None = None,
+    force: bool = False,
+) -> VideoReader | VideoWriter:
+    """Opens a video for reading (``"r"``) or writing (``"w"``, needs ``info``)."""
+    p = Path(path)
+    if mode == "r":
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+        if not p.is_file():
+            raise InputError(f"{p}: not a file")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"{p}: not readable (permission denied)")
+        if p.suffix.lower() == ".yuv":
+            return RawYuvReader(p, size, fps)
+        if p.suffix.lower() == ".nvc":
+            raise InputError(f"{p.name}: this is an nvc stream; use 'nvc decode'")
+        reader: VideoReader = Y4mReader(p) if p.suffix.lower() == ".y4m" else AvReader(p)
+        if fps is not None:
+            reader.info = VideoInfo(reader.info.width, reader.info.height, fps, reader.info.frames, reader.info.pix_fmt)
+        return reader
+    if mode == "w":
+        if info is None:
+            raise ValueError("writing needs info=VideoInfo(...)")
+        cls = WRITERS.get(p.suffix.lower())
+        if cls is None:
+            raise InputError(f"{p.name}: unknown output type; use .yuv, .y4m, .mkv or .mp4")
+        return cls(p, info, force)
+    raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")

@@ -1,0 +1,34 @@
+"""The frame-coding contract every nvc model fulfils, on top of CompressAI's forward/compress/decompress.
+
+A codec session (nvc.codec) drives a model one frame at a time and keeps the *context* (reference
+frame, previous latents: whatever the model needs) itself; the model stays stateless. ``ctx=None``
+means "start of a GoP": the frame is coded intra.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from torch import Tensor
+
+
+class FrameCodec(Protocol):
+    name: str
+    alignment: int  # frames are padded to a multiple of this
+    qualities: int  # valid qualities are 0..qualities-1
+    weights_digest: bytes  # set by nvc.models.load
+
+    def update(self, force: bool = True) -> None: ...
+
+    def compress_frame(self, x: Tensor, ctx: Any, quality: int) -> tuple[list[bytes], tuple[int, ...], Tensor, Any]:
+        """Codes padded frame ``x`` (1, 3, H, W) in [0, 1] -> (strings, shape, x_hat, new_ctx).
+
+        ``x_hat`` and ``new_ctx`` must equal, bit for bit, what ``decompress_frame`` returns on the same device.
+        """
+        ...
+
+    def decompress_frame(
+        self, strings: list[bytes], shape: tuple[int, ...], ctx: Any, quality: int
+    ) -> tuple[Tensor, Any]:
+        """Inverse of :meth:`compress_frame` -> (x_hat, new_ctx)."""
+        ...

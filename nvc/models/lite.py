@@ -1,0 +1,198 @@
+"""``nvc-lite``: nvc's default model, small enough for a CPU, one set of weights for every quality.
+
+- Intra frames: a mean-scale hyperprior image codec (Ballé et al. 2018, Minnen et al. 2018) with GDN.
+- Inter frames: *conditional residual* coding. The encoder sees the current frame, the reference
+  and their difference; the decoder predicts the frame as ``reference + correction`` where the
+  correction is synthesized from the decoded latent fused with the reference; the latent's prior
+  combines the hyperprior with a temporal prior computed from the reference.
+- Variable rate: per-quality channel gains on both latents (asymmetric gained VAE); each quality has
+  its own rate-distortion weight ``lambdas[q]``.
+
+The module is stateless: the reference frame lives in the codec session, never on the module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from compressai.layers import GDN
+from torch import Tensor, nn
+
+from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, scale_table
+
+# Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
+DEFAULT_LAMBDAS = (0.0025, 0.0048, 0.0092, 0.0177, 0.034, 0.065)
+
+
+class _Hyper(nn.Module):
+    """Hyper analysis/synthesis shared by the intra and inter branches (mean-scale outputs)."""
+
+    def __init__(self, n: int, m: int) -> None:
+        super().__init__()
+        self.h_a = nn.Sequential(
+            conv(m, n, 3, 1), nn.LeakyReLU(inplace=True), conv(n, n, 5, 2), nn.LeakyReLU(inplace=True), conv(n, n, 5, 2)
+        )
+        self.h_s = nn.Sequential(
+            deconv(n, m, 5, 2),
+            nn.LeakyReLU(inplace=True),
+            deconv(m, m * 3 // 2, 5, 2),
+            nn.LeakyReLU(inplace=True),
+            conv(m * 3 // 2, m * 2, 3, 1),
+        )
+
+
+class NvcLite(nn.Module):
+    """The default intra + inter model. See the module docstring."""
+
+    name = "nvc-lite"
+    # Frames are padded to a multiple of this (two stride-2 stages of the hyperprior after four of y).
+    alignment = 64
+
+    def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS) -> None:
+        super().__init__()
+        self.config = {"n": n, "m": m, "c": c, "lambdas": list(lambdas)}
+        q = len(lambdas)
+        self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
+
+        # ---- intra
+        self.i_g_a = nn.Sequential(
+            conv(3, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
+        )
+        self.i_g_s = nn.Sequential(
+            deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
+            deconv(n, n), GDN(n, inverse=True), deconv(n, 3),
+        )
+        self.i_hyper = _Hyper(n, m)
+        self.i_y_gain = Gains(q, m)
+        self.i_z_gain = Gains(q, n)
+        self.i_z = HyperLatentCoder(n)
+        self.i_y = LatentCoder()
+
+        # ---- inter
+        self.p_g_a = nn.Sequential(
+            conv(9, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
+        )
+        self.p_g_s = nn.Sequential(
+            deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
+            deconv(n, n), GDN(n, inverse=True), deconv(n, c),
+        )
+        self.p_fuse = nn.Sequential(
+            conv(c + 3, c, 3, 1), nn.LeakyReLU(inplace=True), conv(c, c, 3, 1), nn.LeakyReLU(inplace=True), conv(c, 3, 3, 1)
+        )
+        self.p_temporal = nn.Sequential(
+            conv(3, c), nn.LeakyReLU(inplace=True), conv(c, n), nn.LeakyReLU(inplace=True),
+            conv(n, n), nn.LeakyReLU(inplace=True), conv(n, m),
+        )
+        self.p_params = nn.Sequential(
+            conv(3 * m, 2 * m, 1, 1), nn.LeakyReLU(inplace=True), conv(2 * m, 2 * m, 1, 1),
+            nn.LeakyReLU(inplace=True), conv(2 * m, 2 * m, 1, 1),
+        )
+        self.p_hyper = _Hyper(n, m)
+        self.p_y_gain = Gains(q, m)
+        self.p_z_gain = Gains(q, n)
+        self.p_z = HyperLatentCoder(n)
+        self.p_y = LatentCoder()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def qualities(self) -> int:
+        return int(self.lambdas.numel())
+
+    def _branch(self, inter: bool) -> dict[str, Any]:
+        if inter:
+            return {"g_a": self.p_g_a, "hyper": self.p_hyper, "yg": self.p_y_gain, "zg": self.p_z_gain,
+                    "z": self.p_z, "y": self.p_y}
+        return {"g_a": self.i_g_a, "hyper": self.i_hyper, "yg": self.i_y_gain, "zg": self.i_z_gain,
+                "z": self.i_z, "y": self.i_y}
+
+    def _analysis(self, x: Tensor, ref: Tensor | None) -> Tensor:
+        if ref is None:
+            return self.i_g_a(x)
+        return self.p_g_a(torch.cat([x, ref, x - ref], dim=1))
+
+    def _params(self, hyper_out: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
+        if ref is not None:
+            hyper_out = self.p_params(torch.cat([hyper_out, self.p_temporal(ref)], dim=1))
+        scales, means = hyper_out.chunk(2, dim=1)
+        return scales, means
+
+    def _synthesis(self, y_hat: Tensor, ref: Tensor | None) -> Tensor:
+        if ref is None:
+            return self.i_g_s(y_hat)
+        feat = self.p_g_s(y_hat)
+        return ref + self.p_fuse(torch.cat([feat, ref], dim=1))
+
+    @staticmethod
+    def _qtensor(q: int | Tensor, batch: int, device: torch.device) -> Tensor:
+        if isinstance(q, Tensor):
+            return q.to(device=device, dtype=torch.long)
+        return torch.full((batch,), int(q), dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ training contract
+    def forward(self, x: Tensor, ref: Tensor | None = None, quality: int | Tensor = 0) -> dict[str, Any]:
+        """Differentiable pass: ``{"x_hat", "likelihoods": {"y", "z"}}`` (intra when ``ref`` is None)."""
+        b = self._branch(ref is not None)
+        q = self._qtensor(quality, x.shape[0], x.device)
+        y = b["yg"](self._analysis(x, ref), q)
+        z = b["zg"](b["hyper"].h_a(y), q)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z_hat, z_lik = b["z"].train_forward(z.float())
+        hyper_out = b["hyper"].h_s(b["zg"].invert(z_hat, q))
+        scales, means = self._params(hyper_out, ref)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y_hat, y_lik = b["y"].train_forward(y.float(), scales.float(), means.float())
+        x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def aux_loss(self) -> Tensor:
+        return self.i_z.entropy_bottleneck.loss() + self.p_z.entropy_bottleneck.loss()
+
+    # ------------------------------------------------------------------ coding contract
+    def update(self, force: bool = True) -> None:
+        """Builds the entropy coders' CDF tables (call after loading weights)."""
+        for branch in (False, True):
+            b = self._branch(branch)
+            b["z"].entropy_bottleneck.update(force=force)
+            b["y"].gaussian_conditional.update_scale_table(scale_table(), force=force)
+
+    @torch.inference_mode()
+    def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0) -> dict[str, Any]:
+        """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
+
+        ``x_hat`` is the reconstruction the decoder will compute, bit for bit (same device).
+        """
+        b = self._branch(ref is not None)
+        q = self._qtensor(quality, x.shape[0], x.device)
+        y = b["yg"](self._analysis(x, ref), q)
+        z = b["zg"](b["hyper"].h_a(y), q)
+        z_strings, z_hat = b["z"].compress(z)
+        scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+        y_strings, y_hat = b["y"].compress(y, scales, means)
+        x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
+
+    # ------------------------------------------------------------------ frame contract (nvc.models.base)
+    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
+        out = self.compress(x, ref=ctx, quality=quality)
+        x_hat = out["x_hat"].clamp(0.0, 1.0)
+        return [out["strings"][0][0], out["strings"][1][0]], tuple(out["shape"]), x_hat, x_hat
+
+    def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
+                         quality: int) -> tuple[Tensor, Tensor]:
+        x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ctx,
+                                quality=quality)["x_hat"].clamp(0.0, 1.0)
+        return x_hat, x_hat
+
+    @torch.inference_mode()
+    def decompress(
+        self, strings: list[list[bytes]], shape: tuple[int, int], ref: Tensor | None = None, quality: int = 0
+    ) -> dict[str, Tensor]:
+        """Inverse of :meth:`compress`: ``{"x_hat"}``."""
+        b = self._branch(ref is not None)
+        device = next(self.parameters()).device
+        q = self._qtensor(quality, len(strings[1]), device)
+        z_hat = b["z"].decompress(strings[1], shape)
+        scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+        y_hat = b["y"].decompress(strings[0], scales, means)
+        return {"x_hat": self._synthesis(b["yg"].invert(y_hat, q), ref)}
