@@ -57,6 +57,16 @@ def ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def safe_string(data: bytes, symbols: int) -> bytes:
+    """Pads an rANS string with zeros so that decoding ``symbols`` symbols can never read past its end.
+
+    CompressAI's rANS decoder does no bounds checks; each symbol (and each bypass-coded escape) reads at
+    most a few 32-bit words, so 4 words per symbol of zeros make any string, even a hostile one, safe.
+    Valid strings decode the same: the decoder never reaches the padding.
+    """
+    return bytes(data) + bytes(16 * symbols + 64)
+
+
 class HyperLatentCoder(nn.Module):
     """Codes the hyper-latent z with a factorized prior (EntropyBottleneck)."""
 
@@ -78,7 +88,8 @@ class HyperLatentCoder(nn.Module):
         return strings, symbols + medians
 
     def decompress(self, strings: list[bytes], size: tuple[int, int]) -> Tensor:
-        return self.entropy_bottleneck.decompress(strings, size)
+        n = self.entropy_bottleneck._quantized_cdf.shape[0] * size[0] * size[1]
+        return self.entropy_bottleneck.decompress([safe_string(s, n) for s in strings], size)
 
 
 class LatentCoder(nn.Module):
@@ -108,5 +119,6 @@ class LatentCoder(nn.Module):
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
         indexes = self.gaussian_conditional.build_indexes(scales)
-        symbols = self.gaussian_conditional.decompress(strings, indexes)
+        n = indexes[0].numel()
+        symbols = self.gaussian_conditional.decompress([safe_string(s, n) for s in strings], indexes)
         return self.dequantize(symbols, means)

@@ -94,6 +94,13 @@ class NvcLite(nn.Module):
         self.p_z = HyperLatentCoder(n)
         self.p_y = LatentCoder()
 
+    substreams = 2  # y then z
+
+    @staticmethod
+    def latent_shape(padded_height: int, padded_width: int) -> tuple[int, int]:
+        """Spatial size of the hyper-latent z (what a frame payload's ``shape`` holds)."""
+        return padded_height // 64, padded_width // 64
+
     # ------------------------------------------------------------------ helpers
     @property
     def qualities(self) -> int:

@@ -1,0 +1,248 @@
+"""The library API behind the CLI: encode a video file to an .nvc stream, decode it back.
+
+>>> report = nvc.api.encode("clip.y4m", "clip.nvc", quality=3)
+>>> nvc.api.decode("clip.nvc", "clip.yuv")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import bitstream
+from .errors import InputError, NvcError, TruncatedStreamError
+from .io import Frame, VideoInfo, VideoReader
+from .io import open as open_video
+
+Progress = Callable[[int, int | None], None]  # (frames done, total or None)
+
+
+@dataclass
+class EncodeReport:
+    """What an encode did; PSNR figures are against the source frames (8-bit yuv420p)."""
+
+    frames: int
+    bytes: int
+    width: int
+    height: int
+    fps: float
+    seconds: float
+    encode_fps: float
+    bpp: float
+    kbps: float
+    psnr_y: float
+    psnr_u: float
+    psnr_v: float
+    psnr_yuv: float
+    model: str
+    quality: int
+    gop: int
+    device: str
+    frame_bytes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DecodeReport:
+    frames: int
+    seconds: float
+    decode_fps: float
+    width: int
+    height: int
+    first: int
+
+
+def psnr(mse: float, peak: float = 255.0) -> float:
+    """PSNR in dB from a mean squared error (capped at 100 dB for identical data)."""
+    return 100.0 if mse <= 1e-10 else min(100.0, 10.0 * math.log10(peak * peak / mse))
+
+
+def _plane_mse(a: np.ndarray, b: np.ndarray) -> float:
+    d = a.astype(np.int32) - b.astype(np.int32)
+    return float(np.mean(d * d))
+
+
+def open_source(
+    input: str | os.PathLike[str] | None, *, size: tuple[int, int] | None = None, fps: Fraction | None = None,
+    sample: bool = False, frames: int | None = None,
+) -> VideoReader:
+    """A reader for a file, or for the built-in sample when ``sample`` is true."""
+    if sample:
+        from .sample import SAMPLE_FRAMES, SampleReader
+
+        return SampleReader(frames or SAMPLE_FRAMES)
+    if input is None:
+        raise InputError("no input: give a video file or --sample")
+    reader = open_video(input, "r", size=size, fps=fps)
+    assert isinstance(reader, VideoReader)
+    return reader
+
+
+def encode(
+    input: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
+    *,
+    model: str = "nvc-lite",
+    checkpoint: str | os.PathLike[str] | None = None,
+    quality: int = 3,
+    gop: int = 32,
+    frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    fps: Fraction | None = None,
+    device: str = "auto",
+    force: bool = False,
+    sample: bool = False,
+    progress: Progress | None = None,
+    recon: str | os.PathLike[str] | None = None,
+) -> EncodeReport:
+    """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``."""
+    from .codec import Encoder, numeric_mode, resolve_device
+    from .color import padded_size
+    from .models import load
+
+    if frames is not None and frames < 1:
+        raise InputError(f"--frames must be at least 1, not {frames}")
+    if gop < 1 or gop > 65535:
+        raise InputError(f"--gop must be 1..65535, not {gop}")
+    out = Path(output)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to overwrite)")
+    dev = resolve_device(device)
+    with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
+        info = reader.info
+        net = load(model, checkpoint, device=str(dev))
+        enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev)
+        pw, ph = padded_size(info.width, info.height, net.alignment)
+        header = bitstream.StreamHeader(
+            model=net.name, weights_digest=net.weights_digest, numeric_mode=int(numeric_mode(dev)), quality=quality,
+            width=info.width, height=info.height, padded_width=pw, padded_height=ph,
+            fps_num=info.fps.numerator, fps_den=info.fps.denominator, gop=gop,
+        )
+        total = frames if frames is not None else info.frames
+        if total is not None and info.frames is not None:
+            total = min(total, info.frames)
+        sse = np.zeros(3)
+        sizes: list[int] = []
+        t0 = time.perf_counter()
+        recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
+        try:
+            with bitstream.open(out, "w", header=header, force=force) as writer:
+                for frame in reader:
+                    if frames is not None and len(sizes) >= frames:
+                        break
+                    coded = enc.encode(frame)
+                    writer.write(coded.frame_type, coded.quality, coded.payload)
+                    sizes.append(len(coded.payload))
+                    sse += [_plane_mse(a, b) for a, b in ((frame.y, coded.recon.y), (frame.u, coded.recon.u),
+                                                          (frame.v, coded.recon.v))]
+                    if recon_writer is not None:
+                        recon_writer.write(coded.recon)  # type: ignore[union-attr]
+                    if progress:
+                        progress(len(sizes), total)
+                if not sizes:
+                    raise InputError(f"{input or 'sample'}: no frames to encode")
+            if recon_writer is not None:
+                recon_writer.close(ok=True)
+        except BaseException:
+            if recon_writer is not None:
+                recon_writer.close(ok=False)
+            raise
+        seconds = time.perf_counter() - t0
+    n = len(sizes)
+    nbytes = out.stat().st_size
+    rate = float(info.fps)
+    py, pu, pv = (psnr(m / n) for m in sse)
+    return EncodeReport(
+        frames=n, bytes=nbytes, width=info.width, height=info.height, fps=rate, seconds=seconds,
+        encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
+        kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
+        model=net.name, quality=quality, gop=gop, device=str(dev), frame_bytes=sizes,
+    )
+
+
+def decode(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    start: int = 0,
+    frames: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    force: bool = False,
+    progress: Progress | None = None,
+) -> DecodeReport:
+    """Decodes the .nvc stream ``input`` to ``output`` (.yuv, .y4m, .mkv or .mp4 by extension).
+
+    ``start``/``frames`` select a range; decoding starts at the I frame of the GoP containing ``start``.
+    A truncated or damaged stream: every complete frame before the damage is written, then the error
+    (a :class:`~nvc.errors.BitstreamError`) is raised naming where and why decoding stopped.
+    """
+    from .codec import Decoder, resolve_device
+    from .models import load
+
+    if start < 0:
+        raise InputError(f"--start must be >= 0, not {start}")
+    if frames is not None and frames < 1:
+        raise InputError(f"--frames must be at least 1, not {frames}")
+    out = Path(output)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to overwrite)")
+    src = Path(input)
+    if not src.is_file():
+        raise InputError(f"{src}: no such file")
+    dev = resolve_device(device)
+    with bitstream.open(src, "r") as reader:
+        h = reader.header
+        available = len(reader.frames)
+        if available == 0:
+            raise TruncatedStreamError(f"{src.name}: {reader.truncated or 'stream has no frames'}; nothing decoded")
+        if start >= available:
+            raise InputError(f"--start {start} is past the last frame ({available} frames in the stream)")
+        net = load(h.model, checkpoint, device=str(dev))
+        dec = Decoder.for_stream(net, h, dev)
+        stop = available if frames is None else min(available, start + frames)
+        first = reader.gop_start(start)
+        info = VideoInfo(h.width, h.height, Fraction(h.fps_num, h.fps_den), stop - start)
+        written = 0
+        failure: NvcError | None = None
+        t0 = time.perf_counter()
+        with open_video(out, "w", info=info, force=force) as writer:
+            for i in range(first, stop):
+                try:
+                    frame: Frame = dec.decode(reader.read(i))
+                except NvcError as e:
+                    failure = e
+                    break
+                if i >= start:
+                    writer.write(frame)  # type: ignore[union-attr]
+                    written += 1
+                    if progress:
+                        progress(written, stop - start)
+            if written == 0 and failure is not None:
+                raise failure
+        seconds = time.perf_counter() - t0
+        if failure is not None:
+            raise type(failure)(f"{failure}; wrote {written} complete frames to {out}")
+        if reader.truncated and stop == available and (frames is None or start + frames > available):
+            raise TruncatedStreamError(f"{reader.truncated}; wrote {written} complete frames to {out}")
+    return DecodeReport(frames=written, seconds=seconds, decode_fps=written / seconds if seconds > 0 else 0.0,
+                        width=h.width, height=h.height, first=first)
+
+
+def info(input: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything the stream's header and index say (see ``nvc info --json``)."""
+    src = Path(input)
+    if not src.is_file():
+        raise InputError(f"{src}: no such file")
+    with bitstream.open(src, "r") as reader:
+        return bitstream.info_dict(reader)

@@ -1,0 +1,252 @@
+"""The ``nvc`` command line: a thin layer over :mod:`nvc.api` that parses options and prints.
+
+Heavy modules (torch, the models) are imported inside the commands, so ``nvc --help`` stays fast.
+Every :class:`~nvc.errors.NvcError` is caught once, here, and printed as one line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from .errors import NvcError
+
+app = typer.Typer(
+    name="nvc",
+    help="nvc: a neural video codec. Encode video to .nvc streams, decode them, benchmark against x264/x265.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _command(fn: F) -> F:
+    """Registers a command whose NvcErrors become one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NvcError as e:
+            err.print(f"[bold red]nvc: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("nvc: interrupted; no partial output was left", highlight=False)
+            raise typer.Exit(130) from None
+
+    app.command()(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, Optional[int]], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[fps]:.2f} fps"), TimeElapsedColumn()]
+    with Progress(*columns, console=err, transient=True, disable=not enabled) as bar:
+        task = bar.add_task(label, total=None, fps=0.0)
+        import time
+
+        t0 = time.perf_counter()
+
+        def update(done: int, total: Optional[int]) -> None:
+            dt = time.perf_counter() - t0
+            bar.update(task, completed=done, total=total, fps=done / dt if dt > 0 else 0.0)
+
+        yield update
+
+
+def _size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    from .io import parse_size
+
+    return parse_size(text) if text else None
+
+
+def _fps(text: Optional[str]) -> Optional[Fraction]:
+    from .io import parse_fps
+
+    return parse_fps(text) if text else None
+
+
+@_command
+def encode(
+    input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ... (omit with --sample)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
+    size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
+    fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
+    quality: int = typer.Option(3, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best."),
+    gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
+    model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights (.safetensors or torch state_dict)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    sample: bool = typer.Option(False, "--sample", help="Encode the built-in sample clip (352x288, 16 frames)."),
+    recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Encode a video to an .nvc stream."""
+    from . import api
+
+    if input is None and not sample:
+        raise typer.BadParameter("give an INPUT video or --sample")
+    if input is not None and sample:
+        raise typer.BadParameter("give either an INPUT video or --sample, not both")
+    with _progress("encode", not quiet) as progress:
+        r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
+                       size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
+                       progress=progress, recon=recon)
+    out.print(
+        f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
+        f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
+        f"{r.encode_fps:.2f} fps on {r.device}", highlight=False, soft_wrap=True,
+    )
+
+
+@_command
+def decode(
+    input: Path = typer.Argument(..., help="The .nvc stream."),
+    output: Path = typer.Option(..., "-o", "--output", help="Decoded video: .yuv, .y4m, .mkv (FFV1) or .mp4 (x264 lossless)."),
+    start: int = typer.Option(0, "--start", help="First frame to output (decoding starts at its GoP's I frame)."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Output at most N frames."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights the stream was encoded with."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (must match the encoder's)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Decode an .nvc stream to a video file."""
+    from . import api
+
+    with _progress("decode", not quiet) as progress:
+        r = api.decode(input, output, start=start, frames=frames, checkpoint=checkpoint, device=device, force=force,
+                       progress=progress)
+    out.print(f"{output}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
+
+
+@_command
+def info(
+    input: Path = typer.Argument(..., help="The .nvc stream."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print a stream's header and frame index."""
+    from . import api
+
+    d = api.info(input)
+    if as_json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        return
+    for k, v in d.items():
+        if k != "frames":
+            out.print(f"{k:>16}: {v}", highlight=False)
+    frames = d.get("frames", [])
+    counts = {t: sum(1 for f in frames if f["type"] == t) for t in ("I", "P")}
+    out.print(f"{'frame records':>16}: {len(frames)} (I {counts['I']}, P {counts['P']})", highlight=False)
+    for f in frames:
+        out.print(f"  #{f['index']:<5} {f['type']} q{f['quality']} {f['bytes']:>8} B @ {f['offset']}", highlight=False)
+
+
+@_command
+def models() -> None:
+    """List the models: names, qualities, sizes."""
+    from rich.table import Table
+
+    from . import models as registry
+
+    t = Table("model", "qualities", "parameters", "weights", "kMAC/px")
+    for name in registry.names():
+        try:
+            m = registry.load(name)
+            shipped = registry.shipped_weights(name)
+            weights = f"{shipped.name} ({shipped.stat().st_size / 1e6:.1f} MB)"
+        except NvcError:
+            try:
+                m = registry.create(name)
+            except Exception:  # noqa: BLE001 - an architecture that cannot be built is listed as such
+                t.add_row(name, "-", "-", "unavailable", "-")
+                continue
+            weights = "none shipped (--checkpoint)"
+        params = sum(p.numel() for p in m.parameters())
+        kmac = getattr(m, "kmac_per_pixel", None)
+        t.add_row(name, str(getattr(m, "qualities", 1)), f"{params / 1e6:.2f} M", weights,
+                  f"{kmac():.1f}" if callable(kmac) else "-")
+    out.print(t)
+
+
+@_command
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="TOML recipe, e.g. configs/nvc-lite.toml."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Stop after N more steps (resume later)."),
+) -> None:
+    """Train (or resume training) a model from a TOML recipe."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .train import TrainConfig
+    from .train import train as run_train
+
+    cfg = TrainConfig.from_toml(config)
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f} bpp {task.fields[bpp]:.3f} PSNR {task.fields[psnr]:.2f}"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("train", total=cfg.total_steps, loss=0.0, bpp=0.0, psnr=0.0)
+
+        def on_log(r: dict[str, Any]) -> None:
+            bar.update(task, completed=r["step"], loss=r["loss"], bpp=r["bpp"], psnr=r["psnr"])
+
+        path = run_train(cfg, on_log=on_log, max_steps=steps)
+    out.print(f"weights: {path}", highlight=False)
+
+
+@_command
+def bench(
+    dataset: str = typer.Option("sample", "--dataset", "-d", help="uvg, hevc-b, mcl-jcv (with --root), a folder of clips, or sample."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the named dataset's files."),
+    model: str = typer.Option("nvc-lite", "--model", "-m"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
+    qualities: Optional[str] = typer.Option(None, "--qualities", help="Comma-separated qualities (default: all)."),
+    anchors: str = typer.Option("x264,x265", "--anchors", help="Comma-separated: x264, x265, svtav1 (or none)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default runs/<dataset>-<time>); rerun to resume."),
+    frames: int = typer.Option(96, "--frames", "-n", help="Frames per sequence."),
+    gop: int = typer.Option(32, "--gop"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Sequences in parallel processes."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
+    from .bench import run_bench
+
+    qs = [int(q) for q in qualities.split(",")] if qualities else None
+    an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
+    run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+              qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
+              device=device, progress=True)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        from . import __version__
+
+        out.print(f"nvc {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,489 @@
+"""The nvc container (nvc.bitstream): round trips, refusals of damaged or hostile streams, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nvc import bitstream as bs
+from nvc.errors import (
+    BitstreamError,
+    ChecksumError,
+    NvcError,
+    OutputExistsError,
+    TruncatedStreamError,
+    VersionError,
+)
+
+HEADER = bs.StreamHeader(
+    model="nvc-lite",
+    weights_digest=bytes(range(16)),
+    numeric_mode=bs.NumericMode.FLOAT32_CPU,
+    quality=3,
+    width=100,
+    height=60,
+    padded_width=128,
+    padded_height=64,
+    fps_num=30000,
+    fps_den=1001,
+    gop=2,
+)
+# I P I P I, with payloads of various sizes (including empty)
+FRAMES = [
+    (bs.FrameType.I, 3, b"intra-0" * 5),
+    (bs.FrameType.P, 3, b"p1"),
+    (bs.FrameType.I, 4, b""),
+    (bs.FrameType.P, 5, bytes(range(256))),
+    (bs.FrameType.I, 3, b"x" * 7),
+]
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def write_stream(path: Path, header: bs.StreamHeader = HEADER, frames=FRAMES, force: bool = False) -> bytes:
+    with bs.open(path, "w", header=header, force=force) as w:
+        for ft, q, p in frames:
+            w.write(ft, q, p)
+    return path.read_bytes()
+
+
+def reheader(data: bytes, **changes: int) -> bytes:
+    """``data`` with fields of its (1.0) header changed and the header CRC recomputed (a forger's stream)."""
+    offsets = {"width": (28, "<I"), "height": (32, "<I"), "frame_count": (52, "<I"), "gop": (56, "<H"),
+               "header_len": (6, "<H"), "major": (4, "<B"), "minor": (5, "<B"), "matrix": (26, "<B"),
+               "numeric_mode": (24, "<B"), "model_len": (58, "<B")}
+    hl = struct.unpack_from("<H", data, 6)[0]
+    b = bytearray(data)
+    for k, v in changes.items():
+        off, fmt = offsets[k]
+        struct.pack_into(fmt, b, off, v)
+    struct.pack_into("<I", b, hl - 4, zlib.crc32(bytes(b[: hl - 4])))
+    return bytes(b)
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> tuple[Path, bytes]:
+    p = tmp_path / "s.nvc"
+    return p, write_stream(p)
+
+
+def load(tmp_path: Path, data: bytes, name: str = "x.nvc") -> bs.StreamReader:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return bs.StreamReader(p)
+
+
+def read_everything(tmp_path: Path, data: bytes) -> None:
+    """Opens ``data`` and reads every frame, gop_start and info; only NvcError may escape."""
+    try:
+        with load(tmp_path, data) as r:
+            json.dumps(bs.info_dict(r))
+            for i in range(len(r.frames)):
+                try:
+                    r.read(i)
+                    r.gop_start(i)
+                except NvcError:
+                    pass
+    except NvcError as e:
+        assert "\n" not in str(e) and str(e)
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+
+
+def test_module_does_not_import_torch_or_numpy() -> None:
+    import subprocess
+
+    code = "import sys, nvc.bitstream; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_header_roundtrip_and_layout() -> None:
+    b = bs.encode_header(HEADER)
+    assert b[:4] == bs.MAGIC and b[4:6] == bytes(bs.FORMAT_VERSION)
+    assert len(b) == struct.unpack_from("<H", b, 6)[0] == 59 + len("nvc-lite") + 4
+    assert struct.unpack_from("<I", b, len(b) - 4)[0] == zlib.crc32(b[:-4])
+    h = bs.decode_header(b + b"trailing bytes are not the header's")
+    assert h == HEADER and isinstance(h.numeric_mode, bs.NumericMode)
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> bs.StreamHeader:
+    w = draw(st.integers(1, 16384))
+    h = draw(st.integers(1, 16384))
+    return bs.StreamHeader(
+        model=draw(st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=64)),
+        weights_digest=draw(st.binary(min_size=16, max_size=16)),
+        numeric_mode=draw(st.sampled_from(list(bs.NumericMode))),
+        quality=draw(st.integers(0, 255)),
+        width=w,
+        height=h,
+        padded_width=draw(st.integers(w, 16384)),
+        padded_height=draw(st.integers(h, 16384)),
+        fps_num=draw(st.integers(1, 2**32 - 1)),
+        fps_den=draw(st.integers(1, 2**32 - 1)),
+        gop=draw(st.integers(1, 65535)),
+        frame_count=draw(st.integers(0, 2**24)),
+        matrix="bt709",
+        color_range=draw(st.sampled_from(["limited", "full"])),
+    )
+
+
+@FAST
+@given(headers())
+def test_header_property_roundtrip(h: bs.StreamHeader) -> None:
+    assert bs.decode_header(bs.encode_header(h)) == h
+
+
+@FAST
+@given(
+    st.lists(st.integers(0, 65535), max_size=4).map(tuple),
+    st.lists(st.binary(max_size=64), max_size=16),
+)
+def test_payload_property_roundtrip(shape: tuple[int, ...], strings: list[bytes]) -> None:
+    p = bs.FramePayload(shape=shape, strings=strings)
+    assert bs.decode_payload(bs.encode_payload(p)) == p
+
+
+def test_payload_refusals() -> None:
+    good = bs.encode_payload(bs.FramePayload((4, 6), [b"yyyy", b"zz"]))
+    for bad in (good[:-1], good + b"!", b"", b"\x05\x00", b"\x00\x11", b"\x00\x01\xff\xff\xff\xff"):
+        with pytest.raises(BitstreamError):
+            bs.decode_payload(bad)
+    for p in (bs.FramePayload((1, 2, 3, 4, 5), []), bs.FramePayload((70000,), []), bs.FramePayload((), [b""] * 17)):
+        with pytest.raises(BitstreamError):
+            bs.encode_payload(p)
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_payload_random_bytes(b: bytes) -> None:
+    try:
+        bs.decode_payload(b)
+    except BitstreamError as e:
+        assert "\n" not in str(e)
+
+
+def test_stream_roundtrip(stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    with bs.open(path) as r:
+        assert isinstance(r, bs.StreamReader)
+        assert r.truncated is None
+        assert r.header == replace(HEADER, frame_count=len(FRAMES))
+        assert [(f.frame_type, f.quality, f.length) for f in r.frames] == [(t, q, len(p)) for t, q, p in FRAMES]
+        for f, (_, _, p) in zip(r.frames, FRAMES):
+            assert data[f.offset : f.offset + f.length] == p
+        recs = list(r)
+        assert [(x.index, x.frame_type, x.quality, x.payload) for x in recs] == [(i, *f) for i, f in enumerate(FRAMES)]
+        assert r.read(3).payload == bytes(range(256))
+        assert [r.gop_start(i) for i in range(5)] == [0, 0, 2, 2, 4]
+        with pytest.raises(IndexError):
+            r.read(5)
+        info = bs.info_dict(r)
+    assert json.loads(json.dumps(info)) == info
+    assert info["version"] == "1.0" and info["fps"] == "30000/1001" and info["weights_digest"] == bytes(range(16)).hex()
+    assert info["file_size"] == len(data) and info["truncated"] is None and info["frame_count"] == 5
+    assert info["frames"][1] == {"index": 1, "type": "P", "quality": 3, "bytes": 2, "offset": r.frames[1].offset}
+    assert info["model"] == "nvc-lite" and info["matrix"] == "bt709" and info["color_range"] == "limited"
+
+
+def test_whole_file_matches_the_construct_declaration(stream: tuple[Path, bytes]) -> None:
+    _, data = stream
+    s = bs.NVC_STREAM.parse(data)
+    assert s.header.body.value.fields.frame_count == 5 == len(s.frames) == s.index.body.value.count
+    assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
+    assert s.trailer.body.value.index_offset == len(data) - 20 - (8 + 14 * 5 + 4)
+
+
+def test_empty_stream_and_payload_through_stream(tmp_path: Path) -> None:
+    p = tmp_path / "e.nvc"
+    write_stream(p, frames=[])
+    with bs.open(p) as r:
+        assert r.frames == [] and r.truncated is None and r.header.frame_count == 0 and list(r) == []
+    payload = bs.encode_payload(bs.FramePayload((3, 5), [b"y" * 10, b"z"]))
+    p2 = tmp_path / "f.nvc"
+    write_stream(p2, frames=[(bs.FrameType.I, 0, payload)])
+    with bs.open(p2) as r:
+        assert bs.decode_payload(r.read(0).payload) == bs.FramePayload((3, 5), [b"y" * 10, b"z"])
+
+
+def test_writer_refusals(tmp_path: Path) -> None:
+    p = tmp_path / "w.nvc"
+    for bad in (
+        replace(HEADER, width=16385),
+        replace(HEADER, padded_width=99),
+        replace(HEADER, model="é"),
+        replace(HEADER, model="m" * 65),
+        replace(HEADER, model=""),
+        replace(HEADER, weights_digest=b"short"),
+        replace(HEADER, gop=0),
+        replace(HEADER, fps_den=0),
+        replace(HEADER, matrix="bt601"),
+        replace(HEADER, color_range="tv"),
+        replace(HEADER, numeric_mode=7),
+    ):
+        with pytest.raises(BitstreamError):
+            bs.StreamWriter(p, bad)
+        assert list(tmp_path.iterdir()) == []
+    with bs.open(p, "w", header=HEADER) as w:
+        with pytest.raises(BitstreamError, match="I frame"):
+            w.write(bs.FrameType.P, 3, b"")
+        with pytest.raises(BitstreamError):
+            w.write(bs.FrameType.I, 256, b"")
+        with pytest.raises(BitstreamError):
+            w.write(7, 3, b"")
+        w.write(bs.FrameType.I, 3, b"ok")
+    with pytest.raises(BitstreamError):
+        w.write(bs.FrameType.P, 3, b"")
+    with bs.open(p) as r:
+        assert len(r.frames) == 1 and r.truncated is None
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+
+
+def test_writer_not_ok_leaves_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.nvc"
+    w = bs.StreamWriter(p, HEADER)
+    w.write(bs.FrameType.I, 3, b"data")
+    assert not p.exists() and len(list(tmp_path.iterdir())) == 1  # the temporary file
+    w.close(ok=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        with bs.open(p, "w", header=HEADER) as w:
+            w.write(bs.FrameType.I, 3, b"data")
+            raise RuntimeError("encoder failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_target_refused_without_force(stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    with pytest.raises(OutputExistsError):
+        bs.open(path, "w", header=HEADER)
+    assert path.read_bytes() == data and len(list(path.parent.iterdir())) == 1
+    write_stream(path, frames=FRAMES[:1], force=True)
+    with bs.open(path) as r:
+        assert len(r.frames) == 1
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+
+def test_bad_magic(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    _, data = stream
+    for bad in (b"RIFF" + data[4:], b"", b"\x00", b"hello world, this is text" * 4):
+        with pytest.raises(BitstreamError):
+            load(tmp_path, bad)
+    with pytest.raises(TruncatedStreamError):
+        load(tmp_path, bs.MAGIC[:3])
+
+
+def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    _, data = stream
+    for major in (0, 2, 255):
+        with pytest.raises(VersionError, match=rf"version {major}\.0 is not supported"):
+            load(tmp_path, reheader(data, major=major))
+        # refused from the version bytes alone, before anything else is looked at
+        with pytest.raises(VersionError):
+            load(tmp_path, bs.MAGIC + bytes([major, 0]) + b"\xff" * 2)
+        with pytest.raises(VersionError):
+            load(tmp_path, bs.MAGIC + bytes([major, 0]))
+
+
+def test_newer_minor_version_is_readable(tmp_path: Path) -> None:
+    newer = replace(HEADER, version=(1, 7), frame_count=len(FRAMES))
+    hb = bs.encode_header(newer, extra=b"future fields")
+    assert len(hb) == len(bs.encode_header(HEADER)) + 13
+    assert bs.decode_header(hb) == newer
+    # splice the longer header in front of a 1.0 stream's frames, index and trailer (offsets shift)
+    p = tmp_path / "n.nvc"
+    write_stream(p)
+    old = p.read_bytes()
+    ohl = struct.unpack_from("<H", old, 6)[0]
+    shift = len(hb) - ohl
+    body = bytearray(old[ohl:])
+    index_offset, count = struct.unpack_from("<QI", old, len(old) - 20)
+    io = index_offset - ohl
+    for k in range(count):
+        off = io + 8 + 14 * k
+        struct.pack_into("<Q", body, off, struct.unpack_from("<Q", body, off)[0] + shift)
+    ilen = 8 + 14 * count
+    struct.pack_into("<I", body, io + ilen, zlib.crc32(bytes(body[io : io + ilen])))
+    tr = len(body) - 20
+    struct.pack_into("<QI", body, tr, index_offset + shift, count)
+    struct.pack_into("<I", body, tr + 12, zlib.crc32(bytes(body[tr : tr + 12])))
+    with load(tmp_path, hb + bytes(body)) as r:
+        assert r.truncated is None and r.header.version == (1, 7)
+        assert [x.payload for x in r] == [f[2] for f in FRAMES]
+        assert bs.info_dict(r)["version"] == "1.7"
+
+
+def test_header_crc_flip(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    _, data = stream
+    hl = struct.unpack_from("<H", data, 6)[0]
+    for off in range(8, hl):  # every byte after magic/version/length (those are refused on their own)
+        bad = bytearray(data)
+        bad[off] ^= 0x10
+        with pytest.raises(BitstreamError):
+            load(tmp_path, bytes(bad))
+    bad = bytearray(data)
+    bad[30] ^= 1  # width
+    with pytest.raises(ChecksumError, match="header"):
+        load(tmp_path, bytes(bad))
+
+
+def test_frame_crc_flip_names_the_frame(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    with bs.open(path) as r:
+        f3 = r.frames[3]
+    bad = bytearray(data)
+    bad[f3.offset + 100] ^= 0x01
+    with load(tmp_path, bytes(bad)) as r:
+        assert r.truncated is None and len(r.frames) == 5
+        assert r.read(2).payload == b""
+        with pytest.raises(ChecksumError, match=r"^frame 3: CRC mismatch"):
+            r.read(3)
+        with pytest.raises(ChecksumError, match="frame 3"):
+            list(r)
+    bad = bytearray(data)
+    bad[f3.offset + f3.length] ^= 0x80  # the stored CRC itself
+    with load(tmp_path, bytes(bad)) as r, pytest.raises(ChecksumError, match="frame 3"):
+        r.read(3)
+
+
+def test_truncation_at_every_offset(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    with bs.open(path) as r:
+        ends = [f.offset + f.length + 4 for f in r.frames]
+        hl = r.header_size
+    t0 = time.perf_counter()
+    for cut in range(len(data)):
+        if cut < hl:
+            with pytest.raises(BitstreamError):
+                load(tmp_path, data[:cut])
+            continue
+        with load(tmp_path, data[:cut]) as r:
+            complete = sum(e <= cut for e in ends)
+            assert len(r.frames) == complete, cut
+            assert r.truncated and "\n" not in r.truncated
+            assert [x.payload for x in r] == [f[2] for f in FRAMES[:complete]]
+            if complete < len(FRAMES):
+                assert "truncated" in r.truncated
+                if cut > ends[complete - 1] + 4 if complete else cut > hl + 4:
+                    assert f"in frame {complete}" in r.truncated, (cut, r.truncated)
+            else:
+                assert r.truncated == "index missing", (cut, r.truncated)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_truncation_message(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    with bs.open(path) as r:
+        f3 = r.frames[3]
+    with load(tmp_path, data[: f3.offset + 56]) as r:
+        assert r.truncated == "stream truncated in frame 3 (payload needs 260 bytes, 56 left)"
+        assert bs.info_dict(r)["truncated"] == r.truncated
+    with load(tmp_path, data[: f3.record_offset]) as r:
+        assert r.truncated == "stream truncated after 3 frames (header announces 5)"
+
+
+def test_damaged_index_falls_back_to_scanning(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    _, data = stream
+    index_offset = struct.unpack_from("<Q", data, len(data) - 20)[0]
+    for off in (index_offset + 5, index_offset + 20, len(data) - 10, len(data) - 1):
+        bad = bytearray(data)
+        bad[off] ^= 0x04
+        with load(tmp_path, bytes(bad)) as r:
+            assert len(r.frames) == 5 and r.truncated and "index" in r.truncated
+            assert [x.payload for x in r] == [f[2] for f in FRAMES]
+
+
+def _record_starts(path: Path) -> list[int]:
+    with bs.open(path) as r:
+        return [f.record_offset for f in r.frames]
+
+
+def test_lying_lengths_refused_quickly(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    path, data = stream
+    starts = _record_starts(path)
+    t0 = time.perf_counter()
+    # header fields (CRC recomputed, so only the limits can catch them)
+    for field, value in (("width", 2**32 - 1), ("height", 16385), ("frame_count", 2**32 - 1), ("frame_count", 2**24 + 1),
+                         ("gop", 0), ("header_len", 0xFFFF), ("model_len", 255), ("model_len", 0), ("matrix", 9),
+                         ("numeric_mode", 200), ("header_len", 10)):
+        with pytest.raises(BitstreamError):
+            load(tmp_path, reheader(data, **{field: value}))
+    # a payload length of 2**32-1 in frame 2, index gone: the scan stops there, frames 0-1 survive
+    bad = bytearray(data[: struct.unpack_from("<Q", data, len(data) - 20)[0]])
+    struct.pack_into("<I", bad, starts[2] + 12, 2**32 - 1)
+    with load(tmp_path, bytes(bad)) as r:
+        assert len(r.frames) == 2 and "frame 2" in r.truncated and "limit" in r.truncated
+    struct.pack_into("<I", bad, starts[2] + 12, 2**20)  # under the limit, but past the end of the file
+    with load(tmp_path, bytes(bad)) as r:
+        assert len(r.frames) == 2 and r.truncated.startswith("stream truncated in frame 2")
+    # the same lie with the index intact: refused when the frame is read
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, starts[2] + 12, 2**32 - 1)
+    with load(tmp_path, bytes(bad)) as r:
+        assert r.truncated is None
+        with pytest.raises(BitstreamError, match="frame 2"):
+            r.read(2)
+    # a trailer announcing 2**32-1 frames (CRC valid) / a huge index offset: index ignored, frames scanned
+    for index_offset, count in ((struct.unpack_from("<Q", data, len(data) - 20)[0], 2**32 - 1), (2**64 - 1, 5)):
+        bad = bytearray(data)
+        struct.pack_into("<QI", bad, len(data) - 20, index_offset, count)
+        struct.pack_into("<I", bad, len(data) - 8, zlib.crc32(bytes(bad[-20:-8])))
+        with load(tmp_path, bytes(bad)) as r:
+            assert len(r.frames) == 5 and "index" in r.truncated
+    assert time.perf_counter() - t0 < 5
+
+
+def test_missing_file_is_an_nvc_error(tmp_path: Path) -> None:
+    with pytest.raises(NvcError):
+        bs.open(tmp_path / "nope.nvc")
+    with pytest.raises(NvcError):
+        bs.open(tmp_path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_random_bytes(tmp_path: Path, b: bytes) -> None:
+    t0 = time.perf_counter()
+    read_everything(tmp_path, b)
+    read_everything(tmp_path, bs.MAGIC + b"\x01\x00" + b)
+    assert time.perf_counter() - t0 < 1
+
+
+_VALID = None
+
+
+def _valid_stream() -> bytes:
+    global _VALID
+    if _VALID is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            _VALID = write_stream(Path(d) / "v.nvc")
+    return _VALID
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_random_damage(tmp_path: Path, data: st.DataObject) -> None:
+    b = bytearray(_valid_stream())
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, len(b) - 1))
+        b[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(b)))
+    t0 = time.perf_counter()
+    read_everything(tmp_path, bytes(b[:cut]))
+    assert time.perf_counter() - t0 < 1

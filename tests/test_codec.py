@@ -1,0 +1,75 @@
+"""Encoder/decoder sessions: exact reconstruction, determinism, GoP structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nvc import bitstream
+from nvc.bitstream import FrameRecord, FrameType
+from nvc.codec import Decoder, Encoder
+from nvc.errors import BitstreamError, InputError
+
+from .conftest import make_frames
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, p), getattr(b, p)) for p in "yuv")
+
+
+def _encode(model, frames, quality=2, gop=2):
+    enc = Encoder(model, quality=quality, gop=gop, width=frames[0].width, height=frames[0].height)
+    return [enc.encode(f) for f in frames]
+
+
+def test_decoder_equals_encoder_bit_for_bit(lite):
+    frames = make_frames(4, 70, 50)  # odd padding, I P I P
+    coded = _encode(lite, frames)
+    assert [c.frame_type for c in coded] == [FrameType.I, FrameType.P, FrameType.I, FrameType.P]
+    dec = Decoder(lite, width=70, height=50)
+    for i, c in enumerate(coded):
+        out = dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload))
+        assert _same(out, c.recon), f"frame {i} differs"
+
+
+def test_encoding_is_deterministic(lite):
+    frames = make_frames(3, 64, 64, seed=3)
+    a = [c.payload for c in _encode(lite, frames, gop=8)]
+    b = [c.payload for c in _encode(lite, frames, gop=8)]
+    assert a == b
+
+
+def test_thread_count_does_not_change_bytes(lite):
+    frames = make_frames(2, 64, 64, seed=5)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [c.payload for c in _encode(lite, frames, gop=8)]
+        torch.set_num_threads(2)
+        two = [c.payload for c in _encode(lite, frames, gop=8)]
+    finally:
+        torch.set_num_threads(n)
+    assert one == two
+
+
+def test_lowest_quality_is_smallest(lite):
+    from nvc.sample import sample_frames
+
+    frames = [next(iter(sample_frames(1)))]
+    sizes = [len(_encode(lite, frames, quality=q)[0].payload) for q in (0, lite.qualities - 1)]
+    assert sizes[0] < sizes[1], sizes
+
+
+def test_errors(lite):
+    with pytest.raises(InputError, match="quality"):
+        Encoder(lite, quality=99, gop=4, width=16, height=16)
+    with pytest.raises(InputError, match="gop"):
+        Encoder(lite, quality=0, gop=0, width=16, height=16)
+    coded = _encode(lite, make_frames(2, 32, 32), gop=4)
+    dec = Decoder(lite, width=32, height=32)
+    with pytest.raises(BitstreamError, match="without a preceding I"):
+        dec.decode(FrameRecord(1, FrameType.P, coded[1].quality, coded[1].payload))
+    bad = bitstream.encode_payload(bitstream.FramePayload(shape=(9, 9), strings=[b"", b""]))
+    with pytest.raises(BitstreamError, match="latent shape"):
+        dec.decode(FrameRecord(0, FrameType.I, 0, bad))

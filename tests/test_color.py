@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nvc.color import pad, padded_size, rgb_to_yuv420, yuv420_to_rgb
+
+from .conftest import make_frames
+
+
+def test_roundtrip_is_close():
+    f = make_frames(1, 64, 48)[0]
+    rgb = yuv420_to_rgb(f.y, f.u, f.v)
+    assert rgb.shape == (1, 3, 48, 64) and 0.0 <= rgb.min() and rgb.max() <= 1.0
+    y, u, v = rgb_to_yuv420(rgb)
+    assert np.abs(y.astype(int) - f.y).max() <= 2
+    assert np.abs(u.astype(int) - f.u).mean() < 2 and np.abs(v.astype(int) - f.v).mean() < 2
+
+
+def test_bt709_reference_colours():
+    # BT.709 limited range: white, black and pure red.
+    rgb = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 4).repeat(1, 3, 2, 1)
+    rgb[0, 1:, :, 2] = 0.0  # red at x=2..3 -> only column 2 red
+    y, _, _ = rgb_to_yuv420(rgb)
+    assert y[0, 0] == 235 and y[0, 1] == 16 and y[0, 2] == round(16 + 219 * 0.2126)
+
+
+def test_odd_sizes():
+    f = make_frames(1, 37, 21)[0]
+    rgb = yuv420_to_rgb(f.y, f.u, f.v)
+    y, u, v = rgb_to_yuv420(rgb)
+    assert y.shape == (21, 37) and u.shape == (11, 19) and v.shape == (11, 19)
+
+
+def test_pad_replicates():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    p = pad(x, 8)
+    assert p.shape == (1, 1, 8, 8)
+    assert torch.equal(p[..., :3, :4], x) and torch.all(p[..., 7, 7] == x[..., 2, 3])
+    assert padded_size(1920, 1080, 64) == (1920, 1088)

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from nvc import io
+from nvc.errors import InputError, NvcError, OutputExistsError, UnsupportedFormatError
+
+from .conftest import make_frames, write_y4m, write_yuv
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(getattr(a, p), getattr(b, p)) for p in "yuv")
+
+
+def test_raw_yuv_roundtrip_and_name_parsing(tmp_path):
+    frames = make_frames(3, 48, 32)
+    p = write_yuv(tmp_path / "clip_48x32_50fps.yuv", frames)
+    with io.open(p) as r:
+        assert (r.info.width, r.info.height, r.info.fps, r.info.frames) == (48, 32, Fraction(50), 3)
+        got = list(r)
+    assert len(got) == 3 and all(_same(a, b) for a, b in zip(frames, got))
+
+
+def test_raw_yuv_odd_size(tmp_path):
+    frames = make_frames(2, 37, 21)
+    p = write_yuv(tmp_path / "odd.yuv", frames)
+    with io.open(p, size=(37, 21)) as r:
+        got = list(r)
+    assert got[0].u.shape == (11, 19) and _same(frames[1], got[1])
+
+
+def test_raw_yuv_errors(tmp_path):
+    p = write_yuv(tmp_path / "noname.yuv", make_frames(2, 32, 32))
+    with pytest.raises(InputError, match="--size"):
+        io.open(p)
+    with pytest.raises(InputError, match="not a whole number"):
+        io.open(p, size=(30, 32))
+    empty = tmp_path / "e_16x16.yuv"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        io.open(empty)
+    with pytest.raises(InputError, match="no such file"):
+        io.open(tmp_path / "missing.y4m")
+    with pytest.raises(InputError):
+        io.parse_size("12by4")
+    with pytest.raises(InputError):
+        io.parse_size("0x4")
+    with pytest.raises(InputError):
+        io.parse_fps("-3")
+
+
+def test_name_parsing():
+    assert io.size_from_name("Beauty_1920x1080_120fps_420_8bit_YUV.yuv") == (1920, 1080)
+    assert io.fps_from_name("Beauty_1920x1080_120fps_420_8bit_YUV.yuv") == Fraction(120)
+    assert io.fps_from_name("CiscoVT2people_320x192_9f_420_8bit.yuv") is None
+    assert io.parse_fps("30000/1001") == Fraction(30000, 1001)
+    assert io.parse_fps("29.97") == Fraction(2997, 100)
+
+
+def test_y4m_roundtrip(tmp_path):
+    frames = make_frames(3, 40, 24)
+    p = write_y4m(tmp_path / "a.y4m", frames, Fraction(30000, 1001))
+    with io.open(p) as r:
+        assert r.info.fps == Fraction(30000, 1001)
+        got = list(r)
+    assert all(_same(a, b) for a, b in zip(frames, got))
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_lossless_containers(tmp_path, ext):
+    frames = make_frames(3, 64, 48)
+    p = write_y4m(tmp_path / f"a{ext}", frames)
+    with io.open(p) as r:
+        got = list(r)
+    assert len(got) == 3 and all(_same(a, b) for a, b in zip(frames, got))
+
+
+def test_ten_bit_input_is_converted(tmp_path):
+    p = tmp_path / "ten.mkv"
+    with av.open(str(p), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p10le"
+        for i in range(2):
+            f = av.VideoFrame.from_ndarray(np.full((48, 32), 512 + i, np.uint16), format="yuv420p10le")
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with io.open(p) as r:
+        got = list(r)
+    assert len(got) == 2 and got[0].y.dtype == np.uint8 and abs(int(got[0].y[0, 0]) - 128) <= 1
+
+
+def test_unreadable_file(tmp_path):
+    p = tmp_path / "junk.mp4"
+    p.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(UnsupportedFormatError):
+        io.open(p)
+
+
+def test_atomic_writer(tmp_path):
+    frames = make_frames(1, 16, 16)
+    info = io.VideoInfo(16, 16, Fraction(25), 1)
+    target = tmp_path / "out.yuv"
+    with pytest.raises(RuntimeError):
+        with io.open(target, "w", info=info) as w:
+            w.write(frames[0])
+            raise RuntimeError("boom")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with io.open(target, "w", info=info) as w:
+        w.write(frames[0])
+    with pytest.raises(OutputExistsError):
+        io.open(target, "w", info=info)
+    assert isinstance(OutputExistsError("x"), NvcError)
+    with io.open(target, "w", info=info, force=True) as w:
+        w.write(frames[0])
+        w.write(frames[0])
+    assert target.stat().st_size == 2 * io.frame_bytes(16, 16)
+
+
+def test_streaming_reader_does_not_load_everything(tmp_path):
+    frames = make_frames(2, 16, 16)
+    p = write_yuv(tmp_path / "s_16x16.yuv", frames * 50)
+    with io.open(p) as r:
+        it = iter(r)
+        first = next(it)
+    assert _same(first, frames[0])

@@ -1,0 +1,75 @@
+"""Model registry, weights loading (safetensors / weights_only), and the CompressAI contract."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from nvc import models
+from nvc.errors import ModelError
+
+
+def test_registry():
+    assert {"nvc-lite", "dvc", "dhvc-1.0"} <= set(models.names())
+    with pytest.raises(ModelError, match="unknown model"):
+        models.create("nope")
+
+
+def test_forward_contract():
+    torch.manual_seed(0)
+    m = models.create("nvc-lite", n=16, m=16, c=8)
+    x = torch.rand(2, 3, 64, 64)
+    out = m(x, quality=torch.tensor([0, 3]))
+    assert out["x_hat"].shape == x.shape and set(out["likelihoods"]) == {"y", "z"}
+    out = m(x, ref=x, quality=1)
+    assert out["x_hat"].shape == x.shape
+
+
+def test_compress_decompress_contract(lite):
+    x = torch.rand(1, 3, 64, 128)
+    r = lite.compress(x, quality=2)
+    assert set(r) >= {"strings", "shape"} and r["shape"] == (1, 2)
+    d = lite.decompress(r["strings"], r["shape"], quality=2)
+    assert torch.equal(d["x_hat"], r["x_hat"])
+
+
+def test_shipped_weights_and_digest(lite):
+    assert models.shipped_weights("nvc-lite").stat().st_size < 30e6
+    assert len(lite.weights_digest) == 16
+    again = models.weights_digest(models.trainable_state(lite))
+    assert again == lite.weights_digest
+
+
+def test_checkpoint_loading(tmp_path, lite):
+    p = tmp_path / "ckpt.pth.tar"
+    torch.save({"state_dict": models.trainable_state(lite), "config": lite.config}, p)
+    m = models.load("nvc-lite", p)
+    assert m.weights_digest == lite.weights_digest
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    with p.open("wb") as f:
+        pickle.dump({"state_dict": Evil()}, f)
+    with pytest.raises(ModelError, match="refused"):
+        models.load("nvc-lite", p)
+
+
+def test_bad_weights(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        models.load("nvc-lite", tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ModelError):
+        models.load("nvc-lite", bad)
+    small = tmp_path / "small.pt"
+    torch.save({"i_g_a.0.weight": torch.zeros(1)}, small)
+    with pytest.raises(ModelError, match="do not fit"):
+        models.load("nvc-lite", small)

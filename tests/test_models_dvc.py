@@ -1,0 +1,177 @@
+"""DVC against the official layout and reference vectors (shared/reference/dvc), plus its coding contract."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvc.models.dvc import DVC, rename_legacy_state_dict
+
+REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+DVC_REF = REF_DIR / "dvc"
+
+needs_reference = pytest.mark.skipif(
+    not (DVC_REF / "state_dict.json").is_file() or not (DVC_REF / "vectors.npz").is_file(),
+    reason=f"DVC reference vectors not found under {DVC_REF} (the shared/ checkout is absent)",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+def fill_reference_weights(model: torch.nn.Module) -> None:
+    """The README's fill rule, in state_dict order: every floating, non-empty entry except names ending in
+    ``bound`` or containing ``scale_table`` / ``scale_bound`` / ``.quantiles`` gets
+    ``randn(shape, seed=crc32(name), float64).float() * scale`` (``scale = 1/sqrt(prod(shape[1:]))`` for 2+
+    dims, else 0.05; ``+1`` for ``*norm.weight``). Aliased entries (``entropy_hyper_mv`` is
+    ``entropy_bottleneck``) share storage, so the later name's values stay, as in the reference."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or t.numel() == 0:
+                continue
+            if name.endswith("bound") or any(s in name for s in ("scale_table", "scale_bound", ".quantiles")):
+                continue
+            shape = tuple(t.shape)
+            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.05
+            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            v = torch.randn(shape, generator=g, dtype=torch.float64).float() * scale
+            if name.endswith("norm.weight"):
+                v += 1.0
+            t.copy_(v)
+
+
+@pytest.fixture(scope="module")
+def filled() -> DVC:
+    model = DVC()
+    fill_reference_weights(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, np.ndarray]:
+    with np.load(DVC_REF / "vectors.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+@needs_reference
+def test_state_dict_matches_official_layout() -> None:
+    ref = json.loads((DVC_REF / "state_dict.json").read_text())
+    model = DVC()
+    ours = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.state_dict().items()]
+    assert ours == ref["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == ref["num_parameters"]
+    assert model.entropy_hyper_mv is model.entropy_bottleneck
+
+
+@needs_reference
+def test_forward_reproduces_reference_vectors(filled: DVC, vectors: dict[str, np.ndarray]) -> None:
+    cur, ref = torch.from_numpy(vectors["cur"]), torch.from_numpy(vectors["ref"])
+    with torch.no_grad():
+        out = filled(cur, ref)
+    np.testing.assert_allclose(out["x_hat"].numpy(), vectors["x_hat"], rtol=0, atol=1e-4)
+    for key in ("mse", "warp_mse", "inter_mse"):
+        np.testing.assert_allclose(float(out[key]), float(vectors[key]), rtol=1e-4, err_msg=key)
+    for key in ("bpp_res", "bpp_resprior", "bpp_mv", "bpp"):
+        np.testing.assert_allclose(float(out[key]), float(vectors[key]), rtol=1e-3, err_msg=key)
+    assert set(out["likelihoods"]) == {"mv", "mvprior", "res", "resprior"}
+
+
+def test_rename_legacy_state_dict() -> None:
+    legacy = OrderedDict([
+        ("entropy_bottleneck._matrix0", torch.ones(64, 3, 1)),
+        ("entropy_bottleneck._bias4", torch.ones(64, 1, 1)),
+        ("entropy_hyper_res._factor3", torch.ones(64, 3, 1)),
+        ("entropy_hyper_res._matrix12", torch.ones(1)),
+        ("entropy_hyper_res.quantiles", torch.ones(64, 1, 3)),
+        ("resEncoder.conv1.weight", torch.ones(1)),
+    ])
+    renamed = rename_legacy_state_dict(legacy)
+    assert list(renamed) == [
+        "entropy_bottleneck.matrices.0",
+        "entropy_bottleneck.biases.4",
+        "entropy_hyper_res.factors.3",
+        "entropy_hyper_res.matrices.12",
+        "entropy_hyper_res.quantiles",
+        "resEncoder.conv1.weight",
+    ]
+    assert all(renamed[n] is legacy[o] for n, o in zip(renamed, legacy))
+    # Current names pass through untouched.
+    assert list(rename_legacy_state_dict(renamed)) == list(renamed)
+
+
+def test_load_legacy_checkpoint_round_trip() -> None:
+    """A CompressAI 1.1.x-style checkpoint (old names, built CDF tables) loads into a fresh model."""
+    torch.manual_seed(1)
+    src = DVC()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    src.update(force=True)
+    legacy = OrderedDict()
+    for k, v in src.state_dict().items():
+        for old, new in (("_matrix", "matrices."), ("_bias", "biases."), ("_factor", "factors.")):
+            head, sep, idx = k.rpartition("." + new)
+            if sep and idx.isdigit():
+                k = f"{head}.{old}{idx}"
+        legacy[k] = v.clone()
+    assert any("._matrix0" in k for k in legacy)
+    dst = DVC()
+    dst.load_state_dict(legacy)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def _frames(h: int = 64, w: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, h // 8, w // 8 + 1, generator=g), (h, w + 8),
+                                           mode="bicubic", align_corners=False).clamp(0, 1)
+    return base[..., 2:w + 2].contiguous(), base[..., :w].contiguous()
+
+
+def test_compress_decompress_bit_exact() -> None:
+    torch.manual_seed(0)
+    model = DVC().eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the identity init so all paths carry signal
+            p.add_(0.02 * torch.randn_like(p))
+    model.update(force=True)
+    cur, ref = _frames()
+    strings, shape, x_hat, ctx = model.compress_frame(cur, ref, 0)
+    assert len(strings) == 4 and all(isinstance(s, bytes) and s for s in strings)
+    assert shape == (1, 2) and ctx is x_hat
+    x_dec, ctx_dec = model.decompress_frame(strings, shape, ref, 0)
+    assert torch.equal(x_hat, x_dec) and torch.equal(ctx_dec, x_dec)
+    assert x_hat.shape == cur.shape and float(x_hat.min()) >= 0.0 and float(x_hat.max()) <= 1.0
+    with torch.no_grad():
+        fwd = model(cur, ref)
+    # Entropy coding is lossless: the coded reconstruction is the eval forward's, up to float noise.
+    assert float((fwd["x_hat"] - x_hat).abs().max()) < 1e-5
+
+
+def test_contract_rejects_intra_and_other_qualities() -> None:
+    model = DVC().eval()
+    model.update(force=True)
+    assert model.alignment == 64 and model.qualities == 1
+    cur, ref = _frames()
+    with pytest.raises(NotImplementedError, match="intra"):
+        model.compress_frame(cur, None, 0)
+    with pytest.raises(ValueError):
+        model.compress_frame(cur, ref, 1)
+
+
+def test_registered_in_model_zoo() -> None:
+    from nvc import models
+
+    assert isinstance(models.create("dvc"), DVC)
