@@ -154,7 +154,9 @@ def encode_decode(
         raise UnsupportedFormatError(f"{anchor}: this PyAV/FFmpeg build has no {a.encoder} encoder")
     decoder = next((d for d in a.decoders if d in av.codecs_available), None)
     if decoder is None:
-        raise UnsupportedFormatError(f"{anchor}: this PyAV/FFmpeg build has no decoder for it ({', '.join(a.decoders)})")
+        raise UnsupportedFormatError(
+            f"{anchor}: this PyAV/FFmpeg build has no decoder for it ({', '.join(a.decoders)})"
+        )
     if a.name == "svtav1":
         os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its banner to stderr otherwise
     rate = Fraction(fps).limit_denominator(1_000_000)

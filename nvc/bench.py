@@ -418,7 +418,7 @@ def _plot(path: Path, results: dict[str, Any]) -> None:
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(labels[m])
         ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize="small")
+    axes[0].legend(loc="best", fontsize="small")
     proto = results["protocol"]
     fig.suptitle(f"{proto['dataset']}: mean over {n_seq} sequence(s), {proto['frames']} frames, GoP {proto['gop']}")
     fig.tight_layout()
@@ -457,6 +457,15 @@ def _print_tables(results: dict[str, Any], console: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ driver
+def _split(v: Any) -> list[Any]:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (CLI lists); other iterables pass through."""
+    items = [v] if isinstance(v, str) else list(v)
+    out: list[Any] = []
+    for x in items:
+        out += [s.strip() for s in x.split(",") if s.strip()] if isinstance(x, str) else [x]
+    return out
+
+
 def _shard() -> tuple[int, int]:
     try:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -477,10 +486,10 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _default_qualities(model: str, checkpoint: str | None) -> list[int]:
+def _model_qualities(model: str, checkpoint: str | None) -> int:
     from .models import load
 
-    return list(range(int(load(model, checkpoint=checkpoint).qualities)))
+    return int(load(model, checkpoint=checkpoint).qualities)
 
 
 def _check_protocol(out: Path, protocol: dict[str, Any]) -> None:
@@ -531,13 +540,20 @@ def run_bench(
         raise InputError(f"--gop must be 1..65535, not {gop}")
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")
-    anchor_list = list(dict.fromkeys(a.strip().lower() for a in anchors if a.strip()))
+    anchors, sequences = _split(anchors), _split(sequences) if sequences is not None else None
+    if isinstance(qualities, str):
+        try:
+            qualities = [int(q) for q in _split(qualities)]
+        except ValueError:
+            raise InputError(f"--qualities: expected integers like 0,2,4, not {qualities!r}") from None
+    anchor_list = list(dict.fromkeys(a.strip().lower() for a in anchors if a.strip().lower() not in ("", "none")))
     for a in anchor_list:
         if a not in anchor_mod.ANCHORS:
             raise InputError(f"unknown anchor {a!r}; known: {', '.join(anchor_mod.ANCHORS)}")
         if not anchor_mod.available(a):
             raise InputError(f"anchor {a}: this PyAV/FFmpeg build lacks {anchor_mod.ANCHORS[a].encoder} or its decoder")
-    crf_map = {a: sorted({int(c) for c in (crfs or {}).get(a, anchor_mod.ANCHORS[a].default_crfs)}) for a in anchor_list}
+    crfs = crfs or {}
+    crf_map = {a: sorted({int(c) for c in crfs.get(a, anchor_mod.ANCHORS[a].default_crfs)}) for a in anchor_list}
     for a, cs in crf_map.items():
         lo, hi = anchor_mod.ANCHORS[a].crf_range
         bad = [c for c in cs if not lo <= c <= hi]
@@ -551,7 +567,13 @@ def run_bench(
         root = out_dir / "data"
     seqs = find_sequences(dataset, root, list(sequences) if sequences else None)
     ckpt = str(checkpoint) if checkpoint is not None else None
-    qs = sorted({int(q) for q in qualities}) if qualities is not None else _default_qualities(model, ckpt)
+    qs = sorted({int(q) for q in qualities}) if qualities is not None else None
+    if qs is None or qs:  # loading the model also checks the model name and checkpoint before any work
+        n_q = _model_qualities(model, ckpt)
+        qs = list(range(n_q)) if qs is None else qs
+        bad = [q for q in qs if not 0 <= q < n_q]
+        if bad:
+            raise InputError(f"--qualities: {model} has qualities 0..{n_q - 1}, not {bad[0]}")
     dev = _resolve_device(device)
     rank, world = _shard()
 

@@ -222,7 +222,7 @@ def bench(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default runs/<dataset>-<time>); rerun to resume."),
     frames: int = typer.Option(96, "--frames", "-n", help="Frames per sequence."),
     gop: int = typer.Option(32, "--gop"),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Sequences in parallel processes."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Benchmark points in parallel processes."),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
@@ -230,9 +230,14 @@ def bench(
 
     qs = [int(q) for q in qualities.split(",")] if qualities else None
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
-    run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
+    results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
               qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
               device=device, progress=True)
+    failures = results.get("failures", [])
+    if failures:
+        err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",
+                  highlight=False)
+        raise typer.Exit(1)
 
 
 @app.callback(invoke_without_command=True)

@@ -112,7 +112,13 @@ def probe(path: Path, name: str | None = None, default_fps: Fraction | int | Non
         return Sequence(name, path, size[0], size[1], fps, total // fb)
     with open_video(path, "r") as r:
         info = r.info  # type: ignore[union-attr]
-    return Sequence(name, path, info.width, info.height, info.fps, info.frames)
+    n = info.frames
+    if n is None and path.suffix.lower() == ".y4m" and info.pix_fmt.startswith("yuv420"):
+        with path.open("rb") as f:  # count frames from the length, if every frame header is a bare "FRAME\n"
+            head = len(f.readline())
+        body, fb = path.stat().st_size - head, frame_bytes(info.width, info.height) + 6
+        n = body // fb if body > 0 and body % fb == 0 else None
+    return Sequence(name, path, info.width, info.height, info.fps, n)
 
 
 def _match(files: list[Path], seq: str, size: tuple[int, int]) -> Path | None:
@@ -131,7 +137,8 @@ def _match(files: list[Path], seq: str, size: tuple[int, int]) -> Path | None:
     if not cands:
         return None
     tag = f"{size[0]}x{size[1]}"
-    return min(cands, key=lambda p: (tag not in p.name.lower(), VIDEO_EXTS.index(p.suffix.lower()), len(p.name), str(p)))
+    return min(cands, key=lambda p: (tag not in p.name.lower(), VIDEO_EXTS.index(p.suffix.lower()),
+                                     len(p.name), str(p)))
 
 
 def _known(ds: Dataset, root: str | Path | None, only: list[str] | None) -> list[Sequence]:
@@ -217,6 +224,7 @@ def find_sequences(dataset: str, root: str | Path | None = None, sequences: list
         picked = [s for s in seqs if s.name.lower() in want]
         if len(picked) != len(want):
             missing = want - {s.name.lower() for s in picked}
-            raise InputError(f"{dataset}: no sequence {', '.join(sorted(missing))}; it has {', '.join(s.name for s in seqs)}")
+            have = ", ".join(s.name for s in seqs)
+            raise InputError(f"{dataset}: no sequence {', '.join(sorted(missing))}; it has {have}")
         seqs = picked
     return seqs

@@ -1,0 +1,204 @@
+"""Fuzz the decoder: damaged and hostile .nvc streams must only ever raise nvc's own error, quickly.
+
+    python benchmarks/fuzz_decode.py --cases 10000 [--seed 0] [--json out.json]
+
+Each case takes a small valid stream (made here with the shipped model) and applies one mutation:
+truncation, bit flips in the header or payloads, header fields that lie (sizes up to 2^32-1, frame
+counts, payload lengths past the end; CRCs recomputed so the lie gets past the checksum), payload
+mutations with the frame CRC recomputed (so hostile data reaches the entropy decoder), or random bytes.
+It then parses and decodes the whole stream. Allowed outcomes: success, or an ``NvcError`` (a
+``ValueError``). Anything else, or a case slower than 5 s, is a failure. The test suite runs a short
+pass of the same harness (tests/test_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+MUTATIONS = ("truncate", "flip_header", "flip_payload", "lie_header", "lie_length", "payload_crc_fixed", "random")
+
+
+def make_stream(path: Path) -> bytes:
+    """A small valid stream: 3 frames (I P P) of 64x48 from the built-in sample."""
+    from nvc import api
+
+    from nvc.io import VideoInfo
+    from nvc.io import open as open_video
+    from nvc.sample import sample_frames
+
+    src = path.with_suffix(".y4m")
+    frames = [type(f)(f.y[:48, :64].copy(), f.u[:24, :32].copy(), f.v[:24, :32].copy()) for f in sample_frames(3)]
+    with open_video(src, "w", info=VideoInfo(64, 48, __import__("fractions").Fraction(30), 3), force=True) as w:
+        for f in frames:
+            w.write(f)
+    api.encode(src, path, quality=2, gop=8, device="cpu", force=True)
+    return path.read_bytes()
+
+
+def _header_len(data: bytes) -> int:
+    return struct.unpack_from("<H", data, 6)[0]
+
+
+def _fix_header_crc(buf: bytearray) -> None:
+    n = _header_len(bytes(buf))
+    if 8 <= n <= len(buf):
+        struct.pack_into("<I", buf, n - 4, zlib.crc32(bytes(buf[: n - 4])))
+
+
+def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
+    buf = bytearray(data)
+    hlen = _header_len(data)
+    if kind == "truncate":
+        return bytes(buf[: rng.randrange(0, len(buf))])
+    if kind == "flip_header":
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(0, hlen)
+            buf[i] ^= 1 << rng.randrange(8)
+        return bytes(buf)
+    if kind == "flip_payload":
+        for _ in range(rng.randint(1, 8)):
+            i = rng.randrange(hlen, len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+        return bytes(buf)
+    if kind == "lie_header":
+        # width, height, padded sizes, fps, frame_count (u32 at 28..52) and gop (u16 at 56)
+        off = rng.choice([28, 32, 36, 40, 44, 48, 52])
+        val = rng.choice([0, 1, 2**16, 2**31 - 1, 2**32 - 1, rng.randrange(2**32)])
+        struct.pack_into("<I", buf, off, val)
+        _fix_header_crc(buf)
+        return bytes(buf)
+    if kind == "lie_length":
+        # the first frame record's payload length (record: sync4 idx4 type1 q1 flags2 len4)
+        struct.pack_into("<I", buf, hlen + 12, rng.choice([2**32 - 1, 2**28, len(buf), rng.randrange(2**32)]))
+        return bytes(buf)
+    if kind == "payload_crc_fixed":
+        return _mutate_payload_fix_crc(buf, hlen, rng)
+    n = rng.randrange(0, 4096)
+    if rng.random() < 0.5:  # random bytes behind a valid magic+version
+        return bytes(buf[:6]) + rng.randbytes(n)
+    return rng.randbytes(n)
+
+
+def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random) -> bytes:
+    """Damages one frame's payload and recomputes that record's CRC: hostile data reaches the decoder."""
+    off, records = hlen, []
+    while off + 20 <= len(buf) and buf[off : off + 4] == b"NVfr":
+        length = struct.unpack_from("<I", buf, off + 12)[0]
+        if off + 20 + length > len(buf):
+            break
+        records.append((off, length))
+        off += 20 + length
+    if not records:
+        return bytes(buf)
+    off, length = rng.choice(records)
+    p0, p1 = off + 16, off + 16 + length
+    payload = bytearray(buf[p0:p1])
+    how = rng.choice(["flip", "zero", "random", "shape"])
+    if how == "flip" and payload:
+        for _ in range(rng.randint(1, 16)):
+            i = rng.randrange(len(payload))
+            payload[i] ^= 1 << rng.randrange(8)
+    elif how == "zero":
+        start = rng.randrange(len(payload) or 1)
+        payload[start:] = bytes(len(payload) - start)
+    elif how == "random":
+        payload[8:] = rng.randbytes(max(0, len(payload) - 8))
+    elif how == "shape" and len(payload) >= 4:
+        payload[2:4] = rng.randbytes(2)
+    buf[p0:p1] = payload
+    struct.pack_into("<I", buf, p1, zlib.crc32(bytes(buf[off:p1])))
+    return bytes(buf)
+
+
+class Harness:
+    """Decodes byte strings as .nvc streams with one loaded model, classifying the outcomes."""
+
+    def __init__(self, workdir: Path) -> None:
+        import torch
+
+        from nvc.models import load
+
+        torch.set_num_threads(1)
+        self.workdir = workdir
+        self.model = load("nvc-lite")
+        self.seed_stream = make_stream(workdir / "seed.nvc")
+
+    def decode_bytes(self, data: bytes) -> str:
+        """Returns 'ok' or the NvcError class name; lets any other exception propagate."""
+        import torch
+
+        from nvc import bitstream
+        from nvc.codec import Decoder
+        from nvc.errors import NvcError
+
+        p = self.workdir / "case.nvc"
+        p.write_bytes(data)
+        try:
+            with bitstream.open(p, "r") as reader:
+                dec = Decoder.for_stream(self.model, reader.header, torch.device("cpu"))
+                for rec in reader:
+                    dec.decode(rec)
+            return "ok"
+        except NvcError as e:
+            return type(e).__name__
+
+
+def run(cases: int, seed: int, workdir: Path, limit_s: float = 5.0) -> dict:
+    h = Harness(workdir)
+    rng = random.Random(seed)
+    outcomes: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
+    failures: list[dict] = []
+    slowest = 0.0
+    t_start = time.perf_counter()
+    for i in range(cases):
+        kind = MUTATIONS[i % len(MUTATIONS)]
+        data = mutate(h.seed_stream, kind, rng)
+        t0 = time.perf_counter()
+        try:
+            outcome = h.decode_bytes(data)
+        except Exception as e:  # noqa: BLE001 - the point: record what escaped
+            outcome = f"ESCAPED {type(e).__name__}: {str(e)[:120]}"
+            failures.append({"case": i, "kind": kind, "error": outcome})
+        dt = time.perf_counter() - t0
+        slowest = max(slowest, dt)
+        if dt > limit_s:
+            failures.append({"case": i, "kind": kind, "error": f"took {dt:.1f} s"})
+        outcomes[outcome] += 1
+        per_kind[kind] += 1
+    return {
+        "cases": cases, "seed": seed, "seconds": round(time.perf_counter() - t_start, 1),
+        "slowest_case_s": round(slowest, 3), "outcomes": dict(outcomes.most_common()), "mutations": dict(per_kind),
+        "failures": failures,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        res = run(a.cases, a.seed, Path(d))
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        a.json.write_text(text + "\n")
+    return 1 if res["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

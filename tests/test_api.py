@@ -1,0 +1,118 @@
+"""nvc.api: whole files through encode -> .nvc -> decode, seeking, damage, mismatches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nvc import api, bitstream, io
+from nvc.errors import BitstreamError, ChecksumError, InputError, TruncatedStreamError, WeightsMismatchError
+
+from .conftest import make_frames, write_y4m, write_yuv
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory, lite):
+    d = tmp_path_factory.mktemp("api")
+    frames = make_frames(5, 72, 40)
+    src = write_y4m(d / "src.y4m", frames)
+    r = api.encode(src, d / "a.nvc", quality=1, gop=2, device="cpu", recon=d / "recon.yuv")
+    return d, frames, r
+
+
+def _read(path, size):
+    with io.open(path, size=size) as rd:
+        return list(rd)
+
+
+def test_roundtrip_matches_encoder_recon(coded):
+    d, frames, r = coded
+    assert r.frames == 5 and r.width == 72 and r.bytes == (d / "a.nvc").stat().st_size
+    assert r.bpp > 0 and 10 < r.psnr_yuv < 100
+    api.decode(d / "a.nvc", d / "out.yuv", device="cpu")
+    assert (d / "out.yuv").read_bytes() == (d / "recon.yuv").read_bytes()
+    h = api.info(d / "a.nvc")
+    assert h["frame_count"] == 5 and [f["type"] for f in h["frames"]] == ["I", "P", "I", "P", "I"]
+
+
+def test_seek_start_frames(coded):
+    d, _, _ = coded
+    full = _read(d / "recon.yuv", (72, 40))
+    api.decode(d / "a.nvc", d / "part.y4m", start=3, frames=2, device="cpu")
+    part = _read(d / "part.y4m", None)
+    assert len(part) == 2
+    for a, b in zip(part, full[3:5]):
+        assert np.array_equal(a.y, b.y) and np.array_equal(a.v, b.v)
+    with pytest.raises(InputError, match="past the last frame"):
+        api.decode(d / "a.nvc", d / "x.yuv", start=9, device="cpu")
+
+
+def test_truncated_stream_keeps_complete_frames(coded, tmp_path):
+    d, _, _ = coded
+    data = (d / "a.nvc").read_bytes()
+    with bitstream.open(d / "a.nvc") as rd:
+        cut = rd.frames[3].offset + 5  # inside frame 3's payload
+    t = tmp_path / "t.nvc"
+    t.write_bytes(data[:cut])
+    with pytest.raises(TruncatedStreamError, match="wrote 3 complete frames"):
+        api.decode(t, tmp_path / "t.yuv", device="cpu")
+    assert (tmp_path / "t.yuv").stat().st_size == 3 * io.frame_bytes(72, 40)
+
+
+def test_crc_failure_names_frame(coded, tmp_path):
+    d, _, _ = coded
+    data = bytearray((d / "a.nvc").read_bytes())
+    with bitstream.open(d / "a.nvc") as rd:
+        data[rd.frames[2].offset + 3] ^= 0x10
+    t = tmp_path / "c.nvc"
+    t.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="frame 2"):
+        api.decode(t, tmp_path / "c.yuv", device="cpu")
+
+
+def test_other_weights_are_refused(coded, tmp_path):
+    import torch
+
+    from nvc import models
+
+    d, _, _ = coded
+    m = models.load("nvc-lite")
+    state = models.trainable_state(m)
+    state["i_g_s.6.bias"] = state["i_g_s.6.bias"] + 0.01
+    ck = tmp_path / "other.pt"
+    torch.save(state, ck)
+    with pytest.raises(WeightsMismatchError, match="other nvc-lite weights"):
+        api.decode(d / "a.nvc", tmp_path / "w.yuv", checkpoint=ck, device="cpu")
+    assert not (tmp_path / "w.yuv").exists()
+
+
+def test_numeric_mode_mismatch_is_refused(coded, tmp_path):
+    d, _, _ = coded
+    with bitstream.open(d / "a.nvc") as rd:
+        h = rd.header
+        records = list(rd)
+    from dataclasses import replace
+
+    t = tmp_path / "cuda.nvc"
+    with bitstream.open(t, "w", header=replace(h, numeric_mode=int(bitstream.NumericMode.FLOAT32_CUDA))) as w:
+        for rec in records:
+            w.write(rec.frame_type, rec.quality, rec.payload)
+    with pytest.raises(WeightsMismatchError, match="encoded on cuda"):
+        api.decode(t, tmp_path / "m.yuv", device="cpu")
+
+
+def test_input_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        api.encode(tmp_path / "none.y4m", tmp_path / "o.nvc")
+    src = write_yuv(tmp_path / "c_32x32.yuv", make_frames(1, 32, 32))
+    (tmp_path / "exists.nvc").write_bytes(b"keep")
+    with pytest.raises(InputError, match="already exists"):
+        api.encode(src, tmp_path / "exists.nvc")
+    assert (tmp_path / "exists.nvc").read_bytes() == b"keep"
+    with pytest.raises(InputError, match="--frames"):
+        api.encode(src, tmp_path / "o.nvc", frames=0)
+    junk = tmp_path / "junk.nvc"
+    junk.write_bytes(b"not a stream at all" * 10)
+    with pytest.raises(BitstreamError):
+        api.decode(junk, tmp_path / "j.yuv")
+    assert not (tmp_path / "o.nvc").exists()

@@ -1,0 +1,69 @@
+"""The CLI through Typer's runner: commands, one-line errors with exit code 2, --force, startup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from nvc.cli import app
+
+from .conftest import make_frames, write_yuv
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from nvc.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0 and "encode" in r.output and "bench" in r.output
+
+
+def test_encode_decode_info(tmp_path):
+    src = write_yuv(tmp_path / "clip_48x32.yuv", make_frames(3, 48, 32))
+    out = tmp_path / "c.nvc"
+    r = runner.invoke(app, ["encode", str(src), "-o", str(out), "-q", "0", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "3 frames" in r.output and "bpp" in r.output and "PSNR" in r.output
+    r = runner.invoke(app, ["info", str(out), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["frame_count"] == 3
+    r = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    # No overwrite without --force; with it, fine.
+    r = runner.invoke(app, ["encode", str(src), "-o", str(out), "--quiet"])
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = runner.invoke(app, ["encode", str(src), "-o", str(out), "--quiet", "--force", "-n", "1"])
+    assert r.exit_code == 0, r.output
+
+
+def test_errors_are_one_line_exit_2(tmp_path):
+    bad = write_yuv(tmp_path / "x.yuv", make_frames(1, 32, 32))
+    cases = [
+        ["encode", str(tmp_path / "missing.y4m"), "-o", str(tmp_path / "o.nvc")],
+        ["encode", str(bad), "-o", str(tmp_path / "o.nvc")],
+        ["encode", str(bad), "--size", "30x30", "-o", str(tmp_path / "o.nvc")],
+        ["encode", str(bad), "--size", "32x32", "-q", "42", "-o", str(tmp_path / "o.nvc")],
+        ["decode", str(bad), "-o", str(tmp_path / "o.yuv")],
+        ["info", str(tmp_path / "nothing.nvc")],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in r.output, (args, r.output)
+    assert not (tmp_path / "o.nvc").exists() and not (tmp_path / "o.yuv").exists()
+
+
+def test_models_lists_default():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "nvc-lite" in r.output
+
+
+def test_sample_encode(tmp_path):
+    out = tmp_path / "s.nvc"
+    r = runner.invoke(app, ["encode", "--sample", "-o", str(out), "-n", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "352x288" in r.output
