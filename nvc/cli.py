@@ -43,6 +43,10 @@ def _command(fn: F) -> F:
         except NvcError as e:
             err.print(f"[bold red]nvc: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as e:  # disk full, permission denied while writing, ...: the output was not left behind
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            err.print(f"[bold red]nvc: error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("nvc: interrupted; no partial output was left", highlight=False)
             raise typer.Exit(130) from None
@@ -250,6 +254,10 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 
 def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation noise from compressai
+    warnings.filterwarnings("ignore", message=".*non-writable.*")
     app()
 
 
