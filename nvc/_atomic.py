@@ -28,6 +28,9 @@ class AtomicFile:
             raise InputError(f"{parent}: output folder does not exist")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         self.tmp = Path(tmp)
         self._f: BinaryIO | None = None
         self.closed = False

@@ -215,8 +215,7 @@ class AvReader(VideoReader):
                         raise UnsupportedFormatError(
                             f"{self.path.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
                         ) from None
-                a = vf.to_ndarray()  # (H*3/2, W) for yuv420p with even sizes; planes otherwise
-                yield _frame_from_av(vf, a, w, h)
+                yield _frame_from_av(vf, w, h)
         except av.FFmpegError as e:
             raise InputError(f"{self.path.name}: decoding failed ({_short(e)})") from None
 
@@ -224,7 +223,7 @@ class AvReader(VideoReader):
         self._c.close()
 
 
-def _frame_from_av(vf: object, a: np.ndarray, w: int, h: int) -> Frame:
+def _frame_from_av(vf: object, w: int, h: int) -> Frame:
     cw, ch = (w + 1) // 2, (h + 1) // 2
     planes = getattr(vf, "planes")
     out = []

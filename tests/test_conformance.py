@@ -1,0 +1,128 @@
+"""Conformance streams in formats/vectors/: decode each and compare the MD5 of the decoded yuv.
+
+Regenerate them (after a change of weights or of the format, which must then bump its version) with:
+
+    NVC_REGEN_GOLDEN=1 python -m pytest tests/test_conformance.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nvc import api, bitstream, errors
+
+VECTORS = Path(__file__).resolve().parents[1] / "formats" / "vectors"
+MANIFEST = VECTORS / "manifest.json"
+REGEN = os.environ.get("NVC_REGEN_GOLDEN") == "1"
+
+# name, description, crop (w, h), frames, quality, gop
+SPECS = [
+    ("intra-q0-96x64", "one I frame, lowest quality", (96, 64), 1, 0, 1),
+    ("ipip-q3-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 3, 2),
+    ("odd-q5-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 5, 32),
+    ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3),
+]
+
+
+def _source(path: Path, crop: tuple[int, int], frames: int) -> Path:
+    from nvc.io import Frame, VideoInfo
+    from nvc.io import open as open_video
+    from nvc.sample import SAMPLE_FPS, sample_frames
+
+    w, h = crop
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    with open_video(path, "w", info=VideoInfo(w, h, SAMPLE_FPS, frames), force=True) as out:
+        for f in sample_frames(frames):
+            out.write(Frame(f.y[:h, :w].copy(), f.u[:ch, :cw].copy(), f.v[:ch, :cw].copy()))
+    return path
+
+
+def _md5(p: Path) -> str:
+    return hashlib.md5(p.read_bytes()).hexdigest()
+
+
+def _regenerate(tmp: Path) -> None:
+    VECTORS.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, desc, crop, frames, q, gop in SPECS:
+        src = _source(tmp / f"{name}.y4m", crop, frames)
+        stream = VECTORS / f"{name}.nvc"
+        api.encode(src, stream, quality=q, gop=gop, device="cpu", force=True)
+        out = tmp / f"{name}.yuv"
+        api.decode(stream, out, device="cpu", force=True)
+        entries.append({"name": name, "description": desc, "stream": stream.name, "width": crop[0],
+                        "height": crop[1], "frames": frames, "quality": q, "gop": gop, "expect": "ok",
+                        "stream_sha256": hashlib.sha256(stream.read_bytes()).hexdigest(), "decoded_md5": _md5(out)})
+    # A damaged stream: one payload byte flipped in frame 1; a decoder must refuse it naming the frame.
+    good = (VECTORS / "ipip-q3-128x96.nvc").read_bytes()
+    with bitstream.open(VECTORS / "ipip-q3-128x96.nvc") as rd:
+        off = rd.frames[1].offset
+    bad = bytearray(good)
+    bad[off + 2] ^= 0x01
+    (VECTORS / "damaged-crc-frame1.nvc").write_bytes(bytes(bad))
+    entries.append({"name": "damaged-crc-frame1", "description": "ipip-q3-128x96 with one bit flipped in frame 1",
+                    "stream": "damaged-crc-frame1.nvc", "expect": "ChecksumError", "decoded_frames": 1,
+                    "stream_sha256": hashlib.sha256(bytes(bad)).hexdigest()})
+    version = ".".join(map(str, bitstream.FORMAT_VERSION))
+    MANIFEST.write_text(json.dumps({"format_version": version, "vectors": entries}, indent=1) + "\n")
+
+
+def _manifest() -> dict:
+    return json.loads(MANIFEST.read_text())
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    if REGEN:
+        _regenerate(tmp_path_factory.mktemp("regen"))
+    if not MANIFEST.exists():
+        pytest.fail("formats/vectors/manifest.json is missing; run NVC_REGEN_GOLDEN=1 pytest tests/test_conformance.py")
+    return _manifest()
+
+
+def test_manifest_matches_format_version(manifest):
+    assert manifest["format_version"] == ".".join(map(str, bitstream.FORMAT_VERSION)), (
+        "conformance streams were made for another format version: regenerate them"
+    )
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SPECS] + ["damaged-crc-frame1"])
+def test_vector_decodes_to_expected(manifest, name, tmp_path):
+    v = next(e for e in manifest["vectors"] if e["name"] == name)
+    stream = VECTORS / v["stream"]
+    assert hashlib.sha256(stream.read_bytes()).hexdigest() == v["stream_sha256"]
+    out = tmp_path / "out.yuv"
+    if v["expect"] == "ok":
+        api.decode(stream, out, device="cpu")
+        assert _md5(out) == v["decoded_md5"]
+    else:
+        with pytest.raises(getattr(errors, v["expect"]), match="frame 1"):
+            api.decode(stream, out, device="cpu")
+        assert out.stat().st_size == v["decoded_frames"] * 128 * 96 * 3 // 2
+
+
+@pytest.mark.parametrize("name", [s[0] for s in SPECS])
+def test_encoder_reproduces_vector_bytes(manifest, name, tmp_path):
+    """Same source + same weights -> the same bytes; if this fails, the format version must change."""
+    spec = next(s for s in SPECS if s[0] == name)
+    _, _, crop, frames, q, gop = spec
+    src = _source(tmp_path / "src.y4m", crop, frames)
+    out = tmp_path / "again.nvc"
+    api.encode(src, out, quality=q, gop=gop, device="cpu")
+    assert out.read_bytes() == (VECTORS / f"{name}.nvc").read_bytes()
+
+
+def test_seek_into_second_gop(manifest, tmp_path):
+    """--start 4 of gop3-q1-64x64 decodes from its I frame 3; frame 4 equals frame 4 of a full decode."""
+    from nvc.io import frame_bytes
+
+    full, part = tmp_path / "full.yuv", tmp_path / "part.yuv"
+    api.decode(VECTORS / "gop3-q1-64x64.nvc", full, device="cpu")
+    r = api.decode(VECTORS / "gop3-q1-64x64.nvc", part, start=4, frames=1, device="cpu")
+    fb = frame_bytes(64, 64)
+    assert r.first == 3 and part.read_bytes() == full.read_bytes()[4 * fb : 5 * fb]
