@@ -104,8 +104,12 @@ def encode(
     sample: bool = False,
     progress: Progress | None = None,
     recon: str | os.PathLike[str] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> EncodeReport:
-    """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``."""
+    """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
+
+    ``model_options``: the model's coding options, e.g. ``{"intra": "x265", "intra_qp": 27}`` for DVC
+    (see :func:`nvc.models.load`); the decoder reads what it needs from the stream."""
     from .codec import Encoder, numeric_mode, resolve_device
     from .color import padded_size
     from .models import load
@@ -120,7 +124,7 @@ def encode(
     dev = resolve_device(device)
     with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
-        net = load(model, checkpoint, device=str(dev))
+        net = load(model, checkpoint, device=str(dev), **(model_options or {}))
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev)
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(

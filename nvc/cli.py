@@ -102,6 +102,9 @@ def encode(
     recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
+    intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
+    intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: quality 0..5."),
 ) -> None:
     """Encode a video to an .nvc stream."""
     from . import api
@@ -113,7 +116,8 @@ def encode(
     with _progress("encode", not quiet) as progress:
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
-                       progress=progress, recon=recon)
+                       progress=progress, recon=recon,
+                       model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     out.print(
         f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
@@ -194,14 +198,17 @@ def models() -> None:
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="TOML recipe, e.g. configs/nvc-lite.toml."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Stop after N more steps (resume later)."),
+    lmbda: Optional[float] = typer.Option(None, "--lambda", help="Override the recipe's lambda (DVC, DHVC)."),
 ) -> None:
-    """Train (or resume training) a model from a TOML recipe."""
+    """Train (or resume training) a model from a TOML recipe (multi-GPU: torchrun -m nvc.train CONFIG)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .train import TrainConfig
     from .train import train as run_train
 
     cfg = TrainConfig.from_toml(config)
+    if lmbda is not None:
+        cfg.lmbda = lmbda
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f} bpp {task.fields[bpp]:.3f} PSNR {task.fields[psnr]:.2f}"),
                TimeRemainingColumn()]

@@ -95,7 +95,8 @@ class Decoder(_Session):
         """A decoder for ``header``, after checking the model, weights, numeric mode and sizes match."""
         if header.model != model.name:
             raise WeightsMismatchError(f"stream was coded with model {header.model!r}, not {model.name!r}")
-        if header.weights_digest != model.weights_digest:
+        accept = getattr(model, "accept_stream_digest", None)  # models whose digest depends on coding options
+        if not (accept(header.weights_digest) if accept is not None else header.weights_digest == model.weights_digest):
             raise WeightsMismatchError(
                 f"stream was coded with other {header.model} weights (digest {header.weights_digest.hex()}, "
                 f"these are {model.weights_digest.hex()}); pass the matching --checkpoint"

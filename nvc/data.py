@@ -155,3 +155,67 @@ class ClipSampler:
         out = F.grid_sample(src.expand(frames, -1, -1, -1), grid, mode="bilinear", align_corners=False)
         gains = torch.tensor([(1.0 + bright) ** t for t in range(frames)]).view(frames, 1, 1, 1)
         return (out * gains).clamp(0, 1)
+
+
+VIMEO_LIST = "sep_trainlist.txt"
+
+
+def is_vimeo(root: str | Path) -> bool:
+    """True for a Vimeo-90k septuplet folder: ``sep_trainlist.txt`` and ``sequences/``."""
+    r = Path(root)
+    return (r / VIMEO_LIST).is_file() and (r / "sequences").is_dir()
+
+
+@dataclass
+class VimeoSampler:
+    """Clips from Vimeo-90k septuplets (``sequences/xxxxx/xxxx/im1..im7.png``, listed in ``sep_trainlist.txt``).
+
+    Each clip is ``frames`` consecutive frames (``frames <= 7``) from a random start, a random
+    ``size`` x ``size`` crop (same place in every frame), random horizontal flip and time reversal. The
+    PNGs are read on demand (the dataset does not fit in memory).
+    """
+
+    root: Path
+    sequences: list[str]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    @classmethod
+    def from_folder(cls, root: str | Path, seed: int = 0, **_: object) -> VimeoSampler:
+        r = Path(root)
+        seqs = [s.strip() for s in (r / VIMEO_LIST).read_text().splitlines() if s.strip()]
+        if not seqs:
+            raise ValueError(f"{r / VIMEO_LIST}: no sequences listed")
+        return cls(root=r, sequences=seqs, seed=seed)
+
+    def clip(self, frames: int, size: int) -> Tensor:
+        if not 1 <= frames <= 7:
+            raise ValueError(f"Vimeo septuplets have 7 frames; cannot draw {frames}")
+        seq = self.root / "sequences" / self.rng.choice(self.sequences)
+        t0 = self.rng.randrange(0, 7 - frames + 1)
+        imgs = np.stack([_load_image(seq / f"im{t0 + i + 1}.png") for i in range(frames)])
+        h, w = imgs.shape[1:3]
+        y = self.rng.randrange(0, max(h - size, 0) + 1)
+        x = self.rng.randrange(0, max(w - size, 0) + 1)
+        t = torch.from_numpy(np.ascontiguousarray(imgs[:, y : y + size, x : x + size])).permute(0, 3, 1, 2).float()
+        if t.shape[-2:] != (size, size):  # frames smaller than the crop: upscale
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+        t = (t / 255.0).clamp(0, 1)
+        if self.rng.random() < 0.5:
+            t = t.flip(-1)
+        if self.rng.random() < 0.5:
+            t = t.flip(0)
+        return t
+
+    def batch(self, batch: int, frames: int, size: int) -> Tensor:
+        return torch.stack([self.clip(frames, size) for _ in range(batch)])
+
+
+def open_sampler(root: str | Path, *, photo_prob: float, seed: int) -> ClipSampler | VimeoSampler:
+    """The training clip source for a data folder: Vimeo-90k septuplets when it is laid out as such,
+    otherwise any folder of videos / images (:class:`ClipSampler`, pseudo-motion over photos)."""
+    if is_vimeo(root):
+        return VimeoSampler.from_folder(root, seed=seed)
+    return ClipSampler.from_folder(root, photo_prob=photo_prob, seed=seed)

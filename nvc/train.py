@@ -1,9 +1,22 @@
 """Training: ``nvc train --config configs/nvc-lite.toml`` (checkpoints, resumes, exports safetensors).
 
-Each step draws a batch of short clips (see :mod:`nvc.data`), codes frame 0 as intra and the rest as
-inter frames, each predicted from the previous *reconstruction* (cascaded, gradients flow through the
-chain), every sample at a random quality. The loss is the mean over frames and samples of
-``lambda[q] * 255^2 * MSE + bpp``. Stages raise the clip length (the curriculum) and lower the rate.
+Each step draws a batch of short clips (see :mod:`nvc.data`: Vimeo-90k septuplets, or any folder of
+videos / photos) and a random quality per sample, and asks the *model* for its loss:
+``model.training_loss(clip, quality, stage)`` -> ``{"loss", "bpp", "mse"}``. nvc-lite codes frame 0 as
+intra and the rest as inter frames, each predicted from the previous reconstruction, with the loss
+``lambda[q] * 255^2 * MSE + bpp``; DVC and DHVC-1.0 have their published losses (``configs/dvc.toml``,
+``configs/dhvc.toml``). Stages set the clip length, the learning rate and, optionally, a model-specific
+``loss`` (DVC's ``"flow"`` warm-up).
+
+Distributed data parallel: run under ``torchrun`` (``WORLD_SIZE > 1``) and each process joins the
+process group (nccl on CUDA, gloo on CPU), trains a DDP replica on ``batch`` clips of its own random
+stream (seeded by rank), and rank 0 alone writes logs, checkpoints and exports::
+
+    torchrun --nproc_per_node=8 -m nvc.train configs/dvc.toml            # one machine, 8 GPUs
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 \
+        -m nvc.train configs/dvc.toml                                     # each node (node_rank 0, 1)
+
+Resuming reads ``<out>/last.pt`` on every rank, so with several nodes ``out`` must be on shared storage.
 """
 
 from __future__ import annotations
@@ -30,6 +43,12 @@ class Stage:
     steps: int
     frames: int
     lr: float
+    loss: str = "rd"  # model-specific objective of the stage ("flow": DVC's motion warm-up)
+
+
+STAGE_KEYS = {"steps", "frames", "lr", "loss"}
+# The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
+LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
 
 
 @dataclass
@@ -49,6 +68,8 @@ class TrainConfig:
     export_every: int = 1000
     log_every: int = 25
     threads: int = 0
+    lmbda: float | None = None  # TOML key ``lambda``; models in LAMBDA_ARGS only; ``{lambda}`` in ``out``
+    device: str = "auto"  # auto (cuda when available), cpu, cuda
     stages: list[Stage] = field(default_factory=lambda: [Stage(100, 2, 1e-3)])
 
     @property
@@ -72,7 +93,14 @@ class TrainConfig:
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:
             raise InputError(f"{p}: invalid TOML ({e})") from None
-        stages = [Stage(int(s["steps"]), int(s["frames"]), float(s["lr"])) for s in raw.pop("stages", [])]
+        stages = []
+        for s in raw.pop("stages", []):
+            extra = set(s) - STAGE_KEYS
+            if extra:
+                raise InputError(f"{p}: unknown stage keys {sorted(extra)}")
+            stages.append(Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd"))))
+        if "lambda" in raw:
+            raw["lmbda"] = float(raw.pop("lambda"))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
@@ -93,49 +121,111 @@ def export_safetensors(model: torch.nn.Module, path: Path, meta: dict[str, str])
     """Writes the trainable weights (fp32) with the model config as metadata."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}
+    # clone: aliased modules (DVC's entropy_hyper_mv is entropy_bottleneck) must not share storage here
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in trainable_state(model).items()}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"config": json.dumps(model.config), **meta})
     os.replace(tmp, path)
 
 
 def clip_loss(model: torch.nn.Module, clip: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Cascaded loss over a (B, T, 3, H, W) clip: intra frame 0, inter frames 1..T-1."""
-    b, t, _, h, w = clip.shape
-    lam = model.lambdas[q] * 255.0**2
-    ref = None
-    total = clip.new_zeros(())
-    bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
-    for i in range(t):
-        x = clip[:, i]
-        out = model(x, ref=ref, quality=q)
-        x_hat = out["x_hat"].float()
-        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-        bpp = sum((-torch.log2(lik)).sum(dim=(1, 2, 3)) for lik in out["likelihoods"].values()) / (h * w)
-        total = total + (lam * mse + bpp).mean()
-        bpp_sum = bpp_sum + bpp.mean().detach()
-        mse_sum = mse_sum + mse.mean().detach()
-        ref = x_hat.clamp(0, 1)
-    return {"loss": total / t, "bpp": bpp_sum / t, "mse": mse_sum / t}
+    """nvc-lite's cascaded loss over a (B, T, 3, H, W) clip (kept for callers; see ``training_loss``)."""
+    return model.training_loss(clip, q, None)
+
+
+def shard_seed(seed: int, rank: int) -> int:
+    """The random seed of data-parallel rank ``rank`` (rank 0 keeps ``seed``: single-process runs are
+    unchanged); ranks draw different clips, noise and qualities."""
+    return seed + 1_000_003 * rank
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    enabled: bool = False  # a process group was initialised (by us)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Joins the ``torchrun`` process group when ``WORLD_SIZE > 1`` (or ``NVC_DDP=1``, for tests):
+    nccl on CUDA, gloo on CPU. Single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and os.environ.get("NVC_DDP", "") != "1":
+        return Dist()
+    import torch.distributed as dist
+
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return Dist(rank, world, local, True)
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+class _Loss(torch.nn.Module):
+    """Routes ``training_loss`` through ``forward`` so DDP sees (and synchronises) the pass."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor, q: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
+        return self.model.training_loss(clip, q, stage)
 
 
 def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = None,
           max_steps: int | None = None) -> Path:
     """Runs (or resumes) training; returns the path of the exported safetensors."""
-    from .data import ClipSampler
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(cfg.device, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    args = dict(cfg.model_args)
+    out_name = cfg.out
+    if cfg.lmbda is not None:
+        if cfg.model not in LAMBDA_ARGS:
+            raise InputError(f"model {cfg.model!r} takes no `lambda` (nvc-lite: per-quality `lambdas` in model_args)")
+        args[LAMBDA_ARGS[cfg.model]] = float(cfg.lmbda)
+        out_name = out_name.replace("{lambda}", f"{cfg.lmbda:g}")
+    if not Path(cfg.data).exists():
+        raise InputError(f"{cfg.data}: training data folder not found")
+    dist = setup_distributed(device)
+    try:
+        return _train(cfg, args, Path(out_name), device, dist, on_log, max_steps)
+    finally:
+        if dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.device, dist: Dist,
+           on_log: Callable[[dict[str, Any]], None] | None, max_steps: int | None) -> Path:
+    from .data import open_sampler
+
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = create(cfg.model, **cfg.model_args)
+    model = create(cfg.model, **args).to(device)
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     params = [p for n, p in model.named_parameters() if n not in aux_names]
     aux = [p for n, p in model.named_parameters() if n in aux_names]
     opt = torch.optim.Adam(params, lr=cfg.stages[0].lr)
-    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+    aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     step = 0
     ckpt = out / "last.pt"
     history: list[dict[str, Any]] = []
@@ -143,33 +233,53 @@ def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = No
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(state["aux_opt"])
         step = int(state["step"])
         history = json.loads(state.get("history", "[]"))
-        torch.manual_seed(cfg.seed + step)
-    if not Path(cfg.data).exists():
-        raise InputError(f"{cfg.data}: training data folder not found")
-    sampler = ClipSampler.from_folder(cfg.data, photo_prob=cfg.photo_prob, seed=cfg.seed + step)
-    (out / "config.json").write_text(json.dumps({**cfg.__dict__, "stages": [s.__dict__ for s in cfg.stages]}, indent=1))
+        torch.manual_seed(shard_seed(cfg.seed + step, dist.rank))
+    elif dist.rank:
+        torch.manual_seed(shard_seed(cfg.seed, dist.rank))
+    sampler = open_sampler(cfg.data, photo_prob=cfg.photo_prob, seed=shard_seed(cfg.seed + step, dist.rank))
+    if dist.main:
+        (out / "config.json").write_text(json.dumps({**cfg.__dict__, "stages": [s.__dict__ for s in cfg.stages]},
+                                                    indent=1))
     model.train()
+    loss_fn: Callable[..., dict[str, torch.Tensor]] = model.training_loss
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrapper = _Loss(model)
+        # the entropy bottlenecks' quantiles are trained by the aux loss, outside DDP (averaged below)
+        DDP._set_params_and_buffers_to_ignore_for_model(wrapper, [f"model.{n}" for n in aux_names])
+        loss_fn = DDP(wrapper, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=True)
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, step + max_steps)
-    log_f = (out / "log.jsonl").open("a")
+    log_f = (out / "log.jsonl").open("a") if dist.main else None
     t0, acc, n = time.time(), {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}, 0
     while step < end:
         stage = cfg.stage_at(step)
         for g in opt.param_groups:
             g["lr"] = stage.lr
-        clip = sampler.batch(cfg.batch, stage.frames, cfg.crop)
-        q = torch.randint(0, model.qualities, (cfg.batch,))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            res = clip_loss(model, clip, q)
+        clip = sampler.batch(cfg.batch, stage.frames, cfg.crop).to(device)
+        q = torch.randint(0, model.qualities, (cfg.batch,)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            res = loss_fn(clip, q, stage)
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
-        aux_opt.zero_grad(set_to_none=True)
-        model.aux_loss().backward()
-        aux_opt.step()
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
+            model.aux_loss().backward()
+            if dist.enabled:
+                import torch.distributed as tdist
+
+                for p in aux:
+                    if p.grad is not None:
+                        tdist.all_reduce(p.grad)
+                        p.grad /= dist.world
+            aux_opt.step()
         step += 1
         if math.isfinite(res["loss"].item()):
             acc["loss"] += res["loss"].item()
@@ -180,21 +290,34 @@ def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = No
             rec = {"step": step, "frames": stage.frames, "lr": stage.lr, "seconds": round(time.time() - t0, 1),
                    **{k: round(v / max(n, 1), 4) for k, v in acc.items()}}
             history.append(rec)
-            log_f.write(json.dumps(rec) + "\n")
-            log_f.flush()
-            if on_log:
-                on_log({**rec, "total": cfg.total_steps})
+            if log_f is not None:
+                log_f.write(json.dumps(rec) + "\n")
+                log_f.flush()
+                if on_log:
+                    on_log({**rec, "total": cfg.total_steps})
             acc, n = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}, 0
-        if step % cfg.checkpoint_every == 0 or step == end:
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                          "step": step, "history": json.dumps(history)}, ckpt)
-        if step % cfg.export_every == 0 or step == end:
+        if dist.main and (step % cfg.checkpoint_every == 0 or step == end):
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "history": json.dumps(history)}
+            if aux_opt is not None:
+                state["aux_opt"] = aux_opt.state_dict()
+            _atomic_save(state, ckpt)
+        if dist.main and (step % cfg.export_every == 0 or step == end):
             export_safetensors(model, out / f"{cfg.model}.safetensors", {"steps": str(step)})
-    log_f.close()
+    if log_f is not None:
+        log_f.close()
     return out / f"{cfg.model}.safetensors"
 
 
-if __name__ == "__main__":  # python -m nvc.train CONFIG
-    import sys
+if __name__ == "__main__":  # python -m nvc.train CONFIG [--lambda X]   (what torchrun -m nvc.train runs)
+    import argparse
 
-    train(TrainConfig.from_toml(sys.argv[1]), on_log=lambda r: print(json.dumps(r), flush=True))
+    ap = argparse.ArgumentParser(prog="python -m nvc.train")
+    ap.add_argument("config")
+    ap.add_argument("--lambda", dest="lmbda", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    a = ap.parse_args()
+    c = TrainConfig.from_toml(a.config)
+    if a.lmbda is not None:
+        c.lmbda = a.lmbda
+    train(c, on_log=lambda r: print(json.dumps(r), flush=True), max_steps=a.steps)

@@ -112,16 +112,23 @@ def load_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return obj, cfg
 
 
-def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device: str = "cpu") -> nn.Module:
+def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device: str = "cpu",
+         **options: Any) -> nn.Module:
     """Builds ``name`` with shipped weights (or ``checkpoint``), entropy tables updated, in eval mode.
 
-    The result carries ``weights_digest`` (bytes) for the stream header.
+    ``options`` are the model's coding options (``model.configure(**options)``; e.g. DVC's ``intra``,
+    ``intra_qp``, ``intra_quality``); None values are ignored. The result carries ``weights_digest``
+    (bytes) for the stream header.
     """
+    options = {k: v for k, v in options.items() if v is not None}
     path = Path(checkpoint) if checkpoint else shipped_weights(name)
     if checkpoint is None and not path.is_file():
         raise ModelError(f"no shipped weights for {name!r} ({path.name} missing); pass --checkpoint")
     state, cfg = load_state(path)
     model = create(name, **cfg)
+    if options and not hasattr(model, "configure"):
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ModelError(f"model {name!r} does not take {flags}")
     state = {k: v for k, v in state.items() if not k.endswith(_TABLES)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -134,4 +141,6 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     model.weights_digest = weights_digest(trainable_state(model))  # type: ignore[assignment]
     model.eval()
     model.update(force=True)
+    if hasattr(model, "configure"):
+        model.configure(**options)  # may extend weights_digest (e.g. DVC with nvc intra frames)
     return model.to(device)

@@ -376,6 +376,25 @@ class DHVC(nn.Module):
             total["psnr"] += float(st["psnr"])
         return {k: v / len(frames) for k, v in total.items()}
 
+    def training_loss(self, clip: Tensor, quality: Any = None, stage: Any = None) -> dict[str, Tensor]:
+        """Multi-frame loss over a (B, T, 3, H, W) clip (T >= 1, H and W multiples of 64): frame 0 from the
+        temporal biases, then each frame with the two previous frames' latents as context (as
+        :meth:`forward`); the mean over frames of ``forward_frame``'s ``rate + lmb * MSE``.
+        -> ``{"loss", "bpp", "mse"}``."""
+        frames = clip.unbind(1)
+        z = self.get_temp_bias(frames[0])
+        z_lists = [z, z]
+        total = clip.new_zeros(())
+        bpp, mse = 0.0, 0.0
+        for frame in frames:
+            st = self.forward_frame(frame, z_lists, get_latent=True)
+            z_lists = [z_lists[-1], st["z"]]
+            total = total + st["loss"]
+            bpp += float(st["bpp"])
+            mse += float(st["mse"])
+        n = len(frames)
+        return {"loss": total / n, "bpp": torch.tensor(bpp / n), "mse": torch.tensor(mse / n)}
+
     # ------------------------------------------------------------------ coding contract (nvc.models.base)
     def update(self, force: bool = True) -> None:
         """Builds the Gaussian CDF tables of every latent block (call after loading weights)."""

@@ -14,8 +14,16 @@ This is the P-frame model of DVC in the layout of its popular PyTorch + Compress
    (``resEncoder``/``resDecoder``, ``respriorEncoder``/``respriorDecoder``, ``entropy_hyper_res``).
 
 The module is stateless: the reference frame lives in the codec session. DVC has no intra coder of
-its own (the paper uses an image codec for I-frames); :meth:`DVC.compress_frame` with ``ctx=None``
-raises :class:`NotImplementedError`.
+its own (the paper uses an image codec for I-frames): :meth:`DVC.compress_frame` with ``ctx=None`` codes
+the frame with the intra coder chosen by :meth:`DVC.configure` (``nvc.models.load("dvc", ckpt,
+intra="x265", intra_qp=27)``): ``nvc`` (default), the intra branch of the shipped ``nvc-lite`` weights at
+``intra_quality`` 0..5, or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
+I-frame payload starts with a tag substream naming the coder; the weights digest covers the nvc-lite
+weights when they are used.
+
+Training (``nvc train --config configs/dvc.toml``): :meth:`DVC.training_loss`, ``lmbda * MSE + bpp``
+on P frames predicted from the ground-truth first frame of each clip, after a flow warm-up stage
+(``loss = "flow"``: ``lmbda * warp MSE + motion bpp``).
 
 Old checkpoints written with CompressAI 1.1.x name the EntropyBottleneck parameters ``_matrix{K}``,
 ``_bias{K}``, ``_factor{K}``; :func:`rename_legacy_state_dict` maps them to today's names and
@@ -24,6 +32,7 @@ Old checkpoints written with CompressAI 1.1.x name the EntropyBottleneck paramet
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import OrderedDict
@@ -304,9 +313,14 @@ class DVC(nn.Module):
     qualities = 1
 
     def __init__(self, mv_channels: int = MV_CHANNELS, n: int = N_CHANNELS, m: int = M_CHANNELS,
-                 flow_levels: int = 4) -> None:
+                 flow_levels: int = 4, lmbda: float = 1024.0) -> None:
         super().__init__()
-        self.config = {"mv_channels": mv_channels, "n": n, "m": m, "flow_levels": flow_levels}
+        self.config = {"mv_channels": mv_channels, "n": n, "m": m, "flow_levels": flow_levels, "lmbda": float(lmbda)}
+        self.lmbda = float(lmbda)  # rate-distortion weight of training (MSE on [0, 1]); 256, 512, 1024, 2048
+        # I-frame coder (runtime options, not weights; see configure)
+        self.intra, self.intra_qp, self.intra_quality = "nvc", 27, 3
+        self._stream_intra: str | None = None  # the intra coder a decoded stream's header digest names
+        self._lite: dict[str, Any] = {}  # the nvc intra model, loaded on first use; not a submodule
         # Registration order reproduces the official state_dict order (CompressionModel's bottleneck first).
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.opticFlow = _SpyNet(flow_levels)
@@ -367,6 +381,34 @@ class DVC(nn.Module):
     def aux_loss(self) -> Tensor:
         return self.entropy_hyper_mv.loss() + self.entropy_hyper_res.loss()
 
+    def training_loss(self, clip: Tensor, quality: Any = None, stage: Any = None) -> dict[str, Tensor]:
+        """Loss over a (B, T, 3, H, W) clip, T >= 2: frame 0 (ground truth) is the first reference; frames
+        1..T-1 are P frames, each predicted from the previous reconstruction. Per frame
+        ``lmbda * MSE + bpp`` (all four rate terms), or with a stage whose ``loss`` is ``"flow"`` (DVC's
+        motion warm-up) ``lmbda * warp MSE + bpp_mv + bpp_mvprior`` with the ground truth as reference.
+        -> ``{"loss", "bpp", "mse"}`` (means over the P frames; ``mse`` is the one the loss uses)."""
+        t = clip.shape[1]
+        if t < 2:
+            raise ValueError("DVC trains on clips of at least 2 frames (reference + P frame)")
+        flow = getattr(stage, "loss", "rd") == "flow"
+        ref = clip[:, 0]
+        total = clip.new_zeros(())
+        bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
+        for i in range(1, t):
+            x = clip[:, i]
+            out = self(x, ref)
+            if flow:
+                mse, bpp = out["warp_mse"], out["bpp_mv"] + out["bpp_mvprior"]
+                ref = x
+            else:
+                mse, bpp = out["mse"], out["bpp"]
+                ref = out["x_hat"]
+            total = total + self.lmbda * mse + bpp
+            bpp_sum = bpp_sum + bpp.detach()
+            mse_sum = mse_sum + mse.detach()
+        n = t - 1
+        return {"loss": total / n, "bpp": bpp_sum / n, "mse": mse_sum / n}
+
     # ------------------------------------------------------------------ checkpoints
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Loads official checkpoints (CompressAI 1.1.x names are renamed; CDF tables of any size)."""
@@ -391,14 +433,107 @@ class DVC(nn.Module):
         updated |= self.entropy_bottleneck_res.update_scale_table(table, force=force)
         return updated
 
-    def _check(self, ctx: Tensor | None, quality: int) -> Tensor:
-        if ctx is None:
-            raise NotImplementedError(
-                "DVC codes P-frames only: it has no intra coder (ctx=None); code the first frame of each "
-                "GoP with an image codec and pass its reconstruction as ctx")
+    def _check(self, ctx: Tensor | None, quality: int) -> Tensor | None:
         if int(quality) != 0:
             raise ValueError(f"DVC has a single quality (0), got {quality}")
         return ctx
+
+    @staticmethod
+    def latent_shape(padded_height: int, padded_width: int) -> tuple[int, int]:
+        """What every frame payload's ``shape`` holds: the hyper-latent size (frame / 64)."""
+        return padded_height // 64, padded_width // 64
+
+    # ------------------------------------------------------------------ I frames (nvc.models.intra)
+    def configure(self, intra: str | None = None, intra_qp: int | None = None,
+                  intra_quality: int | None = None) -> None:
+        """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` 0..5, default 3) or
+        ``"x265"`` (``intra_qp`` 0..51, default 27; the paper uses 22, 27, 32, 37). Sets ``weights_digest``:
+        the DVC weights' digest, combined with the nvc-lite weights' when those code the I frames."""
+        from ..errors import ModelError
+        from .intra import INTRA_CODERS
+
+        mode = intra or "nvc"
+        if mode not in INTRA_CODERS:
+            raise ModelError(f"dvc: unknown intra coder {mode!r}; use nvc or x265")
+        if mode == "nvc" and intra_qp is not None:
+            raise ModelError("dvc: --intra-qp applies to --intra x265 (nvc intra takes --intra-quality)")
+        if mode == "x265" and intra_quality is not None:
+            raise ModelError("dvc: --intra-quality applies to --intra nvc (x265 intra takes --intra-qp)")
+        if intra_qp is not None and not 0 <= int(intra_qp) <= 51:
+            raise ModelError(f"dvc: --intra-qp must be 0..51 (the DVC paper uses 22, 27, 32, 37), not {intra_qp}")
+        self.intra = mode
+        if intra_qp is not None:
+            self.intra_qp = int(intra_qp)
+        if intra_quality is not None:
+            q = int(intra_quality)
+            if not 0 <= q < self._lite_model().qualities:
+                raise ModelError(f"dvc: --intra-quality must be 0..{self._lite_model().qualities - 1}, not {q}")
+            self.intra_quality = q
+        self.weights_digest = self._digest_for(mode)
+
+    def _digest_for(self, mode: str) -> bytes:
+        from . import trainable_state, weights_digest
+
+        base = weights_digest(trainable_state(self))
+        if mode == "x265":
+            return base
+        return hashlib.sha256(b"nvc:dvc+nvc-intra|" + base + self._lite_model().weights_digest).digest()[:16]
+
+    def accept_stream_digest(self, digest: bytes) -> bool:
+        """True when a stream header's digest names these weights (with x265 or with nvc intra frames);
+        the stream's I frames must then use that intra coder (checked when they are decoded)."""
+        for mode in ("x265", "nvc"):
+            if digest == self._digest_for(mode):
+                self._stream_intra = mode
+                return True
+        return False
+
+    def _lite_model(self, device: torch.device | None = None) -> Any:
+        lite = self._lite.get("model")
+        if lite is None:
+            from . import load
+
+            lite = self._lite["model"] = load("nvc-lite")
+        if device is not None and next(lite.parameters()).device != device:
+            lite = self._lite["model"] = lite.to(device)
+        return lite
+
+    def _compress_intra(self, x: Tensor) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
+        from .intra import INTRA_CODERS, x265_decode, x265_encode
+
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        shape = self.latent_shape(h, w)
+        tag = bytes([INTRA_CODERS[self.intra]])
+        if self.intra == "x265":
+            data = x265_encode(x, self.intra_qp)
+            x_hat = x265_decode(data, w, h, x.device)
+            return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
+        strings, lshape, x_hat, _ = self._lite_model(x.device).compress_frame(x, None, self.intra_quality)
+        assert tuple(lshape) == shape, (lshape, shape)
+        return [tag + bytes([self.intra_quality]), *strings], shape, x_hat, x_hat
+
+    def _decompress_intra(self, strings: list[bytes], shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        from .intra import INTRA_NVC, INTRA_X265, x265_decode
+
+        if not strings or len(strings[0]) != 2 or len(shape) != 2:
+            raise ValueError("DVC I frame without its 2-byte intra tag")
+        coder, param = strings[0]
+        mode = {INTRA_NVC: "nvc", INTRA_X265: "x265"}.get(coder)
+        if mode is None:
+            raise ValueError(f"unknown intra coder id {coder}")
+        if self._stream_intra is not None and mode != self._stream_intra:
+            raise ValueError(f"I frame coded with {mode} intra but the stream header names {self._stream_intra}")
+        device = next(self.parameters()).device
+        h, w = int(shape[0]) * 64, int(shape[1]) * 64
+        if mode == "x265":
+            if len(strings) != 2:
+                raise ValueError(f"x265 I frame carries 2 substreams, got {len(strings)}")
+            x_hat = x265_decode(strings[1], w, h, device)
+            return x_hat, x_hat
+        lite = self._lite_model(device)
+        if len(strings) != 3 or not 0 <= param < lite.qualities:
+            raise ValueError(f"nvc I frame: {len(strings)} substreams, quality {param}")
+        return lite.decompress_frame(strings[1:], shape, None, param)
 
     @torch.inference_mode()
     def compress(self, cur: Tensor, ref: Tensor) -> dict[str, Any]:
@@ -453,6 +588,8 @@ class DVC(nn.Module):
         """One padded frame (1, 3, H, W) -> (4 strings: mv, mv prior, residual, residual prior; hyper-latent
         size; x_hat; new ctx = x_hat)."""
         ref = self._check(ctx, quality)
+        if ref is None:
+            return self._compress_intra(x)
         out = self.compress(x, ref)
         x_hat = out["x_hat"]
         return [s[0] for s in out["strings"]], out["shape"], x_hat, x_hat
@@ -460,6 +597,8 @@ class DVC(nn.Module):
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
                          quality: int) -> tuple[Tensor, Tensor]:
         ref = self._check(ctx, quality)
+        if ref is None:
+            return self._decompress_intra(list(strings), tuple(shape))
         if len(strings) != 4 or len(shape) != 2:
             raise ValueError(f"DVC frames carry 4 strings and a 2-int shape, got {len(strings)} and {shape}")
         x_hat = self.decompress([[s] for s in strings], (int(shape[0]), int(shape[1])), ref)["x_hat"]

@@ -40,10 +40,11 @@ class Gains(nn.Module):
     ``forward(x, q)`` scales ``x`` (B, C, H, W) by the gain of quality ``q`` (a LongTensor of shape (B,)).
     """
 
-    def __init__(self, qualities: int, channels: int) -> None:
+    def __init__(self, qualities: int, channels: int, init: Tensor | None = None) -> None:
         super().__init__()
-        self.gain = nn.Parameter(torch.ones(qualities, channels))
-        self.inverse = nn.Parameter(torch.ones(qualities, channels))
+        s = torch.ones(qualities) if init is None else init.float()
+        self.gain = nn.Parameter(s[:, None].repeat(1, channels))
+        self.inverse = nn.Parameter((1.0 / s)[:, None].repeat(1, channels))
 
     def forward(self, x: Tensor, q: Tensor) -> Tensor:
         return x * self.gain[q].abs().unsqueeze(-1).unsqueeze(-1)

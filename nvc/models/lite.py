@@ -54,6 +54,10 @@ class NvcLite(nn.Module):
         self.config = {"n": n, "m": m, "c": c, "lambdas": list(lambdas)}
         q = len(lambdas)
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
+        # Gains start at sqrt(lambda / geometric-mean lambda): the MSE-optimal quantization step scales
+        # as lambda^-1/2, so each quality starts near its operating point.
+        lam = torch.tensor(lambdas, dtype=torch.float64)
+        y_init = (lam / lam.log().mean().exp()).sqrt()
 
         # ---- intra
         self.i_g_a = nn.Sequential(
@@ -64,7 +68,7 @@ class NvcLite(nn.Module):
             deconv(n, n), GDN(n, inverse=True), deconv(n, 3),
         )
         self.i_hyper = _Hyper(n, m)
-        self.i_y_gain = Gains(q, m)
+        self.i_y_gain = Gains(q, m, y_init)
         self.i_z_gain = Gains(q, n)
         self.i_z = HyperLatentCoder(n)
         self.i_y = LatentCoder()
@@ -89,7 +93,7 @@ class NvcLite(nn.Module):
             nn.LeakyReLU(inplace=True), conv(2 * m, 2 * m, 1, 1),
         )
         self.p_hyper = _Hyper(n, m)
-        self.p_y_gain = Gains(q, m)
+        self.p_y_gain = Gains(q, m, y_init)
         self.p_z_gain = Gains(q, n)
         self.p_z = HyperLatentCoder(n)
         self.p_y = LatentCoder()
@@ -154,6 +158,27 @@ class NvcLite(nn.Module):
 
     def aux_loss(self) -> Tensor:
         return self.i_z.entropy_bottleneck.loss() + self.p_z.entropy_bottleneck.loss()
+
+    def training_loss(self, clip: Tensor, quality: Tensor, stage: Any = None) -> dict[str, Tensor]:
+        """Cascaded loss over a (B, T, 3, H, W) clip: intra frame 0, inter frames 1..T-1, each predicted
+        from the previous reconstruction; per-sample quality ``quality`` (B,). The mean over frames and
+        samples of ``lambdas[q] * 255^2 * MSE + bpp`` -> ``{"loss", "bpp", "mse"}``."""
+        b, t, _, h, w = clip.shape
+        lam = self.lambdas[quality] * 255.0**2
+        ref = None
+        total = clip.new_zeros(())
+        bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
+        for i in range(t):
+            x = clip[:, i]
+            out = self(x, ref=ref, quality=quality)
+            x_hat = out["x_hat"].float()
+            mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+            bpp = sum((-torch.log2(lik)).sum(dim=(1, 2, 3)) for lik in out["likelihoods"].values()) / (h * w)
+            total = total + (lam * mse + bpp).mean()
+            bpp_sum = bpp_sum + bpp.mean().detach()
+            mse_sum = mse_sum + mse.mean().detach()
+            ref = x_hat.clamp(0, 1)
+        return {"loss": total / t, "bpp": bpp_sum / t, "mse": mse_sum / t}
 
     # ------------------------------------------------------------------ coding contract
     def update(self, force: bool = True) -> None:
