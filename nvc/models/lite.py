@@ -156,6 +156,39 @@ class NvcLite(nn.Module):
         x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
+    def kmac_per_pixel(self, inter: bool = True, side: str = "decode") -> float:
+        """Multiply-accumulates per pixel (thousands) of one frame, counted with hooks on a 256x256 pass.
+
+        ``side="decode"`` counts the modules the decoder runs (hyper synthesis, priors, synthesis);
+        ``"encode"`` adds the analysis transforms. GDN layers count as a 1x1 convolution.
+        """
+        b = "p_" if inter else "i_"
+        dec = [b + "hyper.h_s", b + "g_s"] + (["p_temporal", "p_params", "p_fuse"] if inter else [])
+        enc = [b + "g_a", b + "hyper.h_a"]
+        wanted = dec + (enc if side == "encode" else [])
+        total = [0]
+        hooks = []
+        for name, mod in self.named_modules():
+            if not any(name.startswith(w + ".") or name == w for w in wanted):
+                continue
+            if isinstance(mod, nn.ConvTranspose2d):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, i, o: total.__setitem__(0, total[0] + i[0].numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1])))
+            elif isinstance(mod, nn.Conv2d):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, i, o: total.__setitem__(0, total[0] + o.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1])))
+            elif isinstance(mod, GDN):
+                hooks.append(mod.register_forward_hook(
+                    lambda m, i, o: total.__setitem__(0, total[0] + o.numel() * o.shape[1])))
+        try:
+            with torch.no_grad():
+                x = torch.rand(1, 3, 256, 256, device=self.lambdas.device)
+                self.forward(x, ref=x if inter else None, quality=0)
+        finally:
+            for h in hooks:
+                h.remove()
+        return total[0] / (256 * 256) / 1000.0
+
     def aux_loss(self) -> Tensor:
         return self.i_z.entropy_bottleneck.loss() + self.p_z.entropy_bottleneck.loss()
 
