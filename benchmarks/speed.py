@@ -358,7 +358,9 @@ def memoise_load(device: str) -> tuple[Any, float, Patches]:
     seconds = time.perf_counter() - t0
     cache = {("nvc-lite", None, device): model}
 
-    def load(name: str = "nvc-lite", checkpoint: Any = None, device: str = "cpu") -> Any:
+    def load(name: str = "nvc-lite", checkpoint: Any = None, device: str = "cpu", **options: Any) -> Any:
+        if options:  # model options: not memoised
+            return orig(name, checkpoint, device=device, **options)
         key = (name, str(checkpoint) if checkpoint else None, device)
         if key not in cache:
             cache[key] = orig(name, checkpoint, device=device)
@@ -369,15 +371,15 @@ def memoise_load(device: str) -> tuple[Any, float, Patches]:
     return model, seconds, p
 
 
-def count_macs(model: Any, device: Any, quality: int) -> dict[str, Any]:
-    """MACs of Conv2d/ConvTranspose2d (and GDN) per padded pixel, for intra/inter encode/decode at MAC_SIZE."""
+def count_macs(model: Any, device: Any, quality: int, size: tuple[int, int] = MAC_SIZE) -> dict[str, Any]:
+    """MACs of Conv2d/ConvTranspose2d (and GDN) per padded pixel, for intra/inter encode/decode at ``size``."""
     import torch
     from compressai.layers import GDN
     from torch import nn
 
     from nvc.color import pad, yuv420_to_rgb
 
-    w, h = MAC_SIZE
+    w, h = size
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     touched: dict[str, set[int]] = defaultdict(set)
     phase = [""]
@@ -682,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames encoded+decoded untimed at each size before timing (default 2: one I, one P; 0 = none)")
     ap.add_argument("--flat", default=None, help="memory flatness check: comma list of clip lengths, e.g. 24,96")
     ap.add_argument("--size", default="cif", help="frame size for --flat (default cif)")
+    ap.add_argument("--mac-size", default="256x192",
+                    help="frame size for the MAC count (default 256x192; a multiple of 64 keeps kMAC/px exact)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--workdir", default=None, help="where the temporary clips and streams go (default: a temp dir)")
     return ap
@@ -716,7 +720,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "split_keys": list(SPLIT_KEYS), "complete": False,
     }
     try:
-        macs = count_macs(model, dev, args.quality)
+        macs = count_macs(model, dev, args.quality, parse_size(args.mac_size)[1:])
         res["model"] = {"name": model.name, "load_seconds": round(load_seconds, 3), "params": macs["params"], "macs": macs}
         res["sizes"] = []
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -94,7 +94,7 @@ def encode(
     *,
     model: str = "nvc-lite",
     checkpoint: str | os.PathLike[str] | None = None,
-    quality: int = 3,
+    quality: int | None = None,
     gop: int = 32,
     frames: int | None = None,
     size: tuple[int, int] | None = None,
@@ -125,6 +125,8 @@ def encode(
     with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
+        if quality is None:  # the model's middle quality (3 of 0..5 for nvc-lite; 0 for single-rate models)
+            quality = net.qualities // 2
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev)
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(

@@ -92,7 +92,7 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
     size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
-    quality: int = typer.Option(3, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best."),
+    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best (default: the model's middle one)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),

@@ -160,15 +160,175 @@ def test_compress_decompress_bit_exact() -> None:
     assert float((fwd["x_hat"] - x_hat).abs().max()) < 1e-5
 
 
-def test_contract_rejects_intra_and_other_qualities() -> None:
+def test_contract_rejects_other_qualities() -> None:
     model = DVC().eval()
     model.update(force=True)
     assert model.alignment == 64 and model.qualities == 1
     cur, ref = _frames()
-    with pytest.raises(NotImplementedError, match="intra"):
-        model.compress_frame(cur, None, 0)
     with pytest.raises(ValueError):
         model.compress_frame(cur, ref, 1)
+    with pytest.raises(ValueError):
+        model.compress_frame(cur, None, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# I frames (nvc intra / x265 intra) and whole streams through nvc.api
+
+
+def _random_checkpoint(path: Path, seed: int) -> Path:
+    """A random-initialised DVC (perturbed away from the init) saved as a torch state_dict checkpoint."""
+    from nvc.models import trainable_state
+
+    torch.manual_seed(seed)
+    m = DVC()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    torch.save({"state_dict": trainable_state(m), "config": m.config}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dvc_ckpt(tmp_path_factory) -> Path:
+    return _random_checkpoint(tmp_path_factory.mktemp("dvc") / "dvc_random.pt", 0)
+
+
+@pytest.fixture(scope="module")
+def clip_y4m(tmp_path_factory) -> Path:
+    from .conftest import make_frames, write_y4m
+
+    return write_y4m(tmp_path_factory.mktemp("clip") / "clip.y4m", make_frames(3, 96, 64))
+
+
+def _planes(path: Path) -> list[bytes]:
+    from nvc.io import open as open_video
+
+    with open_video(path, "r") as r:
+        return [f.tobytes() for f in r]
+
+
+INTRA_CASES = [
+    ({}, (0, 3)),
+    ({"intra": "nvc", "intra_quality": 1}, (0, 1)),
+    ({"intra": "x265", "intra_qp": 37}, (1, 37)),
+    ({"intra": "x265"}, (1, 27)),
+]
+
+
+@pytest.mark.parametrize("options,tag", INTRA_CASES, ids=["nvc-default", "nvc-q1", "x265-qp37", "x265-default"])
+def test_stream_ipp_round_trip_bit_exact(tmp_path, dvc_ckpt, clip_y4m, options, tag) -> None:
+    from nvc import api, bitstream
+    from nvc.bitstream import FrameType
+
+    out, rec, dec = tmp_path / "s.nvc", tmp_path / "rec.y4m", tmp_path / "dec.y4m"
+    r = api.encode(clip_y4m, out, model="dvc", checkpoint=dvc_ckpt, quality=0, gop=8, device="cpu", recon=rec,
+                   model_options=options)
+    assert r.frames == 3 and r.model == "dvc"
+    with bitstream.open(out, "r") as reader:
+        records = [reader.read(i) for i in range(3)]
+    assert [x.frame_type for x in records] == [FrameType.I, FrameType.P, FrameType.P]
+    first = bitstream.decode_payload(records[0].payload)
+    assert first.strings[0] == bytes(tag)  # the intra coder's tag substream
+    assert len(first.strings) == (3 if tag[0] == 0 else 2) and tuple(first.shape) == (1, 2)
+    assert len(bitstream.decode_payload(records[1].payload).strings) == 4
+    d = api.decode(out, dec, checkpoint=dvc_ckpt, device="cpu")
+    assert d.frames == 3
+    assert _planes(dec) == _planes(rec)  # decoder == encoder reconstruction, bit for bit
+    assert r.psnr_yuv > 10
+
+
+def test_digest_covers_intra_weights(dvc_ckpt) -> None:
+    from nvc.models import load, trainable_state, weights_digest
+
+    x265 = load("dvc", dvc_ckpt, intra="x265")
+    nvc = load("dvc", dvc_ckpt)
+    assert x265.weights_digest == weights_digest(trainable_state(x265))  # DVC weights only
+    assert nvc.weights_digest != x265.weights_digest  # + the nvc-lite weights that code its I frames
+    assert load("dvc", dvc_ckpt, intra="nvc", intra_quality=5).weights_digest == nvc.weights_digest
+
+
+def test_refused_with_other_weights(tmp_path, dvc_ckpt, clip_y4m) -> None:
+    from nvc import api, bitstream
+    from nvc.codec import Decoder
+    from nvc.errors import WeightsMismatchError
+    from nvc.models import load
+
+    other = _random_checkpoint(tmp_path / "other.pt", 1)
+    for options in ({"intra": "x265", "intra_qp": 32}, {}):
+        out = tmp_path / f"s{len(options)}.nvc"
+        api.encode(clip_y4m, out, model="dvc", checkpoint=dvc_ckpt, quality=0, device="cpu", frames=2,
+                   model_options=options)
+        with pytest.raises(WeightsMismatchError, match="other dvc weights"):
+            api.decode(out, tmp_path / "d.y4m", checkpoint=other, device="cpu", force=True)
+    # Same DVC weights, other intra (nvc-lite) weights: the nvc-intra stream is refused too.
+    with bitstream.open(tmp_path / "s0.nvc", "r") as reader:
+        header = reader.header
+    model = load("dvc", dvc_ckpt)
+    lite = model._lite_model()
+    with torch.no_grad():
+        next(lite.parameters()).add_(1e-3)
+    from nvc.models import trainable_state, weights_digest
+
+    lite.weights_digest = weights_digest(trainable_state(lite))
+    with pytest.raises(WeightsMismatchError):
+        Decoder.for_stream(model, header, torch.device("cpu"))
+    # ... while the x265 stream does not depend on them.
+    with bitstream.open(tmp_path / "s2.nvc", "r") as reader:
+        assert Decoder.for_stream(model, reader.header, torch.device("cpu")) is not None
+
+
+def test_intra_tag_must_match_the_header(dvc_ckpt) -> None:
+    from nvc.models import load
+
+    enc = load("dvc", dvc_ckpt, intra="x265", intra_qp=40)
+    cur, _ = _frames()
+    strings, shape, x_hat, _ = enc.compress_frame(cur, None, 0)
+    dec = load("dvc", dvc_ckpt)
+    assert dec.accept_stream_digest(enc.weights_digest)
+    x_dec, _ = dec.decompress_frame(strings, shape, None, 0)
+    assert torch.equal(x_dec, x_hat)
+    assert dec.accept_stream_digest(load("dvc", dvc_ckpt).weights_digest)  # now an nvc-intra stream
+    with pytest.raises(ValueError, match="header names nvc"):
+        dec.decompress_frame(strings, shape, None, 0)
+    with pytest.raises(ValueError):
+        dec.decompress_frame([b"\x01\x1b", b"not hevc"], shape, None, 0)
+
+
+def test_intra_options_validated(dvc_ckpt) -> None:
+    from nvc.errors import ModelError
+    from nvc.models import load
+
+    with pytest.raises(ModelError, match="applies to --intra x265"):
+        load("dvc", dvc_ckpt, intra_qp=22)
+    with pytest.raises(ModelError, match="applies to --intra nvc"):
+        load("dvc", dvc_ckpt, intra="x265", intra_quality=2)
+    with pytest.raises(ModelError, match="unknown intra"):
+        load("dvc", dvc_ckpt, intra="jpeg")
+    with pytest.raises(ModelError, match="0..51"):
+        load("dvc", dvc_ckpt, intra="x265", intra_qp=60)
+    with pytest.raises(ModelError, match="0..5"):
+        load("dvc", dvc_ckpt, intra_quality=6)
+    with pytest.raises(ModelError, match="does not take --intra"):
+        load("nvc-lite", intra="x265")
+
+
+def test_cli_intra_options(tmp_path, dvc_ckpt, clip_y4m) -> None:
+    from typer.testing import CliRunner
+
+    from nvc.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "c.nvc"
+    r = runner.invoke(app, ["encode", str(clip_y4m), "-o", str(out), "--model", "dvc", "--checkpoint",
+                            str(dvc_ckpt), "-q", "0", "-n", "2", "--intra", "x265", "--intra-qp", "32",
+                            "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--checkpoint", str(dvc_ckpt),
+                            "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["encode", str(clip_y4m), "-o", str(tmp_path / "x.nvc"), "-q", "0", "--intra", "x265",
+                            "--quiet", "--device", "cpu"])
+    assert r.exit_code == 2 and "does not take --intra" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_registered_in_model_zoo() -> None:

@@ -32,7 +32,7 @@ def test_speed_script_json(tmp_path: Path) -> None:
     speed = _speed()
     out = tmp_path / "speed.json"
     res = speed.main(["--sizes", "128x96", "--frames", "2", "--warmup", "1", "--device", "cpu", "--threads", "2",
-                      "--flat", "2,3", "--size", "64x64", "--json", str(out), "--workdir", str(tmp_path)])
+                      "--flat", "1,2", "--size", "64x64", "--mac-size", "64x64", "--json", str(out), "--workdir", str(tmp_path)])
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(res))
     for key in ("command", "device", "model", "sizes", "flat", "ru_maxrss_mb", "quality", "gop", "crf", "source"):
@@ -60,7 +60,7 @@ def test_speed_script_json(tmp_path: Path) -> None:
         assert a["frames"] == 2 and a["encode_fps"] > 0 and a["decode_fps"] > 0
         assert set(size["ratios"][anchor]) == {"encode", "decode", "encode_codec_only", "decode_codec_only"}
         assert size["ratios"][anchor]["encode"] > 0
-    assert [r["frames"] for r in data["flat"]["runs"]] == [2, 3]
+    assert [r["frames"] for r in data["flat"]["runs"]] == [1, 2]
     assert all(r["encode"]["peak_rss_mb"] > 0 and r["decode"]["peak_rss_mb"] > 0 for r in data["flat"]["runs"])
     # every monkeypatch is undone
     assert nvc.models.load is load and nvc.bitstream.encode_payload is encode_payload and nvc.codec.rgb_to_yuv420 is to_yuv

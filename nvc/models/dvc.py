@@ -585,8 +585,10 @@ class DVC(nn.Module):
     def compress_frame(
         self, x: Tensor, ctx: Tensor | None, quality: int
     ) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        """One padded frame (1, 3, H, W) -> (4 strings: mv, mv prior, residual, residual prior; hyper-latent
-        size; x_hat; new ctx = x_hat)."""
+        """One padded frame (1, 3, H, W) -> (strings, hyper-latent size (H/64, W/64), x_hat, new ctx = x_hat).
+
+        P frame: 4 strings (mv, mv prior, residual, residual prior). I frame (``ctx=None``): the intra tag
+        ``[coder, parameter]`` then the intra coder's strings (see :mod:`nvc.models.intra`)."""
         ref = self._check(ctx, quality)
         if ref is None:
             return self._compress_intra(x)

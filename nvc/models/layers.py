@@ -113,13 +113,18 @@ class LatentCoder(nn.Module):
     def dequantize(symbols: Tensor, means: Tensor) -> Tensor:
         return symbols.to(means.dtype) + means
 
+    def indexes(self, scales: Tensor) -> Tensor:
+        """Scale-table index per element; equals ``GaussianConditional.build_indexes`` in one op."""
+        gc = self.gaussian_conditional
+        return torch.searchsorted(gc.scale_table[:-1].contiguous(), gc.lower_bound_scale(scales).contiguous()).int()
+
     def compress(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[list[bytes], Tensor]:
-        indexes = self.gaussian_conditional.build_indexes(scales)
+        indexes = self.indexes(scales)
         strings = self.gaussian_conditional.compress(y, indexes, means=means)
         return strings, self.dequantize(self.symbols(y, means), means)
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
-        indexes = self.gaussian_conditional.build_indexes(scales)
+        indexes = self.indexes(scales)
         n = indexes[0].numel()
         symbols = self.gaussian_conditional.decompress([safe_string(s, n) for s in strings], indexes)
         return self.dequantize(symbols, means)
