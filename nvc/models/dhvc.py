@@ -32,6 +32,7 @@ from compressai.ops import LowerBound
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from .layers import safe_string
 
 LOG2_E = math.log2(math.e)
 
@@ -434,7 +435,7 @@ class DHVC(nn.Module):
                     z = dg.quantize(qm, "dequantize", means=pm)
                 else:
                     assert strings is not None
-                    z = dg.decompress([strings[i]], indexes, dtype=pm.dtype, means=pm)
+                    z = dg.decompress([safe_string(strings[i], indexes[0].numel())], indexes, dtype=pm.dtype, means=pm)
                 feature, dec_feature = block.finish(feature, dec_feature, ctx_feature, z)
                 zs.append(feature)
                 i += 1

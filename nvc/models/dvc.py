@@ -84,6 +84,19 @@ def rename_legacy_state_dict(state_dict: Mapping[str, Tensor]) -> "OrderedDict[s
 # layers
 
 
+
+def _safe(strings: list[bytes], indexes: Tensor) -> list[bytes]:
+    """Zero-pads rANS strings so a hostile one cannot make the decoder read out of bounds."""
+    from .layers import safe_string
+
+    return [safe_string(x, indexes[0].numel()) for x in strings]
+
+
+def _safe_z(eb: Any, strings: list[bytes], shape: tuple[int, int]) -> list[bytes]:
+    from .layers import safe_string
+
+    return [safe_string(x, eb._quantized_cdf.shape[0] * shape[0] * shape[1]) for x in strings]
+
 class _GDN(nn.Module):
     """GDN / inverse GDN with the square-root reparametrisation of DVC's PyTorch code.
 
@@ -564,15 +577,15 @@ class DVC(nn.Module):
     def _predict(self, mv_strings: list[bytes], mv_z_strings: list[bytes], shape: tuple[int, int],
                  ref: Tensor) -> Tensor:
         mv_idx = self.entropy_bottleneck_mv.build_indexes(
-            self.mvpriorDecoder(self.entropy_hyper_mv.decompress(mv_z_strings, shape)))
-        mv_hat = self.entropy_bottleneck_mv.decompress(mv_strings, mv_idx)
+            self.mvpriorDecoder(self.entropy_hyper_mv.decompress(_safe_z(self.entropy_hyper_mv, mv_z_strings, shape), shape)))
+        mv_hat = self.entropy_bottleneck_mv.decompress(_safe(mv_strings, mv_idx), mv_idx)
         return self.motion_compensation(ref, self.mvDecoder(mv_hat))[0]
 
     def _reconstruct(self, prediction: Tensor, res_strings: list[bytes], res_z_strings: list[bytes],
                      shape: tuple[int, int]) -> Tensor:
         res_idx = self.entropy_bottleneck_res.build_indexes(
-            self.respriorDecoder(self.entropy_hyper_res.decompress(res_z_strings, shape)))
-        res_hat = self.entropy_bottleneck_res.decompress(res_strings, res_idx)
+            self.respriorDecoder(self.entropy_hyper_res.decompress(_safe_z(self.entropy_hyper_res, res_z_strings, shape), shape)))
+        res_hat = self.entropy_bottleneck_res.decompress(_safe(res_strings, res_idx), res_idx)
         return (prediction + self.resDecoder(res_hat)).clamp(0.0, 1.0)
 
     @torch.inference_mode()

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, scale_table
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
-DEFAULT_LAMBDAS = (0.0025, 0.0048, 0.0092, 0.0177, 0.034, 0.065)
+DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
 
 
 class _Hyper(nn.Module):
