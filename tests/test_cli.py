@@ -67,3 +67,36 @@ def test_sample_encode(tmp_path):
     r = runner.invoke(app, ["encode", "--sample", "-o", str(out), "-n", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "352x288" in r.output
+
+
+def test_disk_full_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from nvc import bitstream
+
+    src = write_yuv(tmp_path / "clip_32x32.yuv", make_frames(2, 32, 32))
+    before = src.read_bytes()
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bitstream.StreamWriter, "write", full)
+    out = tmp_path / "full.nvc"
+    r = runner.invoke(app, ["encode", str(src), "-o", str(out), "--quiet"])
+    assert r.exit_code == 2 and "No space left" in r.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["clip_32x32.yuv"]
+    assert src.read_bytes() == before
+
+
+def test_interrupt_leaves_nothing(tmp_path, monkeypatch):
+    from nvc import bitstream
+
+    src = write_yuv(tmp_path / "clip_32x32.yuv", make_frames(2, 32, 32))
+
+    def interrupt(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bitstream.StreamWriter, "write", interrupt)
+    r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "i.nvc"), "--quiet"])
+    assert r.exit_code == 130
+    assert [p.name for p in tmp_path.iterdir()] == ["clip_32x32.yuv"]
