@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +13,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NVC_SHARED", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference"
+
+
+def fill_reference_weights(model) -> None:
+    """The fill rule of shared/reference/README.md, in state_dict order: every floating, non-empty entry
+    except names ending in ``bound`` or containing ``scale_table`` / ``scale_bound`` / ``.quantiles`` gets
+    ``randn(shape, seed=crc32(name), float64).float() * scale`` (``scale = 1/sqrt(prod(shape[1:]))`` for 2+
+    dims, else 0.05; ``+1`` for ``*norm.weight``). Aliased entries share storage, so the later name's
+    values stay, as in the reference."""
+    import torch
+
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or t.numel() == 0:
+                continue
+            if name.endswith("bound") or any(s in name for s in ("scale_table", "scale_bound", ".quantiles")):
+                continue
+            shape = tuple(t.shape)
+            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.05
+            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+            v = torch.randn(shape, generator=g, dtype=torch.float64).float() * scale
+            if name.endswith("norm.weight"):
+                v += 1.0
+            t.copy_(v)
 
 
 def make_frames(n: int, width: int, height: int, seed: int = 0) -> list:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from .conftest import REFERENCE, fill_reference_weights
 from nvc.models.dhvc import DHVC
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF_DIR = REFERENCE
 DHVC_REF = REF_DIR / "dhvc-1.0"
 
 needs_reference = pytest.mark.skipif(
@@ -33,24 +34,6 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model() -> DHVC:
     return DHVC().eval()
-
-
-def fill_reference_weights(model: torch.nn.Module) -> None:
-    """The README's fill rule: every floating, non-empty entry except bounds / scale tables / quantiles
-    gets ``randn(seed=crc32(name)) * scale`` (``+1`` for ``*norm.weight``)."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point() or t.numel() == 0:
-                continue
-            if name.endswith("bound") or any(s in name for s in ("scale_table", "scale_bound", ".quantiles")):
-                continue
-            shape = tuple(t.shape)
-            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.05
-            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-            v = torch.randn(shape, generator=g, dtype=torch.float64).float() * scale
-            if name.endswith("norm.weight"):
-                v += 1.0
-            t.copy_(v)
 
 
 @needs_reference

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from .conftest import REFERENCE, fill_reference_weights
 from nvc.models.dvc import DVC, rename_legacy_state_dict
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF_DIR = REFERENCE
 DVC_REF = REF_DIR / "dvc"
 
 needs_reference = pytest.mark.skipif(
@@ -29,27 +30,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
-
-
-def fill_reference_weights(model: torch.nn.Module) -> None:
-    """The README's fill rule, in state_dict order: every floating, non-empty entry except names ending in
-    ``bound`` or containing ``scale_table`` / ``scale_bound`` / ``.quantiles`` gets
-    ``randn(shape, seed=crc32(name), float64).float() * scale`` (``scale = 1/sqrt(prod(shape[1:]))`` for 2+
-    dims, else 0.05; ``+1`` for ``*norm.weight``). Aliased entries (``entropy_hyper_mv`` is
-    ``entropy_bottleneck``) share storage, so the later name's values stay, as in the reference."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point() or t.numel() == 0:
-                continue
-            if name.endswith("bound") or any(s in name for s in ("scale_table", "scale_bound", ".quantiles")):
-                continue
-            shape = tuple(t.shape)
-            scale = 1.0 / math.sqrt(math.prod(shape[1:])) if len(shape) >= 2 else 0.05
-            g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-            v = torch.randn(shape, generator=g, dtype=torch.float64).float() * scale
-            if name.endswith("norm.weight"):
-                v += 1.0
-            t.copy_(v)
 
 
 @pytest.fixture(scope="module")
