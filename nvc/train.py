@@ -57,6 +57,7 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     data: str = "../shared/data/train"
     out: str = "runs/train/nvc-lite"
+    init: str = ""  # weights (.safetensors / state_dict) to start from when <out>/last.pt does not exist
     seed: int = 0
     batch: int = 8
     crop: int = 128
@@ -238,8 +239,17 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
         step = int(state["step"])
         history = json.loads(state.get("history", "[]"))
         torch.manual_seed(shard_seed(cfg.seed + step, dist.rank))
-    elif dist.rank:
-        torch.manual_seed(shard_seed(cfg.seed, dist.rank))
+    else:
+        if cfg.init:
+            from .models import _TABLES, load_state
+
+            init_state, _ = load_state(cfg.init)
+            missing, unexpected = model.load_state_dict(
+                {k: v for k, v in init_state.items() if not k.endswith(_TABLES)}, strict=False)
+            if unexpected or [k for k in missing if not k.endswith(_TABLES)]:
+                raise InputError(f"{cfg.init}: weights do not fit model {cfg.model!r}")
+        if dist.rank:
+            torch.manual_seed(shard_seed(cfg.seed, dist.rank))
     sampler = open_sampler(cfg.data, photo_prob=cfg.photo_prob, seed=shard_seed(cfg.seed + step, dist.rank))
     if dist.main:
         (out / "config.json").write_text(json.dumps({**cfg.__dict__, "stages": [s.__dict__ for s in cfg.stages]},

@@ -60,6 +60,12 @@ lr = 0.001
 
     m = load("nvc-lite", path)
     assert m.qualities == 6
+    # Continue from exported weights (fresh optimizer) into a new folder.
+    cfg2 = TrainConfig.from_toml(cfg_path)
+    cfg2.out, cfg2.init = str(tmp_path / "run2"), str(path)
+    train(cfg2, max_steps=1)
+    first = json.loads((tmp_path / "run2" / "log.jsonl").read_text().splitlines()[0])
+    assert first["loss"] < log[0]["loss"]
 
 
 def test_bad_config(tmp_path):
