@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-
 from .errors import InputError, NvcError, UnsupportedFormatError
-from .io import Frame
+from .io import Frame, frame_from_av, frame_to_av
 
 __all__ = ["Anchor", "ANCHORS", "AnchorResult", "available", "encode_decode", "names"]
 
@@ -103,26 +101,10 @@ class AnchorResult:
         return self.bytes * 8
 
 
-def _to_av(av: object, frame: Frame, pts: int, time_base: Fraction) -> object:
-    vf = av.VideoFrame(frame.width, frame.height, "yuv420p")  # type: ignore[attr-defined]
-    for plane, data in zip(vf.planes, (frame.y, frame.u, frame.v)):
-        h, w = data.shape
-        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
-        buf[:h, :w] = data
-    vf.pts = pts
-    vf.time_base = time_base
-    return vf
-
-
 def _from_av(vf: object, w: int, h: int) -> Frame:
     if vf.format.name not in ("yuv420p", "yuvj420p") or vf.width != w or vf.height != h:  # type: ignore[attr-defined]
         vf = vf.reformat(width=w, height=h, format="yuv420p")  # type: ignore[attr-defined]
-    cw, ch = (w + 1) // 2, (h + 1) // 2
-    planes = []
-    for plane, (pw, ph) in zip(vf.planes, ((w, h), (cw, ch), (cw, ch))):  # type: ignore[attr-defined]
-        buf = np.frombuffer(bytes(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-        planes.append(np.ascontiguousarray(buf[:ph, :pw]))
-    return Frame(*planes)
+    return frame_from_av(vf, w, h)
 
 
 def encode_decode(
@@ -183,7 +165,7 @@ def encode_decode(
                 enc.options = a.options(int(crf), gop, preset)
             elif (frame.width, frame.height) != (w, h):
                 raise InputError(f"{anchor}: frame {n} is {frame.width}x{frame.height}, expected {w}x{h}")
-            vf = _to_av(av, frame, n, time_base)
+            vf = frame_to_av(frame, n, time_base)
             t0 = time.perf_counter()
             out = enc.encode(vf)
             t_enc += time.perf_counter() - t0

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -215,7 +215,7 @@ class AvReader(VideoReader):
                         raise UnsupportedFormatError(
                             f"{self.path.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
                         ) from None
-                yield _frame_from_av(vf, w, h)
+                yield frame_from_av(vf, w, h)
         except av.FFmpegError as e:
             raise InputError(f"{self.path.name}: decoding failed ({_short(e)})") from None
 
@@ -223,14 +223,28 @@ class AvReader(VideoReader):
         self._c.close()
 
 
-def _frame_from_av(vf: object, w: int, h: int) -> Frame:
+def frame_from_av(vf: Any, w: int, h: int) -> Frame:
+    """Copies the planes of a yuv420p ``av.VideoFrame`` (``w`` x ``h``) into a :class:`Frame`."""
     cw, ch = (w + 1) // 2, (h + 1) // 2
-    planes = getattr(vf, "planes")
     out = []
-    for plane, (pw, ph) in zip(planes, [(w, h), (cw, ch), (cw, ch)]):
+    for plane, (pw, ph) in zip(vf.planes, [(w, h), (cw, ch), (cw, ch)]):
         buf = np.frombuffer(bytes(plane), dtype=np.uint8).reshape(-1, plane.line_size)
         out.append(np.ascontiguousarray(buf[:ph, :pw]))
     return Frame(*out)
+
+
+def frame_to_av(frame: Frame, pts: int, time_base: Fraction) -> Any:
+    """A yuv420p ``av.VideoFrame`` holding ``frame``'s planes, stamped ``pts`` in ``time_base``."""
+    import av
+
+    vf = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    for plane, data in zip(vf.planes, (frame.y, frame.u, frame.v)):
+        h, w = data.shape
+        buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+        buf[:h, :w] = data
+    vf.pts = pts
+    vf.time_base = time_base
+    return vf
 
 
 def _short(e: BaseException) -> str:
@@ -303,16 +317,9 @@ class AvWriter(VideoWriter):
         self._s.width, self._s.height, self._s.pix_fmt = info.width, info.height, "yuv420p"
         cc = self._s.codec_context
         cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = 1, 1, 1, 1  # MPEG range, BT.709
-        self._av = av
 
     def write(self, frame: Frame) -> None:
-        vf = self._av.VideoFrame(frame.width, frame.height, "yuv420p")
-        for plane, data in zip(vf.planes, (frame.y, frame.u, frame.v)):
-            h, w = data.shape
-            buf = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
-            buf[:h, :w] = data
-        vf.pts = self.frames
-        vf.time_base = 1 / self.info.fps
+        vf = frame_to_av(frame, self.frames, 1 / self.info.fps)
         for packet in self._s.encode(vf):
             self._c.mux(packet)
         self.frames += 1

@@ -28,7 +28,7 @@ def x265_encode(x: Tensor, qp: int) -> bytes:
     """Codes padded RGB ``x`` (1, 3, H, W) in [0, 1] (H, W even) as one HEVC intra picture at ``qp``."""
     import av
 
-    from ..anchors import _to_av
+    from ..io import frame_to_av
     from ..color import rgb_to_yuv420
     from ..io import Frame
 
@@ -42,7 +42,7 @@ def x265_encode(x: Tensor, qp: int) -> bytes:
     enc.options = {"preset": X265_PRESET,
                    "x265-params": f"qp={int(qp)}:keyint=1:min-keyint=1:bframes=0:info=0:log-level=error"}
     try:
-        packets = [bytes(p) for p in enc.encode(_to_av(av, frame, 0, Fraction(1, 25)))]
+        packets = [bytes(p) for p in enc.encode(frame_to_av(frame, 0, Fraction(1, 25)))]
         packets += [bytes(p) for p in enc.encode(None)]
     except av.FFmpegError as e:
         raise RuntimeError(f"x265 intra encoding failed ({str(e).splitlines()[0][:120]})") from None
