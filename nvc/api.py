@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
 from .io import Frame, VideoInfo, VideoReader
 from .io import open as open_video
+from .metrics import plane_mse, psnr_from_mse
 
 Progress = Callable[[int, int | None], None]  # (frames done, total or None)
 
@@ -60,16 +60,6 @@ class DecodeReport:
     width: int
     height: int
     first: int
-
-
-def psnr(mse: float, peak: float = 255.0) -> float:
-    """PSNR in dB from a mean squared error (capped at 100 dB for identical data)."""
-    return 100.0 if mse <= 1e-10 else min(100.0, 10.0 * math.log10(peak * peak / mse))
-
-
-def _plane_mse(a: np.ndarray, b: np.ndarray) -> float:
-    d = a.astype(np.int32) - b.astype(np.int32)
-    return float(np.mean(d * d))
 
 
 def open_source(
@@ -149,7 +139,7 @@ def encode(
                     coded = enc.encode(frame)
                     writer.write(coded.frame_type, coded.quality, coded.payload)
                     sizes.append(len(coded.payload))
-                    sse += [_plane_mse(a, b) for a, b in ((frame.y, coded.recon.y), (frame.u, coded.recon.u),
+                    sse += [plane_mse(a, b) for a, b in ((frame.y, coded.recon.y), (frame.u, coded.recon.u),
                                                           (frame.v, coded.recon.v))]
                     if recon_writer is not None:
                         recon_writer.write(coded.recon)  # type: ignore[union-attr]
@@ -167,7 +157,7 @@ def encode(
     n = len(sizes)
     nbytes = out.stat().st_size
     rate = float(info.fps)
-    py, pu, pv = (psnr(m / n) for m in sse)
+    py, pu, pv = (psnr_from_mse(m / n) for m in sse)
     return EncodeReport(
         frames=n, bytes=nbytes, width=info.width, height=info.height, fps=rate, seconds=seconds,
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),

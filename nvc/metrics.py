@@ -13,7 +13,7 @@ Protocol (the one common in learned video coding, e.g. the DCVC papers and Compr
   **replicate-padded** (right/bottom, both frames identically) up to 161 px. Padding adds perfectly matching
   border pixels, so MS-SSIM of tiny frames is biased upward and not comparable with published numbers; it
   exists so tests and the 352x288 sample run at all (every benchmark dataset is 1080p, where no padding occurs).
-- Identical inputs: PSNR is capped at 100 dB (MSE floored at 1e-10 of peak²), like :func:`nvc.api.psnr`.
+- Identical inputs: PSNR is capped at 100 dB (MSE floored at 1e-10 of peak²).
 - BD-rate: :func:`bd_rate` uses the ``bjontegaard`` package with **Akima** interpolation by default
   (``method="akima"``; "pchip" is the JCT-VC/JVET CTC spreadsheet's, "cubic" is VCEG-M33's original
   polynomial fit), integrating log10(rate) over the overlapping quality interval. Result in percent:
