@@ -76,6 +76,17 @@ def write_y4m(path: Path, frames: list, fps: Fraction = Fraction(25)) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Runs a module's tests with one torch thread (big models; keeps the 2-core machine responsive)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():
