@@ -259,6 +259,10 @@ def instrument(model: Any, timers: Timers) -> Patches:
             h2 = m.register_forward_hook(lambda *_: timers.exit("network"))
             p.add(h1.remove)
             p.add(h2.remove)
+    # exact numeric mode: the networks run through nvc.models.exact.run instead of forward()
+    import nvc.models.exact
+
+    p.set(nvc.models.exact, "run", timers.wrap(nvc.models.exact.run, "network"))
     # I/O: video readers/writers, the .nvc container, payload (de)serialisation
     p.set(nvc.api, "open_video", timers.wrap(nvc.api.open_video, "io"))
     for cls in (nvc.io.AvReader, nvc.io.RawYuvReader):
@@ -512,7 +516,7 @@ def nvc_run(src: Path, work: Path, n: int, args: argparse.Namespace, timers: Tim
             t0 = time.perf_counter()
             if what == "encode":
                 rep = nvc.api.encode(src, stream, quality=args.quality, gop=args.gop, frames=n, device=args.device,
-                                     force=True, progress=progress)
+                                     force=True, progress=progress, numeric=args.numeric)
             else:
                 nvc.api.decode(stream, out, device=args.device, force=True, progress=progress)
             wall = time.perf_counter() - t0
@@ -535,7 +539,8 @@ def warmup(src: Path, work: Path, args: argparse.Namespace, n: int) -> float:
     import nvc.api
 
     t0 = time.perf_counter()
-    nvc.api.encode(src, work / "warm.nvc", quality=args.quality, gop=args.gop, frames=n, device=args.device, force=True)
+    nvc.api.encode(src, work / "warm.nvc", quality=args.quality, gop=args.gop, frames=n, device=args.device, force=True,
+                   numeric=args.numeric)
     nvc.api.decode(work / "warm.nvc", work / "warm.yuv", device=args.device, force=True)
     return time.perf_counter() - t0
 
@@ -631,7 +636,7 @@ def print_table(res: dict[str, Any]) -> None:
 
     con = Console(width=200)
     d, m = res["device"], res["model"]
-    t = Table(title=f"nvc-lite q{res['quality']} vs x264 CRF {res['crf']} on {d['name']} ({d['torch_threads']} torch threads)")
+    t = Table(title=f"nvc-lite q{res['quality']} ({res.get('numeric', 'exact')}) vs x264 CRF {res['crf']} on {d['name']} ({d['torch_threads']} torch threads)")
     for c in ("size", "n", "nvc fps enc/dec", "x264-zl fps enc/dec", "x264-med fps enc/dec", "nvc÷zl enc/dec",
               "nvc÷med enc/dec", "enc split %", "dec split %", "RSS MB enc/dec", "GMAC dec I/P"):
         t.add_column(c, justify="right")
@@ -678,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--quality", type=int, default=3)
+    ap.add_argument("--numeric", default="exact", choices=("exact", "fast"),
+                    help="nvc's numeric mode (default exact, nvc's default; fast = float32, same-device streams)")
     ap.add_argument("--gop", type=int, default=32, help="GoP for nvc and x264 keyint (default 32)")
     ap.add_argument("--crf", type=int, default=27, help="x264 CRF (default 27)")
     ap.add_argument("--warmup", type=int, default=2,
@@ -716,7 +723,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": device_info(dev),
         "source": CARPHONE.name if CARPHONE.is_file() else "nvc.sample",
         "resize": "nvc.color yuv420p->RGB, torch bicubic (align_corners=False), RGB->yuv420p",
-        "quality": args.quality, "gop": args.gop, "crf": args.crf, "warmup_frames": args.warmup,
+        "quality": args.quality, "numeric": args.numeric, "gop": args.gop, "crf": args.crf, "warmup_frames": args.warmup,
         "split_keys": list(SPLIT_KEYS), "complete": False,
     }
     try:

@@ -47,6 +47,7 @@ class EncodeReport:
     gop: int
     device: str
     frame_bytes: list[int] = field(default_factory=list)
+    numeric: str = "exact"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,12 +96,15 @@ def encode(
     progress: Progress | None = None,
     recon: str | os.PathLike[str] | None = None,
     model_options: dict[str, Any] | None = None,
+    numeric: str | None = None,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
 
     ``model_options``: the model's coding options, e.g. ``{"intra": "x265", "intra_qp": 27}`` for DVC
-    (see :func:`nvc.models.load`); the decoder reads what it needs from the stream."""
-    from .codec import Encoder, numeric_mode, resolve_device
+    (see :func:`nvc.models.load`); the decoder reads what it needs from the stream.
+    ``numeric``: ``"exact"`` (fixed point: any device decodes the stream identically; the default for
+    models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine)."""
+    from .codec import Encoder, resolve_device
     from .color import padded_size
     from .models import load
 
@@ -117,10 +121,11 @@ def encode(
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
         if quality is None:  # the model's middle quality (3 of 0..5 for nvc-lite; 0 for single-rate models)
             quality = net.qualities // 2
-        enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev)
+        enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
+                      numeric=numeric)
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(
-            model=net.name, weights_digest=net.weights_digest, numeric_mode=int(numeric_mode(dev)), quality=quality,
+            model=net.name, weights_digest=net.weights_digest, numeric_mode=int(enc.numeric_mode), quality=quality,
             width=info.width, height=info.height, padded_width=pw, padded_height=ph,
             fps_num=info.fps.numerator, fps_den=info.fps.denominator, gop=gop,
         )
@@ -163,6 +168,7 @@ def encode(
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
         kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
         model=net.name, quality=quality, gop=gop, device=str(dev), frame_bytes=sizes,
+        numeric="exact" if enc.exact else "fast",
     )
 
 

@@ -51,7 +51,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (1, 0)
+FORMAT_VERSION: tuple[int, int] = (1, 1)
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
 FRAME_SYNC = b"NVfr"
 INDEX_MAGIC = b"NVix"
@@ -82,10 +82,14 @@ class FrameType(IntEnum):
 
 
 class NumericMode(IntEnum):
-    """How the entropy parameters were computed; a decoder must use the same mode."""
+    """How the decoder-side networks compute (and so the entropy parameters and the reference).
+
+    ``EXACT`` (1.1) is fixed point, identical on every device; the float modes decode bit exactly only
+    on the same kind of device and machine as the encoder."""
 
     FLOAT32_CPU = 0
     FLOAT32_CUDA = 1
+    EXACT = 2
 
 
 class ColorMatrix(IntEnum):

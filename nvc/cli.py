@@ -98,6 +98,7 @@ def encode(
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights (.safetensors or torch state_dict)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    numeric: Optional[str] = typer.Option(None, "--numeric", help="exact: fixed point, any device decodes the stream identically (default for nvc-lite); fast: float32, decode on the same kind of device and machine."),
     sample: bool = typer.Option(False, "--sample", help="Encode the built-in sample clip (352x288, 16 frames)."),
     recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
@@ -116,12 +117,12 @@ def encode(
     with _progress("encode", not quiet) as progress:
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
-                       progress=progress, recon=recon,
+                       progress=progress, recon=recon, numeric=numeric,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     out.print(
         f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
-        f"{r.encode_fps:.2f} fps on {r.device}", highlight=False, soft_wrap=True,
+        f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})", highlight=False, soft_wrap=True,
     )
 
 
@@ -132,7 +133,7 @@ def decode(
     start: int = typer.Option(0, "--start", help="First frame to output (decoding starts at its GoP's I frame)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Output at most N frames."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights the stream was encoded with."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (must match the encoder's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for --numeric fast streams: the encoder's)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:

@@ -31,8 +31,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def numeric_mode(device: torch.device) -> NumericMode:
+NUMERIC_CHOICES = ("exact", "fast")
+
+
+def numeric_mode(device: torch.device, numeric: str = "fast") -> NumericMode:
+    """The header's numeric mode: ``exact`` (any device decodes it) or ``fast`` (float32 on ``device``)."""
+    if numeric == "exact":
+        return NumericMode.EXACT
+    if numeric != "fast":
+        raise InputError(f"unknown --numeric {numeric!r}: use exact or fast")
     return NumericMode.FLOAT32_CUDA if device.type == "cuda" else NumericMode.FLOAT32_CPU
+
+
+def default_numeric(model: Any) -> str:
+    """``exact`` for models that support it (streams decode identically anywhere), else ``fast``."""
+    return "exact" if getattr(model, "exact_capable", False) else "fast"
 
 
 @dataclass
@@ -46,24 +59,34 @@ class CodedFrame:
 
 
 class _Session:
-    def __init__(self, model: Any, width: int, height: int, device: torch.device) -> None:
+    def __init__(self, model: Any, width: int, height: int, device: torch.device, exact: bool) -> None:
+        if exact and not getattr(model, "exact_capable", False):
+            raise InputError(f"model {model.name} has no exact numeric mode; use --numeric fast")
         self.model = model
         self.width, self.height = width, height
         self.device = device
+        self.exact = exact
         self.padded = padded_size(width, height, model.alignment)
         self._ctx: Any = None
         self.index = 0
 
+    def _coding_options(self) -> dict[str, Any]:
+        return {"exact": True} if self.exact else {}
+
     def _to_frame(self, x_hat: torch.Tensor) -> Frame:
-        return Frame(*rgb_to_yuv420(x_hat[..., : self.height, : self.width]))
+        x = x_hat[..., : self.height, : self.width]
+        # exact mode: the conversion to 8 bits runs on the CPU so that every device writes the same bytes
+        return Frame(*rgb_to_yuv420(x.cpu() if self.exact else x))
 
 
 class Encoder(_Session):
     """Codes frames in order: an I frame every ``gop`` frames, P frames in between (low delay)."""
 
     def __init__(self, model: Any, *, quality: int, gop: int, width: int, height: int,
-                 device: torch.device | None = None) -> None:
-        super().__init__(model, width, height, device or torch.device("cpu"))
+                 device: torch.device | None = None, numeric: str | None = None) -> None:
+        dev = device or torch.device("cpu")
+        self.numeric_mode = numeric_mode(dev, numeric or default_numeric(model))
+        super().__init__(model, width, height, dev, self.numeric_mode == NumericMode.EXACT)
         if not 0 <= quality < model.qualities:
             raise InputError(f"quality {quality} out of range: {model.name} has qualities 0..{model.qualities - 1}")
         if gop < 1:
@@ -76,7 +99,8 @@ class Encoder(_Session):
         intra = self.index % self.gop == 0
         with torch.inference_mode():
             x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, self.device), self.model.alignment)
-            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, self.quality)
+            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, self.quality,
+                                                                   **self._coding_options())
             recon = self._to_frame(x_hat)
         self._ctx = ctx
         self.index += 1
@@ -87,8 +111,12 @@ class Encoder(_Session):
 class Decoder(_Session):
     """Decodes frame records in order; a P frame needs the frames since its GoP's I frame first."""
 
-    def __init__(self, model: Any, *, width: int, height: int, device: torch.device | None = None) -> None:
-        super().__init__(model, width, height, device or torch.device("cpu"))
+    def __init__(self, model: Any, *, width: int, height: int, device: torch.device | None = None,
+                 exact: bool | None = None) -> None:
+        """``exact``: decode in the device-independent numeric mode (default: the model's default mode)."""
+        if exact is None:
+            exact = default_numeric(model) == "exact"
+        super().__init__(model, width, height, device or torch.device("cpu"), exact)
 
     @classmethod
     def for_stream(cls, model: Any, header: bitstream.StreamHeader, device: torch.device) -> Decoder:
@@ -101,16 +129,20 @@ class Decoder(_Session):
                 f"stream was coded with other {header.model} weights (digest {header.weights_digest.hex()}, "
                 f"these are {model.weights_digest.hex()}); pass the matching --checkpoint"
             )
-        if header.numeric_mode != numeric_mode(device):
+        exact = header.numeric_mode == NumericMode.EXACT
+        if not exact and header.numeric_mode != numeric_mode(device):
             want = "cuda" if header.numeric_mode == NumericMode.FLOAT32_CUDA else "cpu"
             raise WeightsMismatchError(
-                f"stream was encoded on {want}; cross-device decoding is not bit-exact yet, decode with --device {want}"
+                f"stream was encoded with --numeric fast on {want}: only a {want} decode is bit exact "
+                f"(--device {want}); encode with --numeric exact for streams any device decodes"
             )
+        if exact and not getattr(model, "exact_capable", False):
+            raise BitstreamError(f"numeric mode EXACT is not defined for model {model.name}")
         if not 0 <= header.quality < model.qualities:
             raise BitstreamError(f"stream quality {header.quality} is out of the model's range")
         if padded_size(header.width, header.height, model.alignment) != (header.padded_width, header.padded_height):
             raise BitstreamError("stream's padded size does not match its display size")
-        return cls(model, width=header.width, height=header.height, device=device)
+        return cls(model, width=header.width, height=header.height, device=device, exact=exact)
 
     def decode(self, record: bitstream.FrameRecord) -> Frame:
         if not 0 <= record.quality < self.model.qualities:
@@ -122,7 +154,8 @@ class Decoder(_Session):
         self._check_shape(record.index, p.shape, len(p.strings))
         with torch.inference_mode():
             try:
-                x_hat, ctx = self.model.decompress_frame(p.strings, p.shape, None if intra else self._ctx, record.quality)
+                x_hat, ctx = self.model.decompress_frame(p.strings, p.shape, None if intra else self._ctx,
+                                                         record.quality, **self._coding_options())
             except (RuntimeError, ValueError, IndexError) as e:
                 raise BitstreamError(f"frame {record.index}: undecodable payload ({str(e).splitlines()[0][:100]})") from None
             frame = self._to_frame(x_hat)

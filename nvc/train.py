@@ -21,6 +21,7 @@ Resuming reads ``<out>/last.pt`` on every rank, so with several nodes ``out`` mu
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .models import create, trainable_state
+from .models import coding_state, create
 
 
 @dataclass
@@ -119,11 +120,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def export_safetensors(model: torch.nn.Module, path: Path, meta: dict[str, str]) -> None:
-    """Writes the trainable weights (fp32) with the model config as metadata."""
+    """Writes the weights (fp32) and the entropy tables (computed on the CPU) with the config as metadata."""
     from safetensors.torch import save_file
 
-    # clone: aliased modules (DVC's entropy_hyper_mv is entropy_bottleneck) must not share storage here
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in trainable_state(model).items()}
+    cpu = copy.deepcopy(model).cpu().eval()
+    cpu.update(force=True)
+    # clone (coding_state): aliased modules (DVC's entropy_hyper_mv is entropy_bottleneck) must not share storage
+    state = coding_state(cpu)
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"config": json.dumps(model.config), **meta})
     os.replace(tmp, path)

@@ -97,7 +97,7 @@ def test_numeric_mode_mismatch_is_refused(coded, tmp_path):
     with bitstream.open(t, "w", header=replace(h, numeric_mode=int(bitstream.NumericMode.FLOAT32_CUDA))) as w:
         for rec in records:
             w.write(rec.frame_type, rec.quality, rec.payload)
-    with pytest.raises(WeightsMismatchError, match="encoded on cuda"):
+    with pytest.raises(WeightsMismatchError, match="numeric fast on cuda: only a cuda decode"):
         api.decode(t, tmp_path / "m.yuv", device="cpu")
 
 

@@ -65,6 +65,38 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.endswith(_TABLES)}
 
 
+def coding_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state, entropy coders' tables (CDFs, offsets, scale table) included, on the CPU.
+
+    Shipped weights carry their tables: computed once, they are data, so every machine codes with the
+    same probabilities (recomputing them runs libm functions whose last bits vary between machines)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _set_tables(model: nn.Module, tables: dict[str, torch.Tensor], source: str) -> None:
+    """Installs stored entropy tables after checking that they are complete and well formed."""
+    expected = {k for k in model.state_dict() if k.endswith(_TABLES)}
+    if set(tables) != expected:
+        raise ModelError(f"{source}: incomplete entropy tables (expected {len(expected)}, found {len(tables)})")
+    for key, value in tables.items():
+        mod_name, buf = key.rsplit(".", 1)
+        mod = model.get_submodule(mod_name)
+        mod._buffers[buf] = value.clone()
+    for key in tables:
+        if key.endswith("._quantized_cdf"):
+            prefix = key[: -len("_quantized_cdf")]
+            cdf, length, offset = tables[key], tables[prefix + "_cdf_length"], tables[prefix + "_offset"]
+            ok = (cdf.dim() == 2 and cdf.dtype == torch.int32 and length.shape == offset.shape == (cdf.shape[0],)
+                  and bool(((length >= 2) & (length <= cdf.shape[1])).all()))
+            if ok:
+                idx = torch.arange(cdf.shape[1])[None]
+                valid = idx < length.long()[:, None]
+                ok = (bool((cdf[:, 0] == 0).all()) and bool(((cdf[:, 1:] >= cdf[:, :-1]) | ~valid[:, 1:]).all())
+                      and bool(((cdf <= 1 << 16) | ~valid).all()))
+            if not ok:
+                raise ModelError(f"{source}: malformed entropy table {key}")
+
+
 def weights_digest(state: dict[str, torch.Tensor]) -> bytes:
     """SHA-256 over the tensors' names, dtypes, shapes and bytes (16 bytes): identifies the weights."""
     h = hashlib.sha256()
@@ -129,6 +161,7 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     if options and not hasattr(model, "configure"):
         flags = ", ".join("--" + k.replace("_", "-") for k in options)
         raise ModelError(f"model {name!r} does not take {flags}")
+    tables = {k: v for k, v in state.items() if k.endswith(_TABLES)}
     state = {k: v for k, v in state.items() if not k.endswith(_TABLES)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -138,9 +171,13 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     if missing or unexpected:
         raise ModelError(f"{path.name}: weights do not fit model {name!r} "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.weights_digest = weights_digest(trainable_state(model))  # type: ignore[assignment]
     model.eval()
-    model.update(force=True)
+    if tables:
+        _set_tables(model, tables, path.name)
+    else:  # a training checkpoint: derive the tables here (the digest then tells machines apart)
+        model.update(force=True)
+    # the digest covers the weights and the entropy tables: a stream never meets other probabilities
+    model.weights_digest = weights_digest(model.state_dict())  # type: ignore[assignment]
     if hasattr(model, "configure"):
         model.configure(**options)  # may extend weights_digest (e.g. DVC with nvc intra frames)
     return model.to(device)

@@ -19,6 +19,7 @@ import torch
 from compressai.layers import GDN
 from torch import Tensor, nn
 
+from . import exact as exact_ops
 from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, scale_table
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
@@ -134,6 +135,31 @@ class NvcLite(nn.Module):
         feat = self.p_g_s(y_hat)
         return ref + self.p_fuse(torch.cat([feat, ref], dim=1))
 
+    # The decoder-side path (hyper synthesis -> entropy parameters -> synthesis), in float32 or in
+    # device-independent fixed point (nvc.models.exact). Encoder and decoder both go through these.
+    def _decode_params(self, b: dict[str, Any], z_hat: Tensor, ref: Tensor | None, q: Tensor,
+                       exact: bool) -> tuple[Tensor, Tensor]:
+        if not exact:
+            return self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+        hyper_out = exact_ops.run(b["hyper"].h_s, exact_ops.gain(z_hat, b["zg"].inverse[q]))
+        if ref is not None:
+            temporal = exact_ops.run(self.p_temporal, ref)
+            hyper_out = exact_ops.run(self.p_params, torch.cat([exact_ops.quantize(hyper_out),
+                                                                 exact_ops.quantize(temporal)], dim=1))
+        scales, means = exact_ops.to_float32(hyper_out).chunk(2, dim=1)
+        return scales, means
+
+    def _decode_frame(self, b: dict[str, Any], y_hat: Tensor, ref: Tensor | None, q: Tensor,
+                      exact: bool) -> Tensor:
+        if not exact:
+            return self._synthesis(b["yg"].invert(y_hat, q), ref)
+        y = exact_ops.gain(y_hat, b["yg"].inverse[q])
+        if ref is None:
+            return exact_ops.to_float32(exact_ops.run(self.i_g_s, y))
+        feat = exact_ops.quantize(exact_ops.run(self.p_g_s, y))
+        corr = exact_ops.run(self.p_fuse, torch.cat([feat, ref.double()], dim=1))
+        return (ref.double() + exact_ops.quantize(corr)).float()
+
     @staticmethod
     def _qtensor(q: int | Tensor, batch: int, device: torch.device) -> Tensor:
         if isinstance(q, Tensor):
@@ -222,42 +248,47 @@ class NvcLite(nn.Module):
             b["y"].gaussian_conditional.update_scale_table(scale_table(), force=force)
 
     @torch.inference_mode()
-    def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0) -> dict[str, Any]:
+    def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
-        ``x_hat`` is the reconstruction the decoder will compute, bit for bit (same device).
+        ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
+        any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
         """
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
         y = b["yg"](self._analysis(x, ref), q)
         z = b["zg"](b["hyper"].h_a(y), q)
         z_strings, z_hat = b["z"].compress(z)
-        scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+        scales, means = self._decode_params(b, z_hat, ref, q, exact)
         y_strings, y_hat = b["y"].compress(y, scales, means)
-        x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
+        x_hat = self._decode_frame(b, y_hat, ref, q, exact)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
-    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        out = self.compress(x, ref=ctx, quality=quality)
+    exact_capable = True  # supports the device-independent numeric mode
+
+    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int,
+                       exact: bool = False) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
+        out = self.compress(x, ref=ctx, quality=quality, exact=exact)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         return [out["strings"][0][0], out["strings"][1][0]], tuple(out["shape"]), x_hat, x_hat
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
-                         quality: int) -> tuple[Tensor, Tensor]:
+                         quality: int, exact: bool = False) -> tuple[Tensor, Tensor]:
         x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ctx,
-                                quality=quality)["x_hat"].clamp(0.0, 1.0)
+                                quality=quality, exact=exact)["x_hat"].clamp(0.0, 1.0)
         return x_hat, x_hat
 
     @torch.inference_mode()
     def decompress(
-        self, strings: list[list[bytes]], shape: tuple[int, int], ref: Tensor | None = None, quality: int = 0
+        self, strings: list[list[bytes]], shape: tuple[int, int], ref: Tensor | None = None, quality: int = 0,
+        exact: bool = False,
     ) -> dict[str, Tensor]:
         """Inverse of :meth:`compress`: ``{"x_hat"}``."""
         b = self._branch(ref is not None)
         device = next(self.parameters()).device
         q = self._qtensor(quality, len(strings[1]), device)
         z_hat = b["z"].decompress(strings[1], shape)
-        scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+        scales, means = self._decode_params(b, z_hat, ref, q, exact)
         y_hat = b["y"].decompress(strings[0], scales, means)
-        return {"x_hat": self._synthesis(b["yg"].invert(y_hat, q), ref)}
+        return {"x_hat": self._decode_frame(b, y_hat, ref, q, exact)}
