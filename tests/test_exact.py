@@ -199,3 +199,24 @@ def test_cpu_and_cuda_streams_cross_decode():
         with contextlib.nullcontext():
             outs = [dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)) for i, c in enumerate(coded)]
         assert all(_same(a, c.recon) for a, c in zip(outs, coded))
+
+
+@pytest.mark.parametrize("layer", _layers() + [nn.ConvTranspose2d(48, 4, 3, 2, 1, 1), nn.Conv2d(48, 4, 3, 2, 1)],
+                         ids=["conv5x5", "deconv5x5", "conv1x1", "deconv3x3", "conv3x3s2"])
+def test_stripes_give_the_same_bits_as_one_pass(layer, monkeypatch):
+    x = torch.randn(1, 48, 13, 9) * 10
+    whole = exact.conv(layer, x)
+    monkeypatch.setattr(exact, "STRIPE_BYTES", 1)  # one output row per stripe
+    assert torch.equal(exact.conv(layer, x), whole)
+    # and one whole-frame float64 convolution of the same fixed-point operands gives the same bits
+    w, b, _ = exact._conv_weights(layer)
+    args = (layer.stride, layer.padding) + ((layer.output_padding,) if isinstance(layer, nn.ConvTranspose2d) else ())
+    fn = F.conv_transpose2d if isinstance(layer, nn.ConvTranspose2d) else F.conv2d
+    assert torch.equal(fn(exact.quantize(x), w, b, *args), whole)
+
+
+def test_decoding_in_one_row_stripes_gives_the_same_frames(lite, monkeypatch):
+    frames = make_frames(2, 64, 64, seed=7)
+    coded = _code(lite, frames, quality=1)
+    monkeypatch.setattr(exact, "STRIPE_BYTES", 1)
+    assert all(_same(a, c.recon) for a, c in zip(_decode(lite, coded, 64, 64), coded))

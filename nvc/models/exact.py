@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from compressai.layers import GDN
 from torch import Tensor, nn
+
+from .layers import row_stripes, same_halo
 
 ACT_FRAC = 15  # activations: multiples of 2^-15 ...
 ACT_BITS = 23  # ... with |integer| < 2^23, i.e. |a| < 256 (float32 holds them exactly too)
@@ -39,7 +42,8 @@ SUM_BITS = 52  # every partial sum of integer products stays below 2^52
 def quantize(x: Tensor, frac: int = ACT_FRAC, bits: int = ACT_BITS) -> Tensor:
     """Rounds to the grid 2^-frac (half to even) and saturates to |integer| < 2^bits, in float64."""
     lim = float(2**bits - 1)
-    return torch.round(x.double() * 2.0**frac).clamp_(-lim, lim).mul_(2.0**-frac)
+    y = x.double() if x.dtype != torch.float64 else x.clone()
+    return y.mul_(2.0**frac).round_().clamp_(-lim, lim).mul_(2.0**-frac)
 
 
 def _fixed_weight(w: Tensor, bias: Tensor | None, act_frac: int, act_bits: int, out_dim: int,
@@ -71,50 +75,190 @@ def _no_cudnn(x: Tensor) -> contextlib.AbstractContextManager:
     return torch.backends.cudnn.flags(enabled=False) if x.is_cuda else contextlib.nullcontext()
 
 
-def conv(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> Tensor:
-    """``mod(x)`` in exact arithmetic (float64 result, exact up to the next ``quantize``)."""
-    xq = quantize(x)
-    k = mod.kernel_size[0] * mod.kernel_size[1]
+STRIPE_BYTES = 64 << 20  # working set per stripe (float64 im2col buffers stay about this size)
+
+Finish = Callable[[Tensor], Tensor]
+
+
+def _grid32(x: Tensor) -> Tensor:
+    """``quantize(x)`` as float32 (exact), in stripes of rows so that no float64 copy of ``x`` exists."""
+    if x.dim() < 3 or x.numel() * 8 <= STRIPE_BYTES:
+        return quantize(x).float()
+    out = torch.empty_like(x, dtype=torch.float32)
+    step = max(1, STRIPE_BYTES // (x[..., :1, :].numel() * 8))
+    for r in range(0, x.shape[-2], step):
+        out[..., r:r + step, :] = quantize(x[..., r:r + step, :]).float()
+    return out
+
+
+def _rows_per_stripe(terms: int, width: int, channels: int) -> int:
+    per_row = max(terms, channels) * max(width, 1) * 8
+    return max(1, STRIPE_BYTES // per_row)
+
+
+def _conv_weights(mod: nn.Conv2d | nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, int]:
+    kh, kw = mod.kernel_size
     if isinstance(mod, nn.ConvTranspose2d):
         # weight (in, out, kh, kw); an output sums at most in * ceil(kh/s) * ceil(kw/s) products
-        terms = mod.in_channels * math.ceil(mod.kernel_size[0] / mod.stride[0]) * math.ceil(mod.kernel_size[1] / mod.stride[1])
+        terms = mod.in_channels * math.ceil(kh / mod.stride[0]) * math.ceil(kw / mod.stride[1])
         w, b = _fixed_weight(mod.weight, mod.bias, ACT_FRAC, ACT_BITS, 1, terms)
-        with _no_cudnn(x):
-            return F.conv_transpose2d(xq, w, b, mod.stride, mod.padding, mod.output_padding, mod.groups, mod.dilation)
-    w, b = _fixed_weight(mod.weight, mod.bias, ACT_FRAC, ACT_BITS, 0, mod.in_channels // mod.groups * k)
-    with _no_cudnn(x):
-        return F.conv2d(xq, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
+    else:
+        terms = mod.in_channels // mod.groups * kh * kw
+        w, b = _fixed_weight(mod.weight, mod.bias, ACT_FRAC, ACT_BITS, 0, terms)
+    return w, b, terms
+
+
+def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finish, dtype: torch.dtype,
+                  rows: tuple[int, int] | None = None) -> Tensor:
+    """``finish(mod(xq))`` computed in horizontal stripes of output rows (``xq``: grid values); only
+    output rows ``[rows[0], rows[1])`` when ``rows`` is given.
+
+    The arithmetic is exact, so stripes give the same bits as one whole-frame convolution; they bound
+    the float64 working set (im2col buffers) independently of the frame size."""
+    w, b, terms = _conv_weights(mod)
+    n, _, h, wid = xq.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    transposed = isinstance(mod, nn.ConvTranspose2d)
+    if transposed:
+        oph, opw = mod.output_padding
+        ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
+        wo = (wid - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+    else:
+        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (wid + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    first, last = rows if rows is not None else (0, ho)
+    if not 0 <= first <= last <= ho:
+        raise ValueError(f"rows {rows} outside 0..{ho}")
+    out = torch.empty(n, mod.out_channels, last - first, wo, dtype=dtype, device=xq.device)
+    step = _rows_per_stripe(terms, wo, mod.out_channels)
+    with _no_cudnn(xq):
+        for o0 in range(first, last, step):
+            o1 = min(last, o0 + step)
+            if transposed:
+                # output row o receives input rows i with o = i*s - p + j*d, 0 <= j < k
+                i0 = max(0, -(-(o0 + ph - dh * (kh - 1)) // sh))
+                i1 = min(h - 1, (o1 - 1 + ph) // sh)
+                y = torch.zeros(n, mod.out_channels, o1 - o0, wo, dtype=torch.float64, device=xq.device)
+                if i0 <= i1:
+                    part = F.conv_transpose2d(xq[:, :, i0:i1 + 1].double(), w, None, (sh, sw), (0, pw), (0, opw),
+                                              mod.groups, (dh, dw))
+                    r0 = o0 - (i0 * sh - ph)  # the stripe's first row in ``part``
+                    lo, hi = max(0, r0), min(part.shape[2], r0 + (o1 - o0))
+                    if lo < hi:
+                        y[:, :, lo - r0:hi - r0] = part[:, :, lo:hi]
+                if b is not None:
+                    y += b[None, :, None, None]
+            else:
+                a, z = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1  # input rows [a, z)
+                seg = xq[:, :, max(a, 0):min(z, h)].double()
+                if a < 0 or z > h:
+                    seg = F.pad(seg, (0, 0, max(0, -a), max(0, z - h)))
+                y = F.conv2d(seg, w, b, (sh, sw), (0, pw), (dh, dw), mod.groups)
+            out[:, :, o0 - first:o1 - first] = finish(y)
+    return out
+
+
+def conv(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """``mod(x)`` in exact arithmetic: float64, exact (its input rounded to the grid first)."""
+    return _conv_stripes(mod, quantize(x), lambda y: y, torch.float64)
+
+
+def _gdn_params(mod: GDN, c: int) -> tuple[Tensor, Tensor]:
+    beta = mod.beta_reparam(mod.beta.detach()).double()
+    gamma = mod.gamma_reparam(mod.gamma.detach()).double().reshape(c, c, 1, 1)
+    gq, bq = _fixed_weight(gamma, beta, SQ_FRAC, SQ_BITS, 0, c)
+    assert bq is not None
+    return gq, bq
+
+
+def _gdn_rows(mod: GDN, xq: Tensor, gq: Tensor, bq: Tensor) -> Tensor:
+    lim = float(2**SQ_BITS - 1)
+    sq = (xq * xq).mul_(2.0**SQ_FRAC).round_().clamp_(-lim, lim).mul_(2.0**-SQ_FRAC)  # quantize(x², SQ grid)
+    norm = F.conv2d(sq, gq, bq)
+    del sq
+    # beta > 0 after reparametrization, but rounding could reach 0: keep the root positive
+    root = norm.clamp_(min=2.0 ** -(SQ_FRAC + 20)).sqrt_()
+    return root.mul_(xq) if mod.inverse else torch.div(xq, root, out=root)
 
 
 def gdn(mod: GDN, x: Tensor) -> Tensor:
     """CompressAI's GDN / inverse GDN in exact arithmetic: ``x / sqrt(beta + gamma * x^2)`` (or ``*``)."""
     xq = quantize(x)
-    c = xq.shape[1]
-    beta = mod.beta_reparam(mod.beta.detach()).double()
-    gamma = mod.gamma_reparam(mod.gamma.detach()).double().reshape(c, c, 1, 1)
-    gq, bq = _fixed_weight(gamma, beta, SQ_FRAC, SQ_BITS, 0, c)
-    sq = quantize(xq * xq, SQ_FRAC, SQ_BITS)
+    gq, bq = _gdn_params(mod, xq.shape[1])
     with _no_cudnn(x):
-        norm = F.conv2d(sq, gq, bq)
-    # beta > 0 after reparametrization, but rounding could reach 0: keep the root positive
-    root = torch.sqrt(norm.clamp_(min=2.0 ** -(SQ_FRAC + 20)))
-    return xq * root if mod.inverse else xq / root
+        return _gdn_rows(mod, xq, gq, bq)
 
 
-def run(seq: nn.Module, x: Tensor) -> Tensor:
-    """Runs a module made of convolutions, (inverse) GDNs and leaky ReLUs in exact arithmetic."""
+def _gdn_stripes(mod: GDN, xq: Tensor) -> Tensor:
+    """The GDN of grid values ``xq``, rounded to the grid, float32, in stripes of rows."""
+    c, h = xq.shape[1], xq.shape[2]
+    gq, bq = _gdn_params(mod, c)
+    out = torch.empty_like(xq, dtype=torch.float32)
+    step = max(1, _rows_per_stripe(c, xq.shape[3], c) // 8)  # about 8 float64 temporaries per stripe
+    with _no_cudnn(xq):
+        for r0 in range(0, h, step):
+            out[:, :, r0:r0 + step] = _grid32(_gdn_rows(mod, xq[:, :, r0:r0 + step].double(), gq, bq))
+    return out
+
+
+def last_layer_rows(seq: nn.Sequential, x: Tensor) -> Callable[[int, int], Tensor]:
+    """``seq`` run on ``x`` up to its last layer (a convolution); returns ``rows(a, z)``, which computes
+    rows ``[a, z)`` of the last layer's output on demand (grid values, float32), for :func:`run_rows`."""
+    *head, last = list(seq)
+    if not isinstance(last, (nn.Conv2d, nn.ConvTranspose2d)):
+        raise TypeError("last_layer_rows needs a convolution last")
+    xq = run(nn.Sequential(*head), x) if head else _grid32(x)
+    return lambda a, z: _conv_stripes(last, xq, _grid32, torch.float32, rows=(a, z))
+
+
+def run_rows(seq: nn.Sequential, parts: list[Tensor | Callable[[int, int], Tensor]]) -> Tensor:
+    """``run(seq, cat(parts, dim=1))`` for a stack of stride-1 'same' layers, computed in stripes of
+    rows with a halo, so that neither the concatenation nor any intermediate exists for the whole
+    frame. ``parts`` are grid values, or functions giving rows ``[a, z)`` of such (see
+    :func:`last_layer_rows`); at least one is a tensor. The bits equal those of :func:`run`."""
+    halo = same_halo(seq)
+    if halo is None:
+        raise TypeError("run_rows needs stride-1 'same' convolutions")
+    w = next(p for p in parts if isinstance(p, Tensor)).shape[3]
+    width = max(m.out_channels for m in seq if isinstance(m, nn.Conv2d)) + seq[0].in_channels
+    step = max(16, STRIPE_BYTES // (width * w * 8 * 4))
+    return row_stripes(lambda t: run(seq, t, grid=True), parts, halo, step)
+
+
+def run(seq: nn.Module, x: Tensor, grid: bool = False) -> Tensor:
+    """Runs a module made of convolutions, (inverse) GDNs and leaky ReLUs in exact arithmetic.
+
+    Returns grid values as float32 (exact). Every operation's result is rounded to the activation grid
+    where the next convolution would round it: a convolution's output after the leaky ReLU that follows
+    it (if any), a GDN's output; so the bits equal those of rounding at each convolution's input.
+    ``grid``: ``x`` already holds grid values (as float32), so it is used as is."""
     mods = list(seq) if isinstance(seq, nn.Sequential) else [seq]
-    for m in mods:
+    if not grid:
+        x = _grid32(x)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            x = conv(m, x)
+            if isinstance(nxt, nn.LeakyReLU):
+                slope = nxt.negative_slope
+                x = _conv_stripes(m, x, lambda y, s=slope: _grid32(F.leaky_relu(y, s)), torch.float32)
+                i += 2
+                continue
+            if isinstance(nxt, nn.ReLU):
+                x = _conv_stripes(m, x, lambda y: _grid32(F.relu(y)), torch.float32)
+                i += 2
+                continue
+            x = _conv_stripes(m, x, _grid32, torch.float32)
         elif isinstance(m, GDN):
-            x = gdn(m, x)
+            x = _gdn_stripes(m, x)
         elif isinstance(m, nn.LeakyReLU):
-            x = F.leaky_relu(x.double(), m.negative_slope)
+            x = _grid32(F.leaky_relu(x.double(), m.negative_slope))
         elif isinstance(m, nn.ReLU):
-            x = F.relu(x.double())
+            x = _grid32(F.relu(x.double()))
         else:
             raise TypeError(f"exact mode cannot run {type(m).__name__}")
+        i += 1
     return x
 
 
@@ -125,4 +269,4 @@ def gain(x: Tensor, inverse: Tensor) -> Tensor:
 
 def to_float32(x: Tensor) -> Tensor:
     """Rounds to the activation grid and returns float32 (exact: the grid values have at most 23 bits)."""
-    return quantize(x).float()
+    return _grid32(x)

@@ -9,9 +9,12 @@ reconstruction through the same ``dequantize`` call so they agree bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
 from torch import Tensor, nn
 
 SCALES_MIN = 0.11
@@ -51,6 +54,61 @@ class Gains(nn.Module):
 
     def invert(self, x: Tensor, q: Tensor) -> Tensor:
         return x * self.inverse[q].abs().unsqueeze(-1).unsqueeze(-1)
+
+
+def row_stripes(fn: Callable[[Tensor], Tensor], parts: list[Tensor | Callable[[int, int], Tensor]], halo: int,
+                step: int) -> Tensor:
+    """``fn(cat(parts, dim=1))`` for a ``fn`` whose output row r depends on input rows r-halo..r+halo
+    only (stride-1 'same' layers), computed ``step`` rows at a time so that neither the concatenation
+    nor ``fn``'s intermediates exist for the whole frame. A part may be a function giving rows
+    ``[a, z)`` on demand; at least one is a tensor (it gives the size)."""
+    n, _, h, w = next(p for p in parts if isinstance(p, Tensor)).shape
+    out: Tensor | None = None
+    for o0 in range(0, h, step):
+        o1 = min(h, o0 + step)
+        a, z = max(0, o0 - halo), min(h, o1 + halo)
+        y = fn(torch.cat([p[:, :, a:z] if isinstance(p, Tensor) else p(a, z) for p in parts], dim=1))
+        if out is None:
+            out = torch.empty(n, y.shape[1], h, w, dtype=y.dtype, device=y.device)
+        out[:, :, o0:o1] = y[:, :, o0 - a:o1 - a]
+    assert out is not None
+    return out
+
+
+def same_halo(seq: nn.Sequential) -> int | None:
+    """The row halo of a stack of stride-1 'same' convolutions and element-wise layers, else None."""
+    halo = 0
+    for m in seq:
+        if isinstance(m, nn.ConvTranspose2d):
+            return None
+        if isinstance(m, nn.Conv2d):
+            (kh, _), (sh, sw), (ph, _), (dh, _) = m.kernel_size, m.stride, m.padding, m.dilation
+            if (sh, sw) != (1, 1) or 2 * ph != dh * (kh - 1):
+                return None
+            halo += ph
+    return halo
+
+
+def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
+    """``mod(x)`` (inference) in stripes of rows: a few stripe-sized temporaries instead of four frames."""
+    c, h = x.shape[1], x.shape[2]
+    beta = mod.beta_reparam(mod.beta)
+    gamma = mod.gamma_reparam(mod.gamma).reshape(c, c, 1, 1)
+    out = torch.empty_like(x)
+    step = max(1, budget // (4 * c * x.shape[3] * x.element_size()))
+    for r in range(0, h, step):
+        xs = x[:, :, r:r + step]
+        norm = F.conv2d(xs * xs, gamma, beta)
+        norm = norm.sqrt_() if mod.inverse else norm.rsqrt_()
+        out[:, :, r:r + step] = norm.mul_(xs)
+    return out
+
+
+def run_light(seq: nn.Sequential, x: Tensor, budget: int = 64 << 20) -> Tensor:
+    """``seq(x)`` for inference with (inverse) GDNs computed in stripes of rows (bounded memory)."""
+    for m in seq:
+        x = _gdn_light(m, x, budget) if isinstance(m, GDN) else m(x)
+    return x
 
 
 def ste_round(x: Tensor) -> Tensor:

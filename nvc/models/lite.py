@@ -20,7 +20,7 @@ from compressai.layers import GDN
 from torch import Tensor, nn
 
 from . import exact as exact_ops
-from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, scale_table
+from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, row_stripes, run_light, same_halo, scale_table
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
@@ -118,10 +118,10 @@ class NvcLite(nn.Module):
         return {"g_a": self.i_g_a, "hyper": self.i_hyper, "yg": self.i_y_gain, "zg": self.i_z_gain,
                 "z": self.i_z, "y": self.i_y}
 
-    def _analysis(self, x: Tensor, ref: Tensor | None) -> Tensor:
-        if ref is None:
-            return self.i_g_a(x)
-        return self.p_g_a(torch.cat([x, ref, x - ref], dim=1))
+    def _analysis(self, x: Tensor, ref: Tensor | None, light: bool = False) -> Tensor:
+        """The analysis transform; ``light``: inference with memory-light GDNs (``run_light``)."""
+        seq, inp = (self.i_g_a, x) if ref is None else (self.p_g_a, torch.cat([x, ref, x - ref], dim=1))
+        return run_light(seq, inp) if light else seq(inp)
 
     def _params(self, hyper_out: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
         if ref is not None:
@@ -142,23 +142,28 @@ class NvcLite(nn.Module):
         if not exact:
             return self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
         hyper_out = exact_ops.run(b["hyper"].h_s, exact_ops.gain(z_hat, b["zg"].inverse[q]))
-        if ref is not None:
-            temporal = exact_ops.run(self.p_temporal, ref)
-            hyper_out = exact_ops.run(self.p_params, torch.cat([exact_ops.quantize(hyper_out),
-                                                                 exact_ops.quantize(temporal)], dim=1))
-        scales, means = exact_ops.to_float32(hyper_out).chunk(2, dim=1)
+        if ref is not None:  # run()'s outputs are grid values (float32), and so is a decoded reference
+            temporal = exact_ops.run(self.p_temporal, exact_ops.to_float32(ref), grid=True)
+            hyper_out = exact_ops.run_rows(self.p_params, [hyper_out, temporal])
+        scales, means = hyper_out.chunk(2, dim=1)
         return scales, means
 
     def _decode_frame(self, b: dict[str, Any], y_hat: Tensor, ref: Tensor | None, q: Tensor,
                       exact: bool) -> Tensor:
-        if not exact:
-            return self._synthesis(b["yg"].invert(y_hat, q), ref)
+        if not exact:  # float32, same results as _synthesis up to rounding, in bounded memory
+            y = b["yg"].invert(y_hat, q)
+            if ref is None:
+                return run_light(self.i_g_s, y)
+            feat = run_light(self.p_g_s, y)
+            step = max(16, (64 << 20) // (100 * ref.shape[3] * 4))
+            return ref + row_stripes(self.p_fuse, [feat, ref], same_halo(self.p_fuse) or 0, step)
         y = exact_ops.gain(y_hat, b["yg"].inverse[q])
         if ref is None:
-            return exact_ops.to_float32(exact_ops.run(self.i_g_s, y))
-        feat = exact_ops.quantize(exact_ops.run(self.p_g_s, y))
-        corr = exact_ops.run(self.p_fuse, torch.cat([feat, ref.double()], dim=1))
-        return (ref.double() + exact_ops.quantize(corr)).float()
+            return exact_ops.run(self.i_g_s, y)
+        feat = exact_ops.last_layer_rows(self.p_g_s, y)  # full-resolution features, made stripe by stripe
+        ref = exact_ops.to_float32(ref)
+        # grid values: |ref + correction| < 2^9 on the 2^-15 grid fits float32's 24 bits, so this sum is exact
+        return ref + exact_ops.run_rows(self.p_fuse, [feat, ref])
 
     @staticmethod
     def _qtensor(q: int | Tensor, batch: int, device: torch.device) -> Tensor:
@@ -256,7 +261,7 @@ class NvcLite(nn.Module):
         """
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
-        y = b["yg"](self._analysis(x, ref), q)
+        y = b["yg"](self._analysis(x, ref, light=True), q)
         z = b["zg"](b["hyper"].h_a(y), q)
         z_strings, z_hat = b["z"].compress(z)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
