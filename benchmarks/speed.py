@@ -259,10 +259,15 @@ def instrument(model: Any, timers: Timers) -> Patches:
             h2 = m.register_forward_hook(lambda *_: timers.exit("network"))
             p.add(h1.remove)
             p.add(h2.remove)
-    # exact numeric mode: the networks run through nvc.models.exact.run instead of forward()
+    # inference helpers that run the networks without nn.Sequential.forward (nested entries count once):
+    # exact mode (nvc.models.exact) and nvc-lite's memory-light float path
     import nvc.models.exact
+    import nvc.models.lite
 
-    p.set(nvc.models.exact, "run", timers.wrap(nvc.models.exact.run, "network"))
+    for name in ("run", "run_rows"):
+        p.set(nvc.models.exact, name, timers.wrap(getattr(nvc.models.exact, name), "network"))
+    for name in ("run_light", "row_stripes"):
+        p.set(nvc.models.lite, name, timers.wrap(getattr(nvc.models.lite, name), "network"))
     # I/O: video readers/writers, the .nvc container, payload (de)serialisation
     p.set(nvc.api, "open_video", timers.wrap(nvc.api.open_video, "io"))
     for cls in (nvc.io.AvReader, nvc.io.RawYuvReader):

@@ -81,6 +81,7 @@ class BenchConfig:
     device: str = "auto"
     metrics_device: str = "auto"
     anchor_codecs: tuple[str, ...] = field(default_factory=tuple)
+    numeric: str | None = None  # nvc's numeric mode (None: the model's default)
 
 
 def _safe(name: str) -> str:
@@ -225,7 +226,7 @@ def _nvc_point(p: Point, cfg: BenchConfig) -> dict[str, Any]:
     recon = tmp / f"{p.key}.{os.getpid()}.yuv"
     s = p.sequence
     kw: dict[str, Any] = {"model": cfg.model, "quality": p.value, "gop": cfg.gop, "frames": cfg.frames,
-                          "device": cfg.device, "force": True}
+                          "device": cfg.device, "force": True, "numeric": cfg.numeric}
     dkw: dict[str, Any] = {"device": cfg.device, "force": True}
     if cfg.checkpoint:
         kw["checkpoint"] = dkw["checkpoint"] = cfg.checkpoint
@@ -525,12 +526,15 @@ def run_bench(
     crfs: dict[str, Iterable[int]] | None = None,
     sequences: Iterable[str] | None = None,
     metrics_device: str = "auto",
+    numeric: str | None = None,
 ) -> dict[str, Any]:
     """Runs the benchmark and returns the results dict (also written to ``out/results.json``).
 
     ``qualities``: nvc qualities (default all of the model; ``[]`` runs the anchors only). ``anchors``:
     names from :data:`nvc.anchors.ANCHORS`, with ``crfs`` overriding their default CRF lists.
     ``sequences``: a subset of the dataset by name. Finished points in ``out`` are reused.
+    ``numeric``: nvc's numeric mode, ``exact`` or ``fast`` (None: the model's default; the rate and
+    distortion do not depend on it, the speed does).
     """
     from . import anchors as anchor_mod
 
@@ -580,7 +584,7 @@ def run_bench(
     protocol = {
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
         "model": model, "checkpoint": ckpt, "qualities": qs, "anchors": crf_map, "frames": frames, "gop": gop,
-        "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
+        "numeric": numeric, "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",
         "bd_rate": "bjontegaard akima; log10(bpp) over the quality overlap; mean over sequences",
@@ -591,7 +595,7 @@ def run_bench(
         _write_json(out_dir / "protocol.json", protocol)
 
     cfg = BenchConfig(out=str(out_dir), model=model, checkpoint=ckpt, frames=frames, gop=gop, device=dev,
-                      metrics_device=metrics_device, anchor_codecs=tuple(anchor_list))
+                      metrics_device=metrics_device, anchor_codecs=tuple(anchor_list), numeric=numeric)
     all_points = [Point(s, model, "quality", q) for s in seqs for q in qs] + [
         Point(s, a, "crf", c) for s in seqs for a in anchor_list for c in crf_map[a]
     ]

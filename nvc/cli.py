@@ -236,6 +236,7 @@ def bench(
     gop: int = typer.Option(32, "--gop"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Benchmark points in parallel processes."),
     device: str = typer.Option("auto", "--device"),
+    numeric: Optional[str] = typer.Option(None, "--numeric", help="nvc's numeric mode: exact (default) or fast (float32; same RD, faster)."),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
@@ -244,7 +245,7 @@ def bench(
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
               qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
-              device=device, progress=True)
+              device=device, progress=True, numeric=numeric)
     failures = results.get("failures", [])
     if failures:
         err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",

@@ -48,6 +48,7 @@ def test_errors_are_one_line_exit_2(tmp_path):
         ["encode", str(bad), "--size", "32x32", "-q", "42", "-o", str(tmp_path / "o.nvc")],
         ["decode", str(bad), "-o", str(tmp_path / "o.yuv")],
         ["info", str(tmp_path / "nothing.nvc")],
+        ["encode", str(bad), "--size", "32x32", "--numeric", "int8", "-o", str(tmp_path / "o.nvc")],
     ]
     for args in cases:
         r = runner.invoke(app, args)
@@ -100,3 +101,17 @@ def test_interrupt_leaves_nothing(tmp_path, monkeypatch):
     r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "i.nvc"), "--quiet"])
     assert r.exit_code == 130
     assert [p.name for p in tmp_path.iterdir()] == ["clip_32x32.yuv"]
+
+
+def test_numeric_modes(tmp_path):
+    src = write_yuv(tmp_path / "clip_64x32.yuv", make_frames(2, 64, 32))
+    for flag, mode in ((None, "EXACT"), ("fast", "FLOAT32_CPU"), ("exact", "EXACT")):
+        out = tmp_path / f"{flag}.nvc"
+        extra = ["--numeric", flag] if flag else []
+        r = runner.invoke(app, ["encode", str(src), "-o", str(out), "--quiet", "--device", "cpu", *extra])
+        assert r.exit_code == 0, r.output
+        assert f"({'fast' if flag == 'fast' else 'exact'})" in r.output
+        r = runner.invoke(app, ["info", str(out), "--json"])
+        assert json.loads(r.output)["numeric_mode"] == mode
+        r = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / f"{flag}.yuv"), "--quiet"])
+        assert r.exit_code == 0, r.output

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN
 from torch import Tensor, nn
 
-from .layers import row_stripes, same_halo
+from .layers import conv_out_size, conv_rows, row_stripes, same_halo
 
 ACT_FRAC = 15  # activations: multiples of 2^-15 ...
 ACT_BITS = 23  # ... with |integer| < 2^23, i.e. |a| < 256 (float32 holds them exactly too)
@@ -116,45 +116,16 @@ def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finis
     The arithmetic is exact, so stripes give the same bits as one whole-frame convolution; they bound
     the float64 working set (im2col buffers) independently of the frame size."""
     w, b, terms = _conv_weights(mod)
-    n, _, h, wid = xq.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
-    transposed = isinstance(mod, nn.ConvTranspose2d)
-    if transposed:
-        oph, opw = mod.output_padding
-        ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
-        wo = (wid - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
-    else:
-        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (wid + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = conv_out_size(mod, xq.shape[2], xq.shape[3])
     first, last = rows if rows is not None else (0, ho)
     if not 0 <= first <= last <= ho:
         raise ValueError(f"rows {rows} outside 0..{ho}")
-    out = torch.empty(n, mod.out_channels, last - first, wo, dtype=dtype, device=xq.device)
+    out = torch.empty(xq.shape[0], mod.out_channels, last - first, wo, dtype=dtype, device=xq.device)
     step = _rows_per_stripe(terms, wo, mod.out_channels)
     with _no_cudnn(xq):
         for o0 in range(first, last, step):
             o1 = min(last, o0 + step)
-            if transposed:
-                # output row o receives input rows i with o = i*s - p + j*d, 0 <= j < k
-                i0 = max(0, -(-(o0 + ph - dh * (kh - 1)) // sh))
-                i1 = min(h - 1, (o1 - 1 + ph) // sh)
-                y = torch.zeros(n, mod.out_channels, o1 - o0, wo, dtype=torch.float64, device=xq.device)
-                if i0 <= i1:
-                    part = F.conv_transpose2d(xq[:, :, i0:i1 + 1].double(), w, None, (sh, sw), (0, pw), (0, opw),
-                                              mod.groups, (dh, dw))
-                    r0 = o0 - (i0 * sh - ph)  # the stripe's first row in ``part``
-                    lo, hi = max(0, r0), min(part.shape[2], r0 + (o1 - o0))
-                    if lo < hi:
-                        y[:, :, lo - r0:hi - r0] = part[:, :, lo:hi]
-                if b is not None:
-                    y += b[None, :, None, None]
-            else:
-                a, z = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1  # input rows [a, z)
-                seg = xq[:, :, max(a, 0):min(z, h)].double()
-                if a < 0 or z > h:
-                    seg = F.pad(seg, (0, 0, max(0, -a), max(0, z - h)))
-                y = F.conv2d(seg, w, b, (sh, sw), (0, pw), (dh, dw), mod.groups)
-            out[:, :, o0 - first:o1 - first] = finish(y)
+            out[:, :, o0 - first:o1 - first] = finish(conv_rows(mod, xq, o0, o1, w, b, torch.float64))
     return out
 
 

@@ -56,6 +56,48 @@ class Gains(nn.Module):
         return x * self.inverse[q].abs().unsqueeze(-1).unsqueeze(-1)
 
 
+def conv_out_size(mod: nn.Conv2d | nn.ConvTranspose2d, h: int, w: int) -> tuple[int, int]:
+    """Output height and width of ``mod`` on an ``h`` x ``w`` input."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    if isinstance(mod, nn.ConvTranspose2d):
+        oph, opw = mod.output_padding
+        return ((h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1, (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1)
+    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+def conv_rows(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, o0: int, o1: int, weight: Tensor | None = None,
+              bias: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """Output rows ``[o0, o1)`` of ``mod(x)`` (weights: ``weight``/``bias``, else the module's), computed
+    from the input rows they depend on; the slice of ``x`` is cast to ``dtype`` when given."""
+    w = mod.weight if weight is None else weight
+    b = mod.bias if weight is None else bias
+    h = x.shape[2]
+    (kh, _), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    if isinstance(mod, nn.ConvTranspose2d):
+        wo = conv_out_size(mod, h, x.shape[3])[1]
+        # output row o receives input rows i with o = i*s - p + j*d, 0 <= j < k
+        i0 = max(0, -(-(o0 + ph - dh * (kh - 1)) // sh))
+        i1 = min(h - 1, (o1 - 1 + ph) // sh)
+        y = x.new_zeros(x.shape[0], mod.out_channels, o1 - o0, wo, dtype=dtype or x.dtype)
+        if i0 <= i1:
+            seg = x[:, :, i0:i1 + 1]
+            part = F.conv_transpose2d(seg.to(dtype) if dtype else seg, w, None, (sh, sw), (0, pw),
+                                      (0, mod.output_padding[1]), mod.groups, (dh, dw))
+            r0 = o0 - (i0 * sh - ph)  # the first wanted row in ``part``
+            lo, hi = max(0, r0), min(part.shape[2], r0 + (o1 - o0))
+            if lo < hi:
+                y[:, :, lo - r0:hi - r0] = part[:, :, lo:hi]
+        if b is not None:
+            y += b[None, :, None, None]
+        return y
+    a, z = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1  # input rows [a, z)
+    seg = x[:, :, max(a, 0):min(z, h)]
+    seg = seg.to(dtype) if dtype else seg
+    if a < 0 or z > h:
+        seg = F.pad(seg, (0, 0, max(0, -a), max(0, z - h)))
+    return F.conv2d(seg, w, b, (sh, sw), (0, pw), (dh, dw), mod.groups)
+
+
 def row_stripes(fn: Callable[[Tensor], Tensor], parts: list[Tensor | Callable[[int, int], Tensor]], halo: int,
                 step: int) -> Tensor:
     """``fn(cat(parts, dim=1))`` for a ``fn`` whose output row r depends on input rows r-halo..r+halo
@@ -105,9 +147,13 @@ def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
 
 
 def run_light(seq: nn.Sequential, x: Tensor, budget: int = 64 << 20) -> Tensor:
-    """``seq(x)`` for inference with (inverse) GDNs computed in stripes of rows (bounded memory)."""
+    """``seq(x)`` for inference; (inverse) GDNs on frames whose temporaries would pass ``budget`` bytes
+    run in stripes of rows (bounded memory)."""
     for m in seq:
-        x = _gdn_light(m, x, budget) if isinstance(m, GDN) else m(x)
+        if isinstance(m, GDN) and 4 * x.numel() * x.element_size() > budget:
+            x = _gdn_light(m, x, budget)
+        else:
+            x = m(x)
     return x
 
 

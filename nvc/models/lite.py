@@ -20,7 +20,10 @@ from compressai.layers import GDN
 from torch import Tensor, nn
 
 from . import exact as exact_ops
-from .layers import Gains, HyperLatentCoder, LatentCoder, conv, deconv, row_stripes, run_light, same_halo, scale_table
+from .layers import Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light, same_halo, scale_table
+
+# Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
+LIGHT_PIXELS = 1 << 20
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
@@ -121,7 +124,7 @@ class NvcLite(nn.Module):
     def _analysis(self, x: Tensor, ref: Tensor | None, light: bool = False) -> Tensor:
         """The analysis transform; ``light``: inference with memory-light GDNs (``run_light``)."""
         seq, inp = (self.i_g_a, x) if ref is None else (self.p_g_a, torch.cat([x, ref, x - ref], dim=1))
-        return run_light(seq, inp) if light else seq(inp)
+        return run_light(seq, inp) if light and x.shape[-2] * x.shape[-1] > LIGHT_PIXELS else seq(inp)
 
     def _params(self, hyper_out: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
         if ref is not None:
@@ -150,11 +153,17 @@ class NvcLite(nn.Module):
 
     def _decode_frame(self, b: dict[str, Any], y_hat: Tensor, ref: Tensor | None, q: Tensor,
                       exact: bool) -> Tensor:
-        if not exact:  # float32, same results as _synthesis up to rounding, in bounded memory
+        if not exact:
             y = b["yg"].invert(y_hat, q)
+            if y.shape[-2] * y.shape[-1] * 256 <= LIGHT_PIXELS:
+                return self._synthesis(y, ref)
+            # large frames: the same layers in bounded memory (float32 results equal up to rounding)
             if ref is None:
                 return run_light(self.i_g_s, y)
-            feat = run_light(self.p_g_s, y)
+            # the full-resolution features are made stripe by stripe from the last layer's input
+            head = run_light(self.p_g_s[:-1], y)
+            last = self.p_g_s[-1]
+            feat = lambda a, z: conv_rows(last, head, a, z)  # noqa: E731
             step = max(16, (64 << 20) // (100 * ref.shape[3] * 4))
             return ref + row_stripes(self.p_fuse, [feat, ref], same_halo(self.p_fuse) or 0, step)
         y = exact_ops.gain(y_hat, b["yg"].inverse[q])
