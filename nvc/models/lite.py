@@ -23,7 +23,7 @@ from . import exact as exact_ops
 from .layers import Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light, same_halo, scale_table
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
-LIGHT_PIXELS = 1 << 20
+LIGHT_PIXELS = 1 << 19
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
