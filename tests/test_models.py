@@ -73,3 +73,21 @@ def test_bad_weights(tmp_path):
     torch.save({"i_g_a.0.weight": torch.zeros(1)}, small)
     with pytest.raises(ModelError, match="do not fit"):
         models.load("nvc-lite", small)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Conv2d(8, 4, 5, 2, 2), torch.nn.ConvTranspose2d(8, 4, 5, 2, 2, 1),
+                                   torch.nn.Conv2d(8, 4, 3, 1, 1)], ids=["conv", "deconv", "conv3x3"])
+def test_conv_rows_and_row_stripes_match_whole_frame(layer):
+    from nvc.models.layers import conv_out_size, conv_rows, row_stripes
+
+    torch.manual_seed(1)
+    x = torch.randn(1, 8, 11, 7)
+    with torch.no_grad():
+        whole = layer(x)
+        assert conv_out_size(layer, 11, 7) == tuple(whole.shape[-2:])
+        ho = whole.shape[2]
+        rows = torch.cat([conv_rows(layer, x, a, min(ho, a + 3)) for a in range(0, ho, 3)], dim=2)
+        assert torch.allclose(rows, whole, atol=1e-5)
+        seq = torch.nn.Sequential(torch.nn.Conv2d(8, 6, 3, 1, 1), torch.nn.LeakyReLU(), torch.nn.Conv2d(6, 2, 3, 1, 1))
+        striped = row_stripes(seq, [x[:, :5], lambda a, z: x[:, 5:, a:z]], halo=2, step=2)
+        assert torch.allclose(striped, seq(x), atol=1e-5)
