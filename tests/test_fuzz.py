@@ -41,3 +41,39 @@ def test_mutations_only_raise_nvc_errors(harness, kind):
 @given(data=st.binary(max_size=400), keep=st.integers(0, 200))
 def test_random_bytes_after_valid_prefix(harness, data, keep):
     harness.decode_bytes(harness.seed_stream[:keep] + data)
+
+
+def _hostile_substreams(seed: int, count: int):
+    """rANS strings built to drive CompressAI's decoder far past their end: 0xFF runs make a value
+    escape with a huge number of 4-bit chunks (this crashed nvc before the padding bound)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yield b"\xff" * 100_000  # the original reproducer: a segmentation fault
+    for trial in range(count):
+        n = int(rng.integers(8, 7000))
+        data = bytearray(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+        ff = max(0, min(n - 8, n // 8 - 40))  # as many 0xFF bytes as a plausible string may hold
+        data[:8] = b"\xff" * 8  # the first symbol escapes
+        start = [8, n - ff, 8][trial % 3]
+        data[start:start + ff] = b"\xff" * ff
+        if trial % 3 == 2:
+            data[8 + ff:] = bytes(n - 8 - ff)
+        yield bytes(data)
+
+
+def test_hostile_rans_strings_never_read_out_of_bounds(lite):
+    import torch
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    s_i, shape, _, ref = lite.compress_frame(x, None, 0)
+    s_p, _, _, _ = lite.compress_frame(x, ref, 0)
+    refused = 0
+    for k, data in enumerate(_hostile_substreams(1, 60)):
+        strings, ctx = [([data, s_i[1]], None), ([s_i[0], data], None), ([data, s_p[1]], ref)][k % 3]
+        for exact in (False, True):
+            try:
+                lite.decompress_frame(strings, shape, ctx, 0, exact=exact)
+            except ValueError:
+                refused += 1
+    assert refused > 0  # and, above all, the process is still alive

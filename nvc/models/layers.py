@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -162,14 +163,41 @@ def ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def safe_string(data: bytes, symbols: int) -> bytes:
-    """Pads an rANS string with zeros so that decoding ``symbols`` symbols can never read past its end.
+MAX_BYTES_PER_SYMBOL = 2  # 16 bits per latent element: ~8x what the highest quality spends
 
-    CompressAI's rANS decoder does no bounds checks; each symbol (and each bypass-coded escape) reads at
-    most a few 32-bit words, so 4 words per symbol of zeros make any string, even a hostile one, safe.
-    Valid strings decode the same: the decoder never reaches the padding.
+
+def safe_string(data: bytes, symbols: int) -> bytes:
+    """Checks an rANS string for ``symbols`` symbols and zero-pads it so that decoding can never read
+    past its end, even when it is hostile (CompressAI's rANS decoder does no bounds checks).
+
+    How far can a decoder run past the data? Each symbol reads at most one 32-bit word, plus, for an
+    escaped (bypass-coded) value, one word per 4-bit chunk: ``n`` chunks where ``n`` sums 4-bit values
+    for as long as they read 15. A run of 15s comes from the 64-bit state (16 nibbles) and from 0xF
+    nibbles of the data, so no value has more than ``15 * (F + 17)`` chunks, ``F`` the number of 0xF
+    nibbles in the data. Once in the zero padding the state's low bits are 0, so no further symbol
+    escapes after the first few. Hence the padding: ``2 * symbols + 15 * (F + 17) + 1264`` words.
+
+    Refused as implausible (ValueError), before anything is allocated: more than
+    ``MAX_BYTES_PER_SYMBOL`` bytes per symbol (+4 KiB), or twice the 0xF nibbles random data has
+    (``len / 4 + 64``; rANS output is near uniform). Valid strings decode the same: the decoder never
+    reaches the padding.
     """
-    return bytes(data) + bytes(16 * symbols + 64)
+    f = check_string(data, symbols)
+    words = 2 * symbols + 15 * (f + 17) + 1264
+    return bytes(data) + bytes(4 * words)
+
+
+def check_string(data: bytes, symbols: int) -> int:
+    """The limits :func:`safe_string` enforces (ValueError when broken); returns the 0xF nibble count.
+    Encoders check their own strings with it, so they never write one a decoder refuses."""
+    n = len(data)
+    if n > MAX_BYTES_PER_SYMBOL * symbols + 4096:
+        raise ValueError(f"entropy-coded substream of {n} bytes is too long for {symbols} symbols")
+    arr = np.frombuffer(data, dtype=np.uint8)
+    f = int(np.count_nonzero((arr & 0x0F) == 0x0F)) + int(np.count_nonzero((arr >> 4) == 0x0F))
+    if f > n // 4 + 64:
+        raise ValueError("entropy-coded substream is implausible (far more 0xF nibbles than rANS output has)")
+    return f
 
 
 class HyperLatentCoder(nn.Module):
@@ -188,6 +216,8 @@ class HyperLatentCoder(nn.Module):
 
     def compress(self, z: Tensor) -> tuple[list[bytes], Tensor]:
         strings = self.entropy_bottleneck.compress(z)
+        for st in strings:
+            check_string(st, z[0].numel())
         medians = self.entropy_bottleneck._get_medians().detach()
         symbols = torch.round(z - medians)
         return strings, symbols + medians
@@ -225,6 +255,8 @@ class LatentCoder(nn.Module):
     def compress(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[list[bytes], Tensor]:
         indexes = self.indexes(scales)
         strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        for st in strings:
+            check_string(st, indexes[0].numel())
         return strings, self.dequantize(self.symbols(y, means), means)
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
