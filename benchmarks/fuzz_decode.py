@@ -25,7 +25,8 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-MUTATIONS = ("truncate", "flip_header", "flip_payload", "lie_header", "lie_length", "payload_crc_fixed", "random")
+MUTATIONS = ("truncate", "flip_header", "flip_payload", "lie_header", "lie_length", "payload_crc_fixed", "rans_escape",
+             "random")
 
 
 def make_stream(path: Path) -> bytes:
@@ -83,13 +84,40 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
         return bytes(buf)
     if kind == "payload_crc_fixed":
         return _mutate_payload_fix_crc(buf, hlen, rng)
+    if kind == "rans_escape":
+        return _mutate_payload_fix_crc(buf, hlen, rng, how="rans_escape")
     n = rng.randrange(0, 4096)
     if rng.random() < 0.5:  # random bytes behind a valid magic+version
         return bytes(buf[:6]) + rng.randbytes(n)
     return rng.randbytes(n)
 
 
-def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random) -> bytes:
+def _rans_escape(payload: bytes, rng: random.Random) -> bytes:
+    """One substream overwritten in place with rANS data built to make a value escape with a huge
+    number of 4-bit chunks (runs of 0xFF: CompressAI's decoder reads far past such a string)."""
+    from nvc.bitstream import decode_payload
+    from nvc.errors import NvcError
+
+    try:
+        p = decode_payload(payload)
+    except NvcError:
+        return payload
+    if not p.strings:
+        return payload
+    k = rng.randrange(len(p.strings))
+    start = len(payload) - sum(len(x) for x in p.strings[k:])  # the substreams end the payload
+    n = len(p.strings[k])
+    data = bytearray(rng.randbytes(n))
+    ff = rng.choice([n, n // 8, n // 16])
+    at = rng.choice([0, min(8, n), max(0, n - ff)])
+    data[:8] = b"\xff" * min(8, n)
+    data[at:at + ff] = b"\xff" * len(data[at:at + ff])
+    out = bytearray(payload)
+    out[start:start + n] = data
+    return bytes(out)
+
+
+def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random, how: str | None = None) -> bytes:
     """Damages one frame's payload and recomputes that record's CRC: hostile data reaches the decoder."""
     off, records = hlen, []
     while off + 20 <= len(buf) and buf[off : off + 4] == b"NVfr":
@@ -103,7 +131,10 @@ def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random) -> by
     off, length = rng.choice(records)
     p0, p1 = off + 16, off + 16 + length
     payload = bytearray(buf[p0:p1])
-    how = rng.choice(["flip", "zero", "random", "shape"])
+    if how == "rans_escape":
+        payload = bytearray(_rans_escape(bytes(payload), rng))
+    else:
+        how = rng.choice(["flip", "zero", "random", "shape"])
     if how == "flip" and payload:
         for _ in range(rng.randint(1, 16)):
             i = rng.randrange(len(payload))
