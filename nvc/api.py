@@ -205,6 +205,8 @@ def decode(
     dev = resolve_device(device)
     with bitstream.open(src, "r") as reader:
         h = reader.header
+        if device == "auto" and h.numeric_mode == bitstream.NumericMode.FLOAT32_CPU:
+            dev = resolve_device("cpu")  # a float32 CPU stream decodes bit exactly only on a CPU
         available = len(reader.frames)
         if available == 0:
             raise TruncatedStreamError(f"{src.name}: {reader.truncated or 'stream has no frames'}; nothing decoded")

@@ -133,7 +133,7 @@ def decode(
     start: int = typer.Option(0, "--start", help="First frame to output (decoding starts at its GoP's I frame)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Output at most N frames."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights the stream was encoded with."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (for --numeric fast streams: the encoder's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks the CPU for a --numeric fast CPU stream; a fast CUDA stream needs cuda)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
