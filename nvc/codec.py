@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,30 +58,8 @@ class CodedFrame:
     recon: Frame
 
 
-_HEAP_SETTLED = False
-
-
-def _settle_heap() -> None:
-    """Makes glibc return freed frame-sized buffers to the OS (once per process).
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, so later frame-sized
-    tensors come from the heap, which fragments and keeps growing across frames (measured at 1080p:
-    +280 MB of RSS over 5 frames, peak 1.56 GB). A fixed 1 MiB threshold keeps RSS flat (peak 1.33 GB).
-    Other C libraries: nothing to do."""
-    global _HEAP_SETTLED
-    if _HEAP_SETTLED:
-        return
-    _HEAP_SETTLED = True
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        except (OSError, AttributeError):
-            pass
-
-
 class _Session:
     def __init__(self, model: Any, width: int, height: int, device: torch.device, exact: bool) -> None:
-        _settle_heap()
         if exact and not getattr(model, "exact_capable", False):
             raise InputError(f"model {model.name} has no exact numeric mode; use --numeric fast")
         self.model = model
