@@ -80,8 +80,9 @@ STRIPE_BYTES = 64 << 20  # working set per stripe (float64 im2col buffers stay a
 Finish = Callable[[Tensor], Tensor]
 
 
-def _grid32(x: Tensor) -> Tensor:
-    """``quantize(x)`` as float32 (exact), in stripes of rows so that no float64 copy of ``x`` exists."""
+def to_float32(x: Tensor) -> Tensor:
+    """``quantize(x)`` as float32 (exact: grid values have at most 23 bits), in stripes of rows so that no
+    float64 copy of ``x`` exists."""
     if x.dim() < 3 or x.numel() * 8 <= STRIPE_BYTES:
         return quantize(x).float()
     out = torch.empty_like(x, dtype=torch.float32)
@@ -152,14 +153,6 @@ def _gdn_rows(mod: GDN, xq: Tensor, gq: Tensor, bq: Tensor) -> Tensor:
     return root.mul_(xq) if mod.inverse else torch.div(xq, root, out=root)
 
 
-def gdn(mod: GDN, x: Tensor) -> Tensor:
-    """CompressAI's GDN / inverse GDN in exact arithmetic: ``x / sqrt(beta + gamma * x^2)`` (or ``*``)."""
-    xq = quantize(x)
-    gq, bq = _gdn_params(mod, xq.shape[1])
-    with _no_cudnn(x):
-        return _gdn_rows(mod, xq, gq, bq)
-
-
 def _gdn_stripes(mod: GDN, xq: Tensor) -> Tensor:
     """The GDN of grid values ``xq``, rounded to the grid, float32, in stripes of rows."""
     c, h = xq.shape[1], xq.shape[2]
@@ -168,7 +161,7 @@ def _gdn_stripes(mod: GDN, xq: Tensor) -> Tensor:
     step = max(1, _rows_per_stripe(c, xq.shape[3], c) // 8)  # about 8 float64 temporaries per stripe
     with _no_cudnn(xq):
         for r0 in range(0, h, step):
-            out[:, :, r0:r0 + step] = _grid32(_gdn_rows(mod, xq[:, :, r0:r0 + step].double(), gq, bq))
+            out[:, :, r0:r0 + step] = to_float32(_gdn_rows(mod, xq[:, :, r0:r0 + step].double(), gq, bq))
     return out
 
 
@@ -178,8 +171,8 @@ def last_layer_rows(seq: nn.Sequential, x: Tensor) -> Callable[[int, int], Tenso
     *head, last = list(seq)
     if not isinstance(last, (nn.Conv2d, nn.ConvTranspose2d)):
         raise TypeError("last_layer_rows needs a convolution last")
-    xq = run(nn.Sequential(*head), x) if head else _grid32(x)
-    return lambda a, z: _conv_stripes(last, xq, _grid32, torch.float32, rows=(a, z))
+    xq = run(nn.Sequential(*head), x) if head else to_float32(x)
+    return lambda a, z: _conv_stripes(last, xq, to_float32, torch.float32, rows=(a, z))
 
 
 def run_rows(seq: nn.Sequential, parts: list[Tensor | Callable[[int, int], Tensor]]) -> Tensor:
@@ -205,39 +198,34 @@ def run(seq: nn.Module, x: Tensor, grid: bool = False) -> Tensor:
     ``grid``: ``x`` already holds grid values (as float32), so it is used as is."""
     mods = list(seq) if isinstance(seq, nn.Sequential) else [seq]
     if not grid:
-        x = _grid32(x)
+        x = to_float32(x)
     i = 0
     while i < len(mods):
         m = mods[i]
-        nxt = mods[i + 1] if i + 1 < len(mods) else None
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            if isinstance(nxt, nn.LeakyReLU):
-                slope = nxt.negative_slope
-                x = _conv_stripes(m, x, lambda y, s=slope: _grid32(F.leaky_relu(y, s)), torch.float32)
-                i += 2
-                continue
-            if isinstance(nxt, nn.ReLU):
-                x = _conv_stripes(m, x, lambda y: _grid32(F.relu(y)), torch.float32)
-                i += 2
-                continue
-            x = _conv_stripes(m, x, _grid32, torch.float32)
+            act = _activation(mods[i + 1]) if i + 1 < len(mods) else None
+            x = _conv_stripes(m, x, (lambda y, f=act: to_float32(f(y))) if act else to_float32, torch.float32)
+            i += 2 if act else 1
         elif isinstance(m, GDN):
             x = _gdn_stripes(m, x)
-        elif isinstance(m, nn.LeakyReLU):
-            x = _grid32(F.leaky_relu(x.double(), m.negative_slope))
-        elif isinstance(m, nn.ReLU):
-            x = _grid32(F.relu(x.double()))
+            i += 1
+        elif (act := _activation(m)) is not None:
+            x = to_float32(act(x.double()))
+            i += 1
         else:
             raise TypeError(f"exact mode cannot run {type(m).__name__}")
-        i += 1
     return x
+
+
+def _activation(m: nn.Module) -> Finish | None:
+    """The element-wise function of a (leaky) ReLU module, else None."""
+    if isinstance(m, nn.LeakyReLU):
+        return lambda y, s=m.negative_slope: F.leaky_relu(y, s)
+    if isinstance(m, nn.ReLU):
+        return F.relu
+    return None
 
 
 def gain(x: Tensor, inverse: Tensor) -> Tensor:
     """``x * |inverse|`` per channel (Gains.invert) in float64."""
     return x.double() * inverse.detach().double().abs()[..., None, None]
-
-
-def to_float32(x: Tensor) -> Tensor:
-    """Rounds to the activation grid and returns float32 (exact: the grid values have at most 23 bits)."""
-    return _grid32(x)
