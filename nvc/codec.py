@@ -15,7 +15,7 @@ import torch
 
 from . import bitstream
 from .bitstream import FramePayload, FrameType, NumericMode
-from .color import pad, padded_size, rgb_to_yuv420, yuv420_to_rgb
+from .color import pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 from .errors import BitstreamError, InputError, WeightsMismatchError
 from .io import Frame
 
@@ -98,7 +98,10 @@ class Encoder(_Session):
             raise InputError(f"frame {self.index} is {frame.width}x{frame.height}, expected {self.width}x{self.height}")
         intra = self.index % self.gop == 0
         with torch.inference_mode():
-            x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, self.device), self.model.alignment)
+            rgb = yuv420_to_rgb(frame.y, frame.u, frame.v, self.device)
+            # models whose context is the reconstructed padded frame get padding that costs no bits
+            from_ref = not intra and getattr(self.model, "context_is_frame", False)
+            x = pad_from_reference(rgb, self._ctx) if from_ref else pad(rgb, self.model.alignment)
             strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, self.quality,
                                                                    **self._coding_options())
             recon = self._to_frame(x_hat)

@@ -65,3 +65,29 @@ def pad(x: Tensor, alignment: int) -> Tensor:
     if (pw, ph) == (w, h):
         return x
     return F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+
+
+# Rows/columns over which pad_from_reference fades the edge difference to zero (chosen on training clips:
+# 4..16 all save 5-12 % of P-frame bits on 176x144 crops; 8 loses the least PSNR, under 0.07 dB).
+PAD_FADE = 8
+
+
+def pad_from_reference(x: Tensor, ref: Tensor, fade: int = PAD_FADE) -> Tensor:
+    """Pads ``x`` to the size of ``ref`` (a reconstructed, padded frame) for inter coding.
+
+    The padding is the encoder's free choice (the decoder crops it away). Replicating the edge makes
+    the padding differ from the reference's, and inter coding pays for that difference. Here the
+    padding is the reference's own, plus the edge's difference from the reference, replicated
+    outwards and faded linearly to zero over ``fade`` samples. The residual is then continuous at the
+    edge and zero beyond the fade.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = ref.shape[-2:]
+    if (ph, pw) == (h, w):
+        return x
+    d = F.pad(x - ref[..., :h, :w], (0, pw - w, 0, ph - h), mode="replicate")
+    ramp = lambda n, size: (1 - (torch.arange(size, device=x.device, dtype=x.dtype) - n + 1)  # noqa: E731
+                            .clamp(min=0) / fade).clamp(min=0)
+    out = (ref + d * ramp(h, ph)[:, None] * ramp(w, pw)[None, :]).clamp(0.0, 1.0)
+    out[..., :h, :w] = x
+    return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nvc.color import pad, padded_size, rgb_to_yuv420, yuv420_to_rgb
+from nvc.color import PAD_FADE, pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 
 from .conftest import make_frames
 
@@ -38,3 +38,26 @@ def test_pad_replicates():
     assert p.shape == (1, 1, 8, 8)
     assert torch.equal(p[..., :3, :4], x) and torch.all(p[..., 7, 7] == x[..., 2, 3])
     assert padded_size(1920, 1080, 64) == (1920, 1088)
+
+
+def test_pad_from_reference_keeps_picture_and_reference_far_out():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 45, 67)
+    ref = torch.rand(1, 3, 64, 128)
+    p = pad_from_reference(x, ref)
+    assert p.shape == ref.shape
+    assert torch.equal(p[..., :45, :67], x)
+    # beyond the fade the padding is the reference's own: the inter residual there is zero
+    assert torch.equal(p[..., 45 + PAD_FADE - 1:, :], ref[..., 45 + PAD_FADE - 1:, :])
+    assert torch.equal(p[..., :, 67 + PAD_FADE - 1:], ref[..., :, 67 + PAD_FADE - 1:])
+    # next to the edge the residual continues the edge's residual, fading
+    d_edge = x[..., -1, :] - ref[..., 44, :67]
+    d_next = p[..., 45, :67] - ref[..., 45, :67]
+    assert torch.allclose(d_next, (d_edge * (1 - 1 / PAD_FADE)).clamp(-ref[..., 45, :67], 1 - ref[..., 45, :67]),
+                          atol=1e-6)
+    assert p.min() >= 0 and p.max() <= 1
+
+
+def test_pad_from_reference_aligned_is_identity():
+    x = torch.rand(1, 3, 64, 64)
+    assert pad_from_reference(x, torch.rand(1, 3, 64, 64)) is x

@@ -280,6 +280,7 @@ class NvcLite(nn.Module):
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
+    context_is_frame = True  # the context is the padded reconstruction (the encoder pads P frames from it)
 
     def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int,
                        exact: bool = False) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
