@@ -180,8 +180,8 @@ def safe_string(data: bytes, symbols: int) -> bytes:
     Refused (ValueError), before anything is allocated: more than ``MAX_BYTES_PER_SYMBOL`` bytes per
     symbol (+4 KiB). The number of 0xF nibbles is not limited: values out of the coded range (a scene
     cut coded as a P frame) are escaped with runs of 0xF nibbles (114 of 288 nibbles in one real
-    string), so such a limit refused valid strings. At most ``F = 2 * len`` bounds the padding at ``120 * len`` bytes.
-    Valid strings decode the same: the decoder never reaches the padding.
+    string), so such a limit refused valid strings. ``F <= 2 * len`` bounds the padding at ``120 * len``
+    bytes. Valid strings decode the same: the decoder never reaches the padding.
     """
     f = check_string(data, symbols)
     words = 2 * symbols + 15 * (f + 17) + 1264
