@@ -68,7 +68,8 @@ def pad(x: Tensor, alignment: int) -> Tensor:
 
 
 # Rows/columns over which pad_from_reference fades the edge difference to zero (chosen on training clips:
-# 4..16 all save 5-12 % of P-frame bits on 176x144 crops; 8 loses the least PSNR, under 0.07 dB).
+# 4..16 all save 5-12 % of P-frame bits on 176x144 crops; 8 loses the least PSNR, under 0.07 dB). BD-rate
+# against replicate padding: benchmarks/results/padding-from-reference.json.
 PAD_FADE = 8
 
 

@@ -1,0 +1,94 @@
+"""Compares nvc-lite weights (or encoder settings) on crops of *training* clips, never the eval set.
+
+This is how checkpoints are chosen without tuning on ``../shared/data/eval``: full frames of real clips
+(not the training crops), GoP 32, float32 (``--numeric fast``; EXACT gives the same RD within 0.1 %),
+qualities 0/2/4/5, BD-rate on PSNR-YUV (Akima) of each entry against the first.
+
+    python benchmarks/train_clip_check.py shipped runs/train/nvc-lite-cont1/nvc-lite.safetensors
+    python benchmarks/train_clip_check.py shipped shipped:replicate --size 176x144   # P-frame padding A/B
+
+An entry is ``shipped`` or a weights path, optionally followed by ``:replicate`` (replicate padding for P
+frames instead of :func:`nvc.color.pad_from_reference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+CLIPS = {"bikes.mp4": (256, 352), "vtest.avi": (288, 352), "tree.avi": (144, 176)}
+
+
+def crops(path: Path, h: int, w: int, n: int) -> list:
+    import nvc.io as nio
+    from nvc.io import Frame
+
+    out = []
+    with nio.open(str(path)) as r:
+        for i, f in enumerate(r):
+            if i >= n:
+                break
+            hh, ww = f.y.shape
+            t, left = (hh - h) // 4 * 2, (ww - w) // 4 * 2
+            c = (slice(t // 2, t // 2 + h // 2), slice(left // 2, left // 2 + w // 2))
+            out.append(Frame(f.y[t:t + h, left:left + w].copy(), f.u[c].copy(), f.v[c].copy()))
+    return out
+
+
+def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...]) -> list[tuple[float, float]]:
+    from nvc.codec import Encoder
+
+    pts = []
+    for q in qualities:
+        enc = Encoder(model, quality=q, gop=32, width=w, height=h, numeric="fast")
+        bits, psnr = 0, []
+        for f in frames:
+            cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
+            bits += 8 * len(cf.payload)
+            p = [10 * np.log10(255**2 / max(((a.astype(np.float64) - b) ** 2).mean(), 1e-10))
+                 for a, b in zip((cf.recon.y, cf.recon.u, cf.recon.v), (f.y, f.u, f.v))]
+            psnr.append((6 * p[0] + p[1] + p[2]) / 8)
+        pts.append((bits / (len(frames) * h * w), float(np.mean(psnr))))
+    return pts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("entries", nargs="+", help="'shipped' or weights paths, optionally ':replicate'")
+    ap.add_argument("--data", default="../shared/data/train/video")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--size", default=None, help="HxW crop for every clip (default: per clip)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    import bjontegaard as bd
+
+    from nvc.models import load
+
+    sizes = {k: tuple(int(s) for s in a.size.split("x")) if a.size else v for k, v in CLIPS.items()}
+    results: dict[str, dict] = {}
+    for clip, (h, w) in sizes.items():
+        frames = crops(Path(a.data) / clip, h, w, a.frames)
+        res = results.setdefault(clip, {"size": f"{h}x{w}", "points": {}, "bd_rate_psnr_yuv": {}})
+        for entry in a.entries:
+            ck, _, opt = entry.partition(":")
+            model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
+            model.context_is_frame = opt != "replicate"
+            res["points"][entry] = rd_points(model, frames, h, w, (0, 2, 4, 5))
+            print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
+        base = res["points"][a.entries[0]]
+        for entry in a.entries[1:]:
+            o = res["points"][entry]
+            r = bd.bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o],
+                           method="akima")
+            res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
+            print(f"  BD-rate {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "clips": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
