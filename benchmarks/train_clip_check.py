@@ -40,6 +40,7 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...]) -> list[tuple[float, float]]:
     from nvc.codec import Encoder
+    from nvc.metrics import psnr_planes
 
     pts = []
     for q in qualities:
@@ -48,9 +49,7 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...]) -
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
             bits += 8 * len(cf.payload)
-            p = [10 * np.log10(255**2 / max(((a.astype(np.float64) - b) ** 2).mean(), 1e-10))
-                 for a, b in zip((cf.recon.y, cf.recon.u, cf.recon.v), (f.y, f.u, f.v))]
-            psnr.append((6 * p[0] + p[1] + p[2]) / 8)
+            psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
         pts.append((bits / (len(frames) * h * w), float(np.mean(psnr))))
     return pts
 
@@ -64,8 +63,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
-    import bjontegaard as bd
-
+    from nvc.metrics import bd_rate
     from nvc.models import load
 
     sizes = {k: tuple(int(s) for s in a.size.split("x")) if a.size else v for k, v in CLIPS.items()}
@@ -82,8 +80,7 @@ def main() -> None:
         base = res["points"][a.entries[0]]
         for entry in a.entries[1:]:
             o = res["points"][entry]
-            r = bd.bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o],
-                           method="akima")
+            r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
             res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
             print(f"  BD-rate {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
     if a.json:

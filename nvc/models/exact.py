@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN
 from torch import Tensor, nn
 
-from .layers import conv_out_size, conv_rows, row_stripes, same_halo
+from .layers import STRIPE_BYTES, conv_out_size, conv_rows, row_stripes, same_halo
 
 ACT_FRAC = 15  # activations: multiples of 2^-15 ...
 ACT_BITS = 23  # ... with |integer| < 2^23, i.e. |a| < 256 (float32 holds them exactly too)
@@ -41,8 +41,12 @@ SUM_BITS = 52  # every partial sum of integer products stays below 2^52
 
 def quantize(x: Tensor, frac: int = ACT_FRAC, bits: int = ACT_BITS) -> Tensor:
     """Rounds to the grid 2^-frac (half to even) and saturates to |integer| < 2^bits, in float64."""
+    return _quantize_(x.double() if x.dtype != torch.float64 else x.clone(), frac, bits)
+
+
+def _quantize_(y: Tensor, frac: int, bits: int) -> Tensor:
+    """:func:`quantize` of a float64 tensor, in place."""
     lim = float(2**bits - 1)
-    y = x.double() if x.dtype != torch.float64 else x.clone()
     return y.mul_(2.0**frac).round_().clamp_(-lim, lim).mul_(2.0**-frac)
 
 
@@ -74,8 +78,6 @@ def _fixed_weight(w: Tensor, bias: Tensor | None, act_frac: int, act_bits: int, 
 def _no_cudnn(x: Tensor) -> contextlib.AbstractContextManager:
     return torch.backends.cudnn.flags(enabled=False) if x.is_cuda else contextlib.nullcontext()
 
-
-STRIPE_BYTES = 64 << 20  # working set per stripe (float64 im2col buffers stay about this size)
 
 Finish = Callable[[Tensor], Tensor]
 
@@ -144,8 +146,7 @@ def _gdn_params(mod: GDN, c: int) -> tuple[Tensor, Tensor]:
 
 
 def _gdn_rows(mod: GDN, xq: Tensor, gq: Tensor, bq: Tensor) -> Tensor:
-    lim = float(2**SQ_BITS - 1)
-    sq = (xq * xq).mul_(2.0**SQ_FRAC).round_().clamp_(-lim, lim).mul_(2.0**-SQ_FRAC)  # quantize(x², SQ grid)
+    sq = _quantize_(xq * xq, SQ_FRAC, SQ_BITS)
     norm = F.conv2d(sq, gq, bq)
     del sq
     # beta > 0 after reparametrization, but rounding could reach 0: keep the root positive

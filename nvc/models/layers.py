@@ -132,6 +132,10 @@ def same_halo(seq: nn.Sequential) -> int | None:
     return halo
 
 
+# Working set per stripe of the memory-bounded inference paths (float32 GDNs and fusion, exact convolutions).
+STRIPE_BYTES = 64 << 20
+
+
 def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
     """``mod(x)`` (inference) in stripes of rows: a few stripe-sized temporaries instead of four frames."""
     c, h = x.shape[1], x.shape[2]
@@ -147,7 +151,7 @@ def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
     return out
 
 
-def run_light(seq: nn.Sequential, x: Tensor, budget: int = 64 << 20) -> Tensor:
+def run_light(seq: nn.Sequential, x: Tensor, budget: int = STRIPE_BYTES) -> Tensor:
     """``seq(x)`` for inference; (inverse) GDNs on frames whose temporaries would pass ``budget`` bytes
     run in stripes of rows (bounded memory)."""
     for m in seq:

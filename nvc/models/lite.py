@@ -20,7 +20,8 @@ from compressai.layers import GDN
 from torch import Tensor, nn
 
 from . import exact as exact_ops
-from .layers import Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light, same_halo, scale_table
+from .layers import (STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
+                     same_halo, scale_table)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -164,7 +165,7 @@ class NvcLite(nn.Module):
             head = run_light(self.p_g_s[:-1], y)
             last = self.p_g_s[-1]
             feat = lambda a, z: conv_rows(last, head, a, z)  # noqa: E731
-            step = max(16, (64 << 20) // (100 * ref.shape[3] * 4))
+            step = max(16, STRIPE_BYTES // (100 * ref.shape[3] * 4))
             return ref + row_stripes(self.p_fuse, [feat, ref], same_halo(self.p_fuse) or 0, step)
         y = exact_ops.gain(y_hat, b["yg"].inverse[q])
         if ref is None:
