@@ -233,9 +233,10 @@ class Patches:
 
 
 def instrument(model: Any, timers: Timers) -> Patches:
-    """Monkeypatches the timers into compressai, nvc.color (as nvc.codec sees it), nvc.io, nvc.bitstream, nvc.api."""
-    import compressai.entropy_models as em
+    """Monkeypatches the timers into nvc.entropy, nvc.color (as nvc.codec sees it), nvc.io, nvc.bitstream, nvc.api."""
     from torch import nn
+
+    import nvc.entropy as em
 
     import nvc.api
     import nvc.bitstream
@@ -383,10 +384,10 @@ def memoise_load(device: str) -> tuple[Any, float, Patches]:
 def count_macs(model: Any, device: Any, quality: int, size: tuple[int, int] = MAC_SIZE) -> dict[str, Any]:
     """MACs of Conv2d/ConvTranspose2d (and GDN) per padded pixel, for intra/inter encode/decode at ``size``."""
     import torch
-    from compressai.layers import GDN
     from torch import nn
 
     from nvc.color import pad, yuv420_to_rgb
+    from nvc.models.layers import GDN
 
     w, h = size
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -583,8 +584,9 @@ def ratios(nvc: dict[str, Any], x264: dict[str, Any]) -> dict[str, Any]:
 
 
 def device_info(dev: Any) -> dict[str, Any]:
+    import importlib.metadata
+
     import av
-    import compressai
     import torch
 
     name = None
@@ -599,7 +601,7 @@ def device_info(dev: Any) -> dict[str, Any]:
         name = name or platform.processor() or platform.machine()
     return {
         "type": dev.type, "name": name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "compressai": compressai.__version__, "av": av.__version__,
+        "torch": torch.__version__, "compressai": importlib.metadata.version("compressai"), "av": av.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

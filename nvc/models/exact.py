@@ -27,10 +27,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from compressai.layers import GDN
 from torch import Tensor, nn
 
-from .layers import STRIPE_BYTES, conv_out_size, conv_rows, row_stripes, same_halo
+from .layers import GDN, STRIPE_BYTES, conv_out_size, conv_rows, row_stripes, same_halo
 
 ACT_FRAC = 15  # activations: multiples of 2^-15 ...
 ACT_BITS = 23  # ... with |integer| < 2^23, i.e. |a| < 256 (float32 holds them exactly too)

@@ -1,6 +1,6 @@
 """Building blocks shared by nvc's models: convolutions, quality gains and the latent coders.
 
-The latent coders wrap CompressAI's entropy models (``EntropyBottleneck`` for the hyper-latent,
+The latent coders wrap nvc's entropy models (:mod:`nvc.entropy`: ``EntropyBottleneck`` for the hyper-latent,
 ``GaussianConditional`` for the main latent, both rANS) behind one small interface used by training
 (``likelihoods``) and by coding (``compress``/``decompress``). Encoder and decoder reach the
 reconstruction through the same ``dequantize`` call so they agree bit for bit.
@@ -14,9 +14,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
 from torch import Tensor, nn
+
+from ..entropy import EntropyBottleneck, GaussianConditional, LowerBound
 
 SCALES_MIN = 0.11
 SCALES_MAX = 256.0
@@ -36,6 +36,42 @@ def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
 def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
     """A transposed convolution that doubles the size exactly."""
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
+
+
+class NonNegative(nn.Module):
+    """Re-parametrization ``p -> max(p, sqrt(minimum + pedestal))^2 - pedestal`` keeping a weight >= minimum."""
+
+    pedestal: Tensor
+
+    def __init__(self, minimum: float = 0.0, offset: float = 2.0**-18) -> None:
+        super().__init__()
+        self.register_buffer("pedestal", torch.tensor([offset**2]))
+        self.lower_bound = LowerBound((float(minimum) + offset**2) ** 0.5)
+
+    def init(self, x: Tensor) -> Tensor:
+        """The parameter whose re-parametrized value is ``x``."""
+        return torch.sqrt(torch.max(x + self.pedestal, self.pedestal))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lower_bound(x) ** 2 - self.pedestal
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al. 2016): ``x / sqrt(beta + gamma * x^2)`` per pixel
+    across channels; ``inverse`` multiplies instead (IGDN). Parameter layout as CompressAI's ``GDN``."""
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1) -> None:
+        super().__init__()
+        self.inverse = bool(inverse)
+        self.beta_reparam = NonNegative(minimum=beta_min)
+        self.beta = nn.Parameter(self.beta_reparam.init(torch.ones(channels)))
+        self.gamma_reparam = NonNegative()
+        self.gamma = nn.Parameter(self.gamma_reparam.init(gamma_init * torch.eye(channels)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = x.shape[1]
+        norm = F.conv2d(x**2, self.gamma_reparam(self.gamma).reshape(c, c, 1, 1), self.beta_reparam(self.beta))
+        return x * (torch.sqrt(norm) if self.inverse else torch.rsqrt(norm))
 
 
 class Gains(nn.Module):
@@ -212,7 +248,7 @@ class HyperLatentCoder(nn.Module):
     def train_forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (z_hat with straight-through rounding around the medians, likelihoods with noise)."""
         _, lik = self.entropy_bottleneck(z, training=True)
-        medians = self.entropy_bottleneck._get_medians().detach()
+        medians = self.entropy_bottleneck.medians().detach()
         z_hat = ste_round(z - medians) + medians
         return z_hat, lik
 
@@ -220,7 +256,7 @@ class HyperLatentCoder(nn.Module):
         strings = self.entropy_bottleneck.compress(z)
         for st in strings:
             check_string(st, z[0].numel())
-        medians = self.entropy_bottleneck._get_medians().detach()
+        medians = self.entropy_bottleneck.medians().detach()
         symbols = torch.round(z - medians)
         return strings, symbols + medians
 
@@ -234,7 +270,7 @@ class LatentCoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = GaussianConditional()
 
     def train_forward(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (y_hat with straight-through rounding, likelihoods of the noisy latent)."""
@@ -250,13 +286,12 @@ class LatentCoder(nn.Module):
         return symbols.to(means.dtype) + means
 
     def indexes(self, scales: Tensor) -> Tensor:
-        """Scale-table index per element; equals ``GaussianConditional.build_indexes`` in one op."""
-        gc = self.gaussian_conditional
-        return torch.searchsorted(gc.scale_table[:-1].contiguous(), gc.lower_bound_scale(scales).contiguous()).int()
+        """Scale-table index per element."""
+        return self.gaussian_conditional.indexes(scales)
 
     def compress(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[list[bytes], Tensor]:
         indexes = self.indexes(scales)
-        strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        strings = self.gaussian_conditional.compress(y, indexes, means)
         for st in strings:
             check_string(st, indexes[0].numel())
         return strings, self.dequantize(self.symbols(y, means), means)

@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from compressai.layers import GDN
 from torch import Tensor, nn
 
 from . import exact as exact_ops
-from .layers import (STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
+from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
                      same_halo, scale_table)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
