@@ -20,14 +20,15 @@ from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
 from .io import Frame, VideoInfo, VideoReader
 from .io import open as open_video
-from .metrics import plane_mse, psnr_from_mse
+from .metrics import psnr_planes
 
 Progress = Callable[[int, int | None], None]  # (frames done, total or None)
 
 
 @dataclass
 class EncodeReport:
-    """What an encode did; PSNR figures are against the source frames (8-bit yuv420p)."""
+    """What an encode did; PSNR figures are against the source frames (8-bit yuv420p), the mean of the
+    per-frame PSNRs (as ``nvc bench`` and common test conditions average them)."""
 
     frames: int
     bytes: int
@@ -132,7 +133,7 @@ def encode(
         total = frames if frames is not None else info.frames
         if total is not None and info.frames is not None:
             total = min(total, info.frames)
-        sse = np.zeros(3)
+        psnr_sum = np.zeros(3)
         sizes: list[int] = []
         t0 = time.perf_counter()
         recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
@@ -144,8 +145,8 @@ def encode(
                     coded = enc.encode(frame)
                     writer.write(coded.frame_type, coded.quality, coded.payload)
                     sizes.append(len(coded.payload))
-                    sse += [plane_mse(a, b) for a, b in ((frame.y, coded.recon.y), (frame.u, coded.recon.u),
-                                                          (frame.v, coded.recon.v))]
+                    p = psnr_planes(frame, coded.recon)
+                    psnr_sum += (p["psnr_y"], p["psnr_u"], p["psnr_v"])
                     if recon_writer is not None:
                         recon_writer.write(coded.recon)  # type: ignore[union-attr]
                     if progress:
@@ -162,7 +163,7 @@ def encode(
     n = len(sizes)
     nbytes = out.stat().st_size
     rate = float(info.fps)
-    py, pu, pv = (psnr_from_mse(m / n) for m in sse)
+    py, pu, pv = (float(v) / n for v in psnr_sum)
     return EncodeReport(
         frames=n, bytes=nbytes, width=info.width, height=info.height, fps=rate, seconds=seconds,
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
