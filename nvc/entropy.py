@@ -99,15 +99,17 @@ class _EntropyModel(nn.Module):
         self.register_buffer("_offset", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_quantized_cdf", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_cdf_length", torch.zeros(0, dtype=torch.int32))
-        self._lists: tuple[Tensor, list[list[int]], list[int], list[int]] | None = None
+        self._lists: tuple[tuple[int, ...], list[list[int]], list[int], list[int]] | None = None
 
     def _tables(self) -> tuple[list[list[int]], list[int], list[int]]:
-        """The tables as the coder's Python lists, converted once per table (not once per call)."""
-        cdf = self._quantized_cdf
-        if cdf.dim() != 2 or cdf.numel() == 0 or self._offset.dim() != 1 or self._cdf_length.dim() != 1:
+        """The tables as the coder's Python lists, converted once per table (not once per call; a new or
+        modified buffer, e.g. by ``load_state_dict``, is converted again)."""
+        cdf, lengths, offsets = self._quantized_cdf, self._cdf_length, self._offset
+        if cdf.dim() != 2 or cdf.numel() == 0 or offsets.dim() != 1 or lengths.dim() != 1:
             raise ValueError("entropy model tables are not built: call update() first")
-        if self._lists is None or self._lists[0] is not cdf:
-            self._lists = (cdf, cdf.tolist(), self._cdf_length.int().tolist(), self._offset.int().tolist())
+        key = tuple(x for t in (cdf, lengths, offsets) for x in (id(t), t._version))
+        if self._lists is None or self._lists[0] != key:
+            self._lists = (key, cdf.tolist(), lengths.int().tolist(), offsets.int().tolist())
         return self._lists[1], self._lists[2], self._lists[3]
 
     def _set_tables(self, pmf: Tensor, tail: Tensor, lengths: Tensor, offsets: Tensor) -> None:

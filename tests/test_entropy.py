@@ -99,6 +99,21 @@ def test_gdn_matches_compressai(inverse: bool) -> None:
     assert torch.equal(theirs(x), ours(x))
 
 
+def test_table_cache_follows_the_buffers() -> None:
+    """Tables loaded in place (load_state_dict copies into the buffers) are used, not a stale cache."""
+    a, b = EntropyBottleneck(4), EntropyBottleneck(4)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():  # another density with the same quantiles: tables of the same shapes
+        for bias in b.biases:
+            bias.add_(1.5)
+    a.update(force=True)
+    b.update(force=True)
+    x = torch.randn(1, 4, 3, 3) * 3
+    assert a.compress(x) != b.compress(x)  # and caches a's tables
+    a.load_state_dict(b.state_dict())  # same shapes: copied into a's buffers in place
+    assert a.compress(x) == b.compress(x)
+
+
 def test_tables_must_be_built() -> None:
     with pytest.raises(ValueError, match="update"):
         GaussianConditional().compress(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32),
