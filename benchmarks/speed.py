@@ -282,7 +282,7 @@ def instrument(model: Any, timers: Timers) -> Patches:
             p.set(cls, name, timers.wrap(vars(cls)[name], "io"))
     for name in ("open", "encode_payload", "decode_payload"):
         p.set(nvc.bitstream, name, timers.wrap(getattr(nvc.bitstream, name), "io"))
-    p.set(nvc.api, "plane_mse", timers.wrap(nvc.api.plane_mse, "psnr"))
+    p.set(nvc.api, "psnr_planes", timers.wrap(nvc.api.psnr_planes, "psnr"))
     return p
 
 
