@@ -99,7 +99,7 @@ class _EntropyModel(nn.Module):
         self.register_buffer("_offset", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_quantized_cdf", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_cdf_length", torch.zeros(0, dtype=torch.int32))
-        self._lists: tuple[tuple[int, ...], list[list[int]], list[int], list[int]] | None = None
+        self._lists: tuple[tuple[Any, ...], list[list[int]], list[int], list[int]] | None = None
 
     def _tables(self) -> tuple[list[list[int]], list[int], list[int]]:
         """The tables as the coder's Python lists, converted once per table (not once per call; a new or
@@ -107,8 +107,10 @@ class _EntropyModel(nn.Module):
         cdf, lengths, offsets = self._quantized_cdf, self._cdf_length, self._offset
         if cdf.dim() != 2 or cdf.numel() == 0 or offsets.dim() != 1 or lengths.dim() != 1:
             raise ValueError("entropy model tables are not built: call update() first")
-        key = tuple(x for t in (cdf, lengths, offsets) for x in (id(t), t._version))
-        if self._lists is None or self._lists[0] != key:
+        # the key holds the tensors themselves (so that no new buffer can reuse their ids) and their versions
+        key = tuple(x for t in (cdf, lengths, offsets) for x in (t, t._version))
+        if self._lists is None or any(a is not b if isinstance(a, Tensor) else a != b
+                                      for a, b in zip(self._lists[0], key)):
             self._lists = (key, cdf.tolist(), lengths.int().tolist(), offsets.int().tolist())
         return self._lists[1], self._lists[2], self._lists[3]
 
