@@ -291,10 +291,11 @@ class LatentCoder(nn.Module):
 
     def compress(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[list[bytes], Tensor]:
         indexes = self.indexes(scales)
-        strings = self.gaussian_conditional.compress(y, indexes, means)
+        symbols = self.symbols(y, means)  # rounded once: coded, and dequantized for the reconstruction
+        strings = self.gaussian_conditional.encode(symbols.int(), indexes)
         for st in strings:
             check_string(st, indexes[0].numel())
-        return strings, self.dequantize(self.symbols(y, means), means)
+        return strings, self.dequantize(symbols, means)
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
         indexes = self.indexes(scales)
