@@ -99,7 +99,8 @@ class _EntropyModel(nn.Module):
         self.register_buffer("_offset", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_quantized_cdf", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_cdf_length", torch.zeros(0, dtype=torch.int32))
-        self._lists: tuple[tuple[Any, ...], list[list[int]], list[int], list[int]] | None = None
+        # (buffers, their versions) the lists were made from, then the lists: cdf, lengths, offsets
+        self._lists: tuple[tuple[Tensor, ...], tuple[int, ...], list[list[int]], list[int], list[int]] | None = None
 
     def _tables(self) -> tuple[list[list[int]], list[int], list[int]]:
         """The tables as the coder's Python lists, converted once per table (not once per call; a new or
@@ -107,12 +108,13 @@ class _EntropyModel(nn.Module):
         cdf, lengths, offsets = self._quantized_cdf, self._cdf_length, self._offset
         if cdf.dim() != 2 or cdf.numel() == 0 or offsets.dim() != 1 or lengths.dim() != 1:
             raise ValueError("entropy model tables are not built: call update() first")
-        # the key holds the tensors themselves (so that no new buffer can reuse their ids) and their versions
-        key = tuple(x for t in (cdf, lengths, offsets) for x in (t, t._version))
-        if self._lists is None or any(a is not b if isinstance(a, Tensor) else a != b
-                                      for a, b in zip(self._lists[0], key)):
-            self._lists = (key, cdf.tolist(), lengths.int().tolist(), offsets.int().tolist())
-        return self._lists[1], self._lists[2], self._lists[3]
+        # holding the buffers themselves (not their ids) means no new buffer can pass for a cached one
+        bufs = (cdf, lengths, offsets)
+        versions = tuple(t._version for t in bufs)
+        c = self._lists
+        if c is None or versions != c[1] or any(a is not b for a, b in zip(c[0], bufs)):
+            c = self._lists = (bufs, versions, cdf.tolist(), lengths.int().tolist(), offsets.int().tolist())
+        return c[2], c[3], c[4]
 
     def _set_tables(self, pmf: Tensor, tail: Tensor, lengths: Tensor, offsets: Tensor) -> None:
         """Quantizes each row's ``pmf[:length]`` plus its tail mass to a 16-bit CDF."""
