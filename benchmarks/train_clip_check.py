@@ -6,9 +6,14 @@ qualities 0/2/4/5, BD-rate on PSNR-YUV (Akima) of each entry against the first.
 
     python benchmarks/train_clip_check.py shipped runs/train/nvc-lite-cont1/nvc-lite.safetensors
     python benchmarks/train_clip_check.py shipped shipped:replicate --size 176x144   # P-frame padding A/B
+    python benchmarks/train_clip_check.py x264 shipped --gop 1     # the intra codec against x264's I frames
 
-An entry is ``shipped`` or a weights path, optionally followed by ``:replicate`` (replicate padding for P
-frames instead of :func:`nvc.color.pad_from_reference`).
+An entry is ``shipped``, a weights path, optionally followed by ``:replicate`` (replicate padding for P
+frames instead of :func:`nvc.color.pad_from_reference`), or ``x264`` (medium, zerolatency, keyint = GoP,
+CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same frames).
+
+``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
+on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
 """
 
 from __future__ import annotations
@@ -38,13 +43,13 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
     return out
 
 
-def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...]) -> list[tuple[float, float]]:
+def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32) -> list[tuple[float, float]]:
     from nvc.codec import Encoder
     from nvc.metrics import psnr_planes
 
     pts = []
     for q in qualities:
-        enc = Encoder(model, quality=q, gop=32, width=w, height=h, numeric="fast")
+        enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast")
         bits, psnr = 0, []
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
@@ -54,12 +59,44 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...]) -
     return pts
 
 
+def x264_points(frames: list, h: int, w: int, gop: int = 32) -> list[tuple[float, float]]:
+    """x264's RD points on the same frames (bits of the elementary stream, mean per-frame PSNR-YUV)."""
+    from nvc.anchors import encode_decode
+    from nvc.metrics import psnr_planes
+
+    pts = []
+    for crf in (17, 22, 27, 32, 37, 42):
+        r = encode_decode(frames, "x264", crf, gop=gop)
+        psnr = [psnr_planes(f, g)["psnr_yuv"] for f, g in zip(frames, r.frames)]
+        pts.append((8 * r.bytes / (len(frames) * h * w), float(np.mean(psnr))))
+    return pts
+
+
+def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[float]:
+    """PSNR-RGB of ``g_s(g_a(x))`` (intra branch, gains applied and inverted, no quantization) per quality."""
+    import torch
+
+    from nvc.color import pad, yuv420_to_rgb
+
+    x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, torch.device("cpu")), model.alignment)
+    out = []
+    with torch.inference_mode():
+        for q in qualities:
+            qt = torch.tensor([q])
+            y = model.i_y_gain(model.i_g_a(x), qt)
+            x_hat = model.i_g_s(model.i_y_gain.invert(y, qt)).clamp(0, 1)
+            out.append(float(-10 * torch.log10(((x_hat - x)[..., :h, :w] ** 2).mean())))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("entries", nargs="+", help="'shipped' or weights paths, optionally ':replicate'")
     ap.add_argument("--data", default="../shared/data/train/video")
     ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--gop", type=int, default=32, help="GoP (1: intra frames only)")
     ap.add_argument("--size", default=None, help="HxW crop for every clip (default: per clip)")
+    ap.add_argument("--ceiling", action="store_true", help="intra transforms without quantization (see above)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -69,14 +106,26 @@ def main() -> None:
     sizes = {k: tuple(int(s) for s in a.size.split("x")) if a.size else v for k, v in CLIPS.items()}
     results: dict[str, dict] = {}
     for clip, (h, w) in sizes.items():
-        frames = crops(Path(a.data) / clip, h, w, a.frames)
+        frames = crops(Path(a.data) / clip, h, w, 1 if a.ceiling else a.frames)
         res = results.setdefault(clip, {"size": f"{h}x{w}", "points": {}, "bd_rate_psnr_yuv": {}})
         for entry in a.entries:
+            if a.ceiling:
+                if entry != "x264":
+                    model = load("nvc-lite", checkpoint=None if entry == "shipped" else entry.partition(":")[0])
+                    res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, (0, 2, 4, 5))
+                    print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
+                continue
+            if entry == "x264":
+                res["points"][entry] = x264_points(frames, h, w, a.gop)
+                print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
+                continue
             ck, _, opt = entry.partition(":")
             model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
             model.context_is_frame = opt != "replicate"
-            res["points"][entry] = rd_points(model, frames, h, w, (0, 2, 4, 5))
+            res["points"][entry] = rd_points(model, frames, h, w, (0, 2, 4, 5), a.gop)
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
+        if a.ceiling:
+            continue
         base = res["points"][a.entries[0]]
         for entry in a.entries[1:]:
             o = res["points"][entry]
@@ -84,7 +133,7 @@ def main() -> None:
             res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
             print(f"  BD-rate {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "clips": results}, indent=1))
+        Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "gop": a.gop, "clips": results}, indent=1))
 
 
 if __name__ == "__main__":
