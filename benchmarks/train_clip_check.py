@@ -108,13 +108,13 @@ def main() -> None:
     for clip, (h, w) in sizes.items():
         frames = crops(Path(a.data) / clip, h, w, 1 if a.ceiling else a.frames)
         res = results.setdefault(clip, {"size": f"{h}x{w}", "points": {}, "bd_rate_psnr_yuv": {}})
+        if a.ceiling:
+            for entry in (e for e in a.entries if e != "x264"):
+                model = load("nvc-lite", checkpoint=None if entry == "shipped" else entry.partition(":")[0])
+                res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, (0, 2, 4, 5))
+                print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
+            continue
         for entry in a.entries:
-            if a.ceiling:
-                if entry != "x264":
-                    model = load("nvc-lite", checkpoint=None if entry == "shipped" else entry.partition(":")[0])
-                    res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, (0, 2, 4, 5))
-                    print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
-                continue
             if entry == "x264":
                 res["points"][entry] = x264_points(frames, h, w, a.gop)
                 print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
@@ -124,8 +124,6 @@ def main() -> None:
             model.context_is_frame = opt != "replicate"
             res["points"][entry] = rd_points(model, frames, h, w, (0, 2, 4, 5), a.gop)
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
-        if a.ceiling:
-            continue
         base = res["points"][a.entries[0]]
         for entry in a.entries[1:]:
             o = res["points"][entry]
