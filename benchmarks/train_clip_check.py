@@ -116,14 +116,14 @@ def main() -> None:
             continue
         for entry in a.entries:
             if entry == "x264":
-                res["points"][entry] = x264_points(frames, h, w, a.gop)
-                print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
-                continue
-            ck, _, opt = entry.partition(":")
-            model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
-            model.context_is_frame = opt != "replicate"
-            res["points"][entry] = rd_points(model, frames, h, w, (0, 2, 4, 5), a.gop)
-            print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in res["points"][entry]], flush=True)
+                pts = x264_points(frames, h, w, a.gop)
+            else:
+                ck, _, opt = entry.partition(":")
+                model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
+                model.context_is_frame = opt != "replicate"
+                pts = rd_points(model, frames, h, w, (0, 2, 4, 5), a.gop)
+            res["points"][entry] = pts
+            print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
         base = res["points"][a.entries[0]]
         for entry in a.entries[1:]:
             o = res["points"][entry]
