@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .models import coding_state, create
 
 
@@ -59,6 +59,7 @@ class TrainConfig:
     data: str = "../shared/data/train"
     out: str = "runs/train/nvc-lite"
     init: str = ""  # weights (.safetensors / state_dict) to start from when <out>/last.pt does not exist
+    init_widen: bool = False  # init has fewer latent channels: embed it (the model's ``embed``), same output
     seed: int = 0
     batch: int = 8
     crop: int = 128
@@ -247,6 +248,14 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             from .models import _TABLES, load_state
 
             init_state, _ = load_state(cfg.init)
+            if cfg.init_widen:
+                if not hasattr(model, "embed"):
+                    raise InputError(f"model {cfg.model!r} cannot widen its init weights")
+                try:
+                    model.embed(init_state)
+                except (KeyError, RuntimeError, ModelError) as e:
+                    raise InputError(f"{cfg.init}: cannot be widened into model {cfg.model!r} ({e})") from None
+                init_state = model.state_dict()
             missing, unexpected = model.load_state_dict(
                 {k: v for k, v in init_state.items() if not k.endswith(_TABLES)}, strict=False)
             if unexpected or [k for k in missing if not k.endswith(_TABLES)]:

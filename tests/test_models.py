@@ -91,3 +91,23 @@ def test_conv_rows_and_row_stripes_match_whole_frame(layer):
         seq = torch.nn.Sequential(torch.nn.Conv2d(8, 6, 3, 1, 1), torch.nn.LeakyReLU(), torch.nn.Conv2d(6, 2, 3, 1, 1))
         striped = row_stripes(seq, [x[:, :5], lambda a, z: x[:, 5:, a:z]], halo=2, step=2)
         assert torch.allclose(striped, seq(x), atol=1e-5)
+
+
+def test_embed_into_wider_latents_keeps_the_reconstruction():
+    """NvcLite.embed: a model with more latent channels starts out as the narrower one."""
+    torch.manual_seed(0)
+    small = models.create("nvc-lite", n=8, m=12, c=4)
+    for p in small.parameters():  # trained-looking weights, not the init
+        p.data.add_(torch.randn_like(p) * 0.05)
+    wide = models.create("nvc-lite", n=8, m=20, c=4)
+    wide.embed(small.state_dict())
+    small.eval(), wide.eval()
+    x, ref = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for r in (None, ref):
+            a, b = small(x, ref=r, quality=3), wide(x, ref=r, quality=3)
+            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+            assert b["likelihoods"]["y"].shape[1] == 20
+    assert torch.equal(wide.i_y_gain.gain[:, 12:], small.i_y_gain.gain[:, :8])  # copied from old channels
+    with pytest.raises(ModelError, match="cannot embed"):
+        small.embed(wide.state_dict())

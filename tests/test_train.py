@@ -66,6 +66,15 @@ lr = 0.001
     train(cfg2, max_steps=1)
     first = json.loads((tmp_path / "run2" / "log.jsonl").read_text().splitlines()[0])
     assert first["loss"] < log[0]["loss"]
+    # Grow the exported weights into wider latents (init_widen): training starts from them.
+    cfg3 = TrainConfig.from_toml(cfg_path)
+    cfg3.out, cfg3.init, cfg3.init_widen = str(tmp_path / "run3"), str(path), True
+    cfg3.model_args = {"n": 8, "m": 12, "c": 4}
+    wide = load("nvc-lite", train(cfg3, max_steps=1))
+    assert wide.config["m"] == 12 and wide.qualities == 6
+    cfg3.out, cfg3.model_args = str(tmp_path / "run4"), {"n": 8, "m": 4, "c": 4}
+    with pytest.raises(InputError, match="cannot be widened"):
+        train(cfg3, max_steps=1)
 
 
 def test_bad_config(tmp_path):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import exact as exact_ops
+from ..errors import ModelError
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
                      same_halo, scale_table)
 
@@ -195,6 +196,72 @@ class NvcLite(nn.Module):
             y_hat, y_lik = b["y"].train_forward(y.float(), scales.float(), means.float())
         x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def embed(self, state: dict[str, Tensor]) -> None:
+        """Loads the trained weights of an nvc-lite with fewer latent channels (``m``) into this one.
+
+        The result codes the old latent channels exactly as before; the new channels start out unused:
+        the analysis makes them from fresh weights, the synthesis and every layer that reads them get
+        zero weights for them, and their priors copy the scales of old channels with zero means. So the
+        reconstruction is the old model's, and training can start from it (``init_widen`` in a config).
+        Widths derived from ``m`` (1.5m, 2m = scales | means, 3m = scales | means | temporal) map by
+        blocks; ``n``, ``c`` and the qualities must match.
+        """
+        from . import _TABLES
+
+        own = self.state_dict()
+        m_old = state["i_y_gain.gain"].shape[1]
+        m_new = self.config["m"]
+        if m_old > m_new:
+            raise ModelError(f"cannot embed {m_old} latent channels into {m_new}")
+        blocks = {2 * m_old: 2, 3 * m_old: 3}  # scales | means (| temporal): old channels in each block
+        if {self.config["n"], self.config["c"]} & set(blocks):
+            raise ModelError(f"cannot embed {m_old} latent channels: n or c equals a multiple of m")
+
+        def index(size: int) -> Tensor:
+            """Where an old axis of ``size`` entries lands in the new one (m, 1.5m, n, c: in front)."""
+            k = blocks.get(size)
+            if k is None:
+                return torch.arange(size)
+            return torch.cat([torch.arange(m_old) + i * m_new for i in range(k)])
+
+        last_prior = {"i_hyper.h_s.4", "p_hyper.h_s.4", "p_params.4"}  # their outputs are scales | means
+        new = {}
+        for key, fresh in own.items():
+            if key.endswith(_TABLES) or key not in state:
+                continue
+            old = state[key]
+            if old.shape == fresh.shape:
+                new[key] = old.clone()
+                continue
+            mod_name, kind = key.rsplit(".", 1)
+            mod = self.get_submodule(mod_name) if mod_name else self
+            t = fresh.clone()
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)) and kind == "weight":
+                out_dim = 1 if isinstance(mod, nn.ConvTranspose2d) else 0
+                in_dim = 1 - out_dim
+                if old.shape[in_dim] != t.shape[in_dim]:  # inputs from new channels: not read yet
+                    keep = torch.zeros(t.shape[in_dim], dtype=torch.bool)
+                    keep[index(old.shape[in_dim])] = True
+                    t.index_fill_(in_dim, (~keep).nonzero().flatten(), 0.0)
+            if mod_name in last_prior:  # new channels' scales copy old ones (with old inputs); means are 0
+                src = torch.arange(m_old, m_new) % m_old
+                rows = old.index_select(0, src)
+                t.index_fill_(0, torch.arange(m_new, 2 * m_new), 0.0)
+                if kind == "weight":
+                    t[torch.meshgrid(torch.arange(m_old, m_new), *[index(s) for s in old.shape[1:]],
+                                     indexing="ij")] = rows
+                else:
+                    t[m_old:m_new] = rows
+            if isinstance(mod, Gains):  # new channels take the gains of the old channel they copy
+                src = torch.arange(t.shape[1]) % m_old
+                t = old.index_select(1, src).clone()
+            t[torch.meshgrid(*[index(s) for s in old.shape], indexing="ij")] = old  # old entries, new places
+            new[key] = t
+        missing, unexpected = self.load_state_dict(new, strict=False)
+        missing = [k for k in missing if not k.endswith(_TABLES)]
+        if missing or unexpected:
+            raise ModelError(f"weights do not fit nvc-lite (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     def kmac_per_pixel(self, inter: bool = True, side: str = "decode") -> float:
         """Multiply-accumulates per pixel (thousands) of one frame, counted with hooks on a 256x256 pass.
