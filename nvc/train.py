@@ -255,11 +255,11 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
                     model.embed(init_state)
                 except (KeyError, RuntimeError, ModelError) as e:
                     raise InputError(f"{cfg.init}: cannot be widened into model {cfg.model!r} ({e})") from None
-                init_state = model.state_dict()
-            missing, unexpected = model.load_state_dict(
-                {k: v for k, v in init_state.items() if not k.endswith(_TABLES)}, strict=False)
-            if unexpected or [k for k in missing if not k.endswith(_TABLES)]:
-                raise InputError(f"{cfg.init}: weights do not fit model {cfg.model!r}")
+            else:
+                missing, unexpected = model.load_state_dict(
+                    {k: v for k, v in init_state.items() if not k.endswith(_TABLES)}, strict=False)
+                if unexpected or [k for k in missing if not k.endswith(_TABLES)]:
+                    raise InputError(f"{cfg.init}: weights do not fit model {cfg.model!r}")
         if dist.rank:
             torch.manual_seed(shard_seed(cfg.seed, dist.rank))
     sampler = open_sampler(cfg.data, photo_prob=cfg.photo_prob, seed=shard_seed(cfg.seed + step, dist.rank))

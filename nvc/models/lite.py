@@ -235,7 +235,7 @@ class NvcLite(nn.Module):
                 new[key] = old.clone()
                 continue
             mod_name, kind = key.rsplit(".", 1)
-            mod = self.get_submodule(mod_name) if mod_name else self
+            mod = self.get_submodule(mod_name)
             t = fresh.clone()
             if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)) and kind == "weight":
                 out_dim = 1 if isinstance(mod, nn.ConvTranspose2d) else 0
