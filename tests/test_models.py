@@ -111,3 +111,5 @@ def test_embed_into_wider_latents_keeps_the_reconstruction():
     assert torch.equal(wide.i_y_gain.gain[:, 12:], small.i_y_gain.gain[:, :8])  # copied from old channels
     with pytest.raises(ModelError, match="cannot embed"):
         small.embed(wide.state_dict())
+    with pytest.raises(ModelError, match="unexpected"):
+        wide.embed({**small.state_dict(), "stray.weight": torch.zeros(1)})

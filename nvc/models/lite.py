@@ -210,6 +210,11 @@ class NvcLite(nn.Module):
         from . import _TABLES
 
         own = self.state_dict()
+        want = {k for k in own if not k.endswith(_TABLES)}
+        have = {k for k in state if not k.endswith(_TABLES)}
+        if want != have:  # the same names as this model's, before any shape is read
+            raise ModelError(f"weights do not fit nvc-lite (missing {sorted(want - have)[:3]}, "
+                             f"unexpected {sorted(have - want)[:3]})")
         m_old = state["i_y_gain.gain"].shape[1]
         m_new = self.config["m"]
         if m_old > m_new:
@@ -228,7 +233,7 @@ class NvcLite(nn.Module):
         last_prior = {"i_hyper.h_s.4", "p_hyper.h_s.4", "p_params.4"}  # their outputs are scales | means
         new = {}
         for key, fresh in own.items():
-            if key.endswith(_TABLES) or key not in state:
+            if key not in want:
                 continue
             old = state[key]
             if old.shape == fresh.shape:
@@ -246,22 +251,15 @@ class NvcLite(nn.Module):
                     t.index_fill_(in_dim, (~keep).nonzero().flatten(), 0.0)
             if mod_name in last_prior:  # new channels' scales copy old ones (with old inputs); means are 0
                 src = torch.arange(m_old, m_new) % m_old
-                rows = old.index_select(0, src)
                 t.index_fill_(0, torch.arange(m_new, 2 * m_new), 0.0)
-                if kind == "weight":
-                    t[torch.meshgrid(torch.arange(m_old, m_new), *[index(s) for s in old.shape[1:]],
-                                     indexing="ij")] = rows
-                else:
-                    t[m_old:m_new] = rows
+                t[torch.meshgrid(torch.arange(m_old, m_new), *[index(s) for s in old.shape[1:]],
+                                 indexing="ij")] = old.index_select(0, src)
             if isinstance(mod, Gains):  # new channels take the gains of the old channel they copy
                 src = torch.arange(t.shape[1]) % m_old
                 t = old.index_select(1, src).clone()
             t[torch.meshgrid(*[index(s) for s in old.shape], indexing="ij")] = old  # old entries, new places
             new[key] = t
-        missing, unexpected = self.load_state_dict(new, strict=False)
-        missing = [k for k in missing if not k.endswith(_TABLES)]
-        if missing or unexpected:
-            raise ModelError(f"weights do not fit nvc-lite (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.load_state_dict(new, strict=False)  # every key but the entropy tables (rebuilt by update())
 
     def kmac_per_pixel(self, inter: bool = True, side: str = "decode") -> float:
         """Multiply-accumulates per pixel (thousands) of one frame, counted with hooks on a 256x256 pass.
