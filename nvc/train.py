@@ -22,6 +22,7 @@ Resuming reads ``<out>/last.pt`` on every rank, so with several nodes ``out`` mu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -45,9 +46,12 @@ class Stage:
     frames: int
     lr: float
     loss: str = "rd"  # model-specific objective of the stage ("flow": DVC's motion warm-up)
+    # Up to this many frames are coded first without gradient (a uniform draw of 0..prefix per step), so
+    # the loss also sees P frames deep in a GoP, predicted from references that have drifted.
+    prefix: int = 0
 
 
-STAGE_KEYS = {"steps", "frames", "lr", "loss"}
+STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix"}
 # The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
 LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
 
@@ -101,7 +105,11 @@ class TrainConfig:
             extra = set(s) - STAGE_KEYS
             if extra:
                 raise InputError(f"{p}: unknown stage keys {sorted(extra)}")
-            stages.append(Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd"))))
+            stage = Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd")),
+                          int(s.get("prefix", 0)))
+            if stage.prefix < 0:
+                raise InputError(f"{p}: stage prefix must be 0 or more, not {stage.prefix}")
+            stages.append(stage)
         if "lambda" in raw:
             raw["lmbda"] = float(raw.pop("lambda"))
         known = {f for f in cls.__dataclass_fields__}
@@ -226,6 +234,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = create(cfg.model, **args).to(device)
+    if any(s.prefix for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
+        raise InputError(f"model {cfg.model!r} does not train with a stage prefix")
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     params = [p for n, p in model.named_parameters() if n not in aux_names]
     aux = [p for n, p in model.named_parameters() if n in aux_names]
@@ -283,7 +293,9 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
         stage = cfg.stage_at(step)
         for g in opt.param_groups:
             g["lr"] = stage.lr
-        clip = sampler.batch(cfg.batch, stage.frames, cfg.crop).to(device)
+        if stage.prefix:  # this step's prefix: 0..prefix frames coded before the loss's frames
+            stage = dataclasses.replace(stage, prefix=int(torch.randint(0, stage.prefix + 1, ())))
+        clip = sampler.batch(cfg.batch, stage.prefix + stage.frames, cfg.crop).to(device)
         q = torch.randint(0, model.qualities, (cfg.batch,)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             res = loss_fn(clip, q, stage)

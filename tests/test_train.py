@@ -84,3 +84,65 @@ def test_bad_config(tmp_path):
         TrainConfig.from_toml(p)
     with pytest.raises(InputError, match="not found"):
         TrainConfig.from_toml(tmp_path / "none.toml")
+
+
+def test_stage_prefix(tmp_path):
+    """``prefix`` codes up to that many frames without gradient before the loss's frames."""
+    import torch
+
+    from nvc.errors import ModelError
+    from nvc.models import create
+    from nvc.train import Stage
+
+    data = _data(tmp_path / "data")
+    base = f"""
+data = "{data}"
+out = "{tmp_path / 'run'}"
+batch = 1
+crop = 64
+bf16 = false
+[[stages]]
+steps = 2
+frames = 2
+lr = 0.001
+"""
+    p = tmp_path / "p.toml"
+    p.write_text('model = "nvc-lite"\nmodel_args = { n = 8, m = 8, c = 4 }\n' + base + "prefix = 3\n")
+    cfg = TrainConfig.from_toml(p)
+    assert cfg.stages[0].prefix == 3
+    train(cfg)  # each step draws 0..3 prefix frames, so clips of 2..5 frames
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and all(np.isfinite(r["loss"]) for r in log)
+    p.write_text('model = "nvc-lite"\n' + base + "prefix = -1\n")
+    with pytest.raises(InputError, match="prefix must be 0 or more"):
+        TrainConfig.from_toml(p)
+    p.write_text('model = "dvc"\nlambda = 256\n' + base.replace("run", "dvc") + "prefix = 1\n")
+    with pytest.raises(InputError, match="does not train with a stage prefix"):
+        train(TrainConfig.from_toml(p))
+
+    torch.manual_seed(0)
+    model = create("nvc-lite", n=8, m=8, c=4)
+    clip = torch.rand(1, 4, 3, 64, 64)
+    q = torch.zeros(1, dtype=torch.long)
+    torch.manual_seed(1)  # the training pass draws quantization noise: the same draws below
+    res = model.training_loss(clip, q, Stage(1, 2, 1e-3, prefix=2))
+    res["loss"].backward()
+    # the prefix (the I frame and one P frame) has no gradient: the intra branch gets none
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("i_"))
+    assert model.p_g_a[0].weight.grad is not None
+    # the same loss as coding the prefix by hand and training on the last two frames
+    torch.manual_seed(1)
+    with torch.no_grad():
+        ref = model(clip[:, 0], quality=q)["x_hat"].float().clamp(0, 1)
+        ref = model(clip[:, 1], ref=ref, quality=q)["x_hat"].float().clamp(0, 1)
+    lam = model.lambdas[q] * 255.0**2
+    total = 0.0
+    for i in (2, 3):
+        out = model(clip[:, i], ref=ref, quality=q)
+        mse = ((out["x_hat"] - clip[:, i]) ** 2).mean()
+        bpp = sum((-torch.log2(v)).sum() for v in out["likelihoods"].values()) / (64 * 64)
+        total = total + lam * mse + bpp
+        ref = out["x_hat"].clamp(0, 1)
+    assert torch.allclose(res["loss"], (total / 2).squeeze(), rtol=1e-5)
+    with pytest.raises(ModelError, match="leaves no frame"):
+        model.training_loss(clip, q, Stage(1, 0, 1e-3, prefix=4))

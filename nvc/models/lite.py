@@ -53,6 +53,7 @@ class NvcLite(nn.Module):
     name = "nvc-lite"
     # Frames are padded to a multiple of this (two stride-2 stages of the hyperprior after four of y).
     alignment = 64
+    trains_with_prefix = True  # training_loss honours a stage's ``prefix`` (nvc.train.Stage)
 
     def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS) -> None:
         super().__init__()
@@ -300,14 +301,24 @@ class NvcLite(nn.Module):
     def training_loss(self, clip: Tensor, quality: Tensor, stage: Any = None) -> dict[str, Tensor]:
         """Cascaded loss over a (B, T, 3, H, W) clip: intra frame 0, inter frames 1..T-1, each predicted
         from the previous reconstruction; per-sample quality ``quality`` (B,). The mean over frames and
-        samples of ``lambdas[q] * 255^2 * MSE + bpp`` -> ``{"loss", "bpp", "mse"}``."""
+        samples of ``lambdas[q] * 255^2 * MSE + bpp`` -> ``{"loss", "bpp", "mse"}``.
+
+        ``stage.prefix`` (if any): the first that many frames are coded without gradient and left out of
+        the loss, so the loss's frames are predicted from a reference that has already drifted."""
         b, t, _, h, w = clip.shape
+        skip = int(getattr(stage, "prefix", 0))
+        if not 0 <= skip < t:
+            raise ModelError(f"a stage prefix of {skip} leaves no frame of {t} in the loss")
         lam = self.lambdas[quality] * 255.0**2
         ref = None
         total = clip.new_zeros(())
         bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
         for i in range(t):
             x = clip[:, i]
+            if i < skip:
+                with torch.no_grad():
+                    ref = self(x, ref=ref, quality=quality)["x_hat"].float().clamp(0, 1)
+                continue
             out = self(x, ref=ref, quality=quality)
             x_hat = out["x_hat"].float()
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
@@ -316,7 +327,8 @@ class NvcLite(nn.Module):
             bpp_sum = bpp_sum + bpp.mean().detach()
             mse_sum = mse_sum + mse.mean().detach()
             ref = x_hat.clamp(0, 1)
-        return {"loss": total / t, "bpp": bpp_sum / t, "mse": mse_sum / t}
+        n = t - skip
+        return {"loss": total / n, "bpp": bpp_sum / n, "mse": mse_sum / n}
 
     # ------------------------------------------------------------------ coding contract
     def update(self, force: bool = True) -> None:
