@@ -8,9 +8,13 @@ qualities 0/2/4/5, BD-rate on PSNR-YUV (Akima) of each entry against the first.
     python benchmarks/train_clip_check.py shipped shipped:replicate --size 176x144   # P-frame padding A/B
     python benchmarks/train_clip_check.py x264 shipped --gop 1     # the intra codec against x264's I frames
 
-An entry is ``shipped``, a weights path, optionally followed by ``:replicate`` (replicate padding for P
-frames instead of :func:`nvc.color.pad_from_reference`), or ``x264`` (medium, zerolatency, keyint = GoP,
-CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same frames).
+An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-separated options, or ``x264``
+(medium, zerolatency, keyint = GoP, CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same
+frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
+``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
+default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5).
+
+    python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
 
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
 on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
@@ -43,13 +47,14 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
     return out
 
 
-def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32) -> list[tuple[float, float]]:
-    from nvc.codec import Encoder
+def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
+              ladder=None) -> list[tuple[float, float]]:
+    from nvc.codec import DEFAULT_LADDER, Encoder
     from nvc.metrics import psnr_planes
 
     pts = []
     for q in qualities:
-        enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast")
+        enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast", ladder=DEFAULT_LADDER if ladder is None else ladder)
         bits, psnr = 0, []
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
@@ -70,6 +75,27 @@ def x264_points(frames: list, h: int, w: int, gop: int = 32) -> list[tuple[float
         psnr = [psnr_planes(f, g)["psnr_yuv"] for f, g in zip(frames, r.frames)]
         pts.append((8 * r.bytes / (len(frames) * h * w), float(np.mean(psnr))))
     return pts
+
+
+def parse_entry(entry: str) -> tuple[str, dict]:
+    """``path[:opt,opt=value,...]`` -> (path, options); see the module docstring."""
+    from nvc.codec import FLAT, QualityLadder
+
+    ck, _, rest = entry.partition(":")
+    opts: dict = {}
+    for o in filter(None, rest.split(",")):
+        key, _, value = o.partition("=")
+        if key == "replicate":
+            opts["replicate"] = True
+        elif key == "flat":
+            opts["ladder"] = FLAT
+        elif key == "ladder":
+            opts["ladder"] = QualityLadder(*(int(v) for v in value.split("/")))
+        elif key == "q":
+            opts["q"] = tuple(int(v) for v in value.split("/"))
+        else:
+            raise SystemExit(f"{entry}: unknown option {key!r}")
+    return ck, opts
 
 
 def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[float]:
@@ -110,7 +136,7 @@ def main() -> None:
         res = results.setdefault(clip, {"size": f"{h}x{w}", "points": {}, "bd_rate_psnr_yuv": {}})
         if a.ceiling:
             for entry in (e for e in a.entries if e != "x264"):
-                model = load("nvc-lite", checkpoint=None if entry == "shipped" else entry.partition(":")[0])
+                model = load("nvc-lite", checkpoint=None if entry == "shipped" else parse_entry(entry)[0])
                 res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, (0, 2, 4, 5))
                 print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
             continue
@@ -118,10 +144,10 @@ def main() -> None:
             if entry == "x264":
                 pts = x264_points(frames, h, w, a.gop)
             else:
-                ck, _, opt = entry.partition(":")
+                ck, opts = parse_entry(entry)
                 model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
-                model.context_is_frame = opt != "replicate"
-                pts = rd_points(model, frames, h, w, (0, 2, 4, 5), a.gop)
+                model.context_is_frame = "replicate" not in opts
+                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"))
             res["points"][entry] = pts
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
         base = res["points"][a.entries[0]]

@@ -98,14 +98,17 @@ def encode(
     recon: str | os.PathLike[str] | None = None,
     model_options: dict[str, Any] | None = None,
     numeric: str | None = None,
+    flat_quality: bool = False,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
 
     ``model_options``: the model's coding options, e.g. ``{"intra": "x265", "intra_qp": 27}`` for DVC
     (see :func:`nvc.models.load`); the decoder reads what it needs from the stream.
     ``numeric``: ``"exact"`` (fixed point: any device decodes the stream identically; the default for
-    models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine)."""
-    from .codec import Encoder, resolve_device
+    models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine).
+    ``quality`` is the P frames' quality; I frames get 2 more and every 4th P frame 1 more, up to the model's
+    top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``."""
+    from .codec import DEFAULT_LADDER, FLAT, Encoder, resolve_device
     from .color import padded_size
     from .models import load
 
@@ -123,7 +126,7 @@ def encode(
         if quality is None:  # the model's middle quality (3 of 0..5 for nvc-lite; 0 for single-rate models)
             quality = net.qualities // 2
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
-                      numeric=numeric)
+                      numeric=numeric, ladder=FLAT if flat_quality else DEFAULT_LADDER)
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(
             model=net.name, weights_digest=net.weights_digest, numeric_mode=int(enc.numeric_mode), quality=quality,

@@ -53,7 +53,7 @@ CSV_FIELDS = (
     "encode_fps", "decode_fps", "peak_rss_mb", "rss_delta_mb", "peak_gpu_mb", "device", "stream",
 )
 # protocol fields that must match for a rerun to reuse stored points
-_RESUME_KEYS = ("version", "model", "checkpoint", "frames", "gop")
+_RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class BenchConfig:
     metrics_device: str = "auto"
     anchor_codecs: tuple[str, ...] = field(default_factory=tuple)
     numeric: str | None = None  # nvc's numeric mode (None: the model's default)
+    flat_quality: bool = False  # every frame at its point's quality (else the encoder's quality ladder)
 
 
 def _safe(name: str) -> str:
@@ -226,7 +227,8 @@ def _nvc_point(p: Point, cfg: BenchConfig) -> dict[str, Any]:
     recon = tmp / f"{p.key}.{os.getpid()}.yuv"
     s = p.sequence
     kw: dict[str, Any] = {"model": cfg.model, "quality": p.value, "gop": cfg.gop, "frames": cfg.frames,
-                          "device": cfg.device, "force": True, "numeric": cfg.numeric}
+                          "device": cfg.device, "force": True, "numeric": cfg.numeric,
+                          "flat_quality": cfg.flat_quality}
     dkw: dict[str, Any] = {"device": cfg.device, "force": True}
     if cfg.checkpoint:
         kw["checkpoint"] = dkw["checkpoint"] = cfg.checkpoint
@@ -487,10 +489,18 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _model_qualities(model: str, checkpoint: str | None) -> int:
+def _model_info(model: str, checkpoint: str | None) -> tuple[int, str]:
+    """The model's number of qualities and its weights digest (hex)."""
     from .models import load
 
-    return int(load(model, checkpoint=checkpoint).qualities)
+    net = load(model, checkpoint=checkpoint)
+    return int(net.qualities), bytes(net.weights_digest).hex()
+
+
+def _ladder(flat: bool) -> Any:
+    from .codec import DEFAULT_LADDER, FLAT
+
+    return FLAT if flat else DEFAULT_LADDER
 
 
 def _check_protocol(out: Path, protocol: dict[str, Any]) -> None:
@@ -527,6 +537,7 @@ def run_bench(
     sequences: Iterable[str] | None = None,
     metrics_device: str = "auto",
     numeric: str | None = None,
+    flat_quality: bool = False,
 ) -> dict[str, Any]:
     """Runs the benchmark and returns the results dict (also written to ``out/results.json``).
 
@@ -572,8 +583,9 @@ def run_bench(
     seqs = find_sequences(dataset, root, list(sequences) if sequences else None)
     ckpt = str(checkpoint) if checkpoint is not None else None
     qs = sorted({int(q) for q in qualities}) if qualities is not None else None
+    digest = None
     if qs is None or qs:  # loading the model also checks the model name and checkpoint before any work
-        n_q = _model_qualities(model, ckpt)
+        n_q, digest = _model_info(model, ckpt)
         qs = list(range(n_q)) if qs is None else qs
         bad = [q for q in qs if not 0 <= q < n_q]
         if bad:
@@ -583,8 +595,10 @@ def run_bench(
 
     protocol = {
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
-        "model": model, "checkpoint": ckpt, "qualities": qs, "anchors": crf_map, "frames": frames, "gop": gop,
-        "numeric": numeric, "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
+        "model": model, "checkpoint": ckpt, "weights": digest, "qualities": qs, "anchors": crf_map, "frames": frames,
+        "gop": gop, "numeric": numeric,
+        "quality_ladder": _ladder(flat_quality).describe(),
+        "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",
         "bd_rate": "bjontegaard akima; log10(bpp) over the quality overlap; mean over sequences",
@@ -595,7 +609,8 @@ def run_bench(
         _write_json(out_dir / "protocol.json", protocol)
 
     cfg = BenchConfig(out=str(out_dir), model=model, checkpoint=ckpt, frames=frames, gop=gop, device=dev,
-                      metrics_device=metrics_device, anchor_codecs=tuple(anchor_list), numeric=numeric)
+                      metrics_device=metrics_device, anchor_codecs=tuple(anchor_list), numeric=numeric,
+                      flat_quality=flat_quality)
     all_points = [Point(s, model, "quality", q) for s in seqs for q in qs] + [
         Point(s, a, "crf", c) for s in seqs for a in anchor_list for c in crf_map[a]
     ]

@@ -92,7 +92,8 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
     size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
-    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best (default: the model's middle one)."),
+    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best (default: the model's middle one). I frames get 2 more and every 4th P frame 1 more, up to the top."),
+    flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no higher-quality I frames and every-4th P frames)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
@@ -117,7 +118,7 @@ def encode(
     with _progress("encode", not quiet) as progress:
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
-                       progress=progress, recon=recon, numeric=numeric,
+                       progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     out.print(
         f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
@@ -237,6 +238,7 @@ def bench(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Benchmark points in parallel processes."),
     device: str = typer.Option("auto", "--device"),
     numeric: Optional[str] = typer.Option(None, "--numeric", help="nvc's numeric mode: exact (default) or fast (float32; same RD, faster)."),
+    flat_quality: bool = typer.Option(False, "--flat-quality", help="nvc codes every frame at the point's quality (see 'nvc encode --help')."),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
@@ -245,7 +247,7 @@ def bench(
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
               qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
-              device=device, progress=True, numeric=numeric)
+              device=device, progress=True, numeric=numeric, flat_quality=flat_quality)
     failures = results.get("failures", [])
     if failures:
         err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",

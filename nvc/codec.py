@@ -2,6 +2,7 @@
 
 >>> enc = Encoder(model, quality=3, gop=32, width=w, height=h)
 >>> coded = enc.encode(frame)          # -> CodedFrame(frame_type, quality, payload, recon)
+                                       # (I frames at quality 5, every 4th P frame at 4: DEFAULT_LADDER)
 >>> dec = Decoder(model, width=w, height=h)
 >>> frame = dec.decode(record)         # equals coded.recon bit for bit (same device)
 """
@@ -48,6 +49,45 @@ def default_numeric(model: Any) -> str:
     return "exact" if getattr(model, "exact_capable", False) else "fast"
 
 
+@dataclass(frozen=True)
+class QualityLadder:
+    """Per-frame quality offsets over a session's quality, capped at the model's top quality.
+
+    I frames get ``intra`` more; P frames at positions ``period``, ``2 * period``, ... of a GoP get ``boost``
+    more (a better reference for the frames after them). The decoder reads each frame's quality from its
+    record, so a ladder is the encoder's choice alone, like x264's I/P ratio.
+    """
+
+    intra: int = 0
+    period: int = 0
+    boost: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.intra, self.period, self.boost) < 0:
+            raise InputError(f"quality ladder offsets must be 0 or more: {self}")
+
+    def describe(self) -> str:
+        """In words, e.g. for a benchmark's protocol."""
+        parts = [f"I frames +{self.intra}"] if self.intra else []
+        if self.period and self.boost:
+            parts.append(f"P frames at GoP positions {self.period}, {2 * self.period}, ... +{self.boost}")
+        return ", ".join(parts) + ", up to the top quality" if parts else "flat"
+
+    def quality(self, base: int, position: int, top: int) -> int:
+        """The quality of the frame at ``position`` of its GoP (0: the I frame)."""
+        if position == 0:
+            step = self.intra
+        else:
+            step = self.boost if self.period and position % self.period == 0 else 0
+        return min(base + step, top) if base <= top else base
+
+
+# Measured on training clips (benchmarks/train_clip_check.py, see the model card): I frames +2, every 4th P
+# frame +1.
+DEFAULT_LADDER = QualityLadder(intra=2, period=4, boost=1)
+FLAT = QualityLadder()
+
+
 @dataclass
 class CodedFrame:
     """One encoded frame: what goes in the stream, and the reconstruction the decoder will produce."""
@@ -83,7 +123,9 @@ class Encoder(_Session):
     """Codes frames in order: an I frame every ``gop`` frames, P frames in between (low delay)."""
 
     def __init__(self, model: Any, *, quality: int, gop: int, width: int, height: int,
-                 device: torch.device | None = None, numeric: str | None = None) -> None:
+                 device: torch.device | None = None, numeric: str | None = None,
+                 ladder: QualityLadder = DEFAULT_LADDER) -> None:
+        """``quality``: the P frames' quality; ``ladder`` raises some frames' (``FLAT``: none)."""
         dev = device or torch.device("cpu")
         self.numeric_mode = numeric_mode(dev, numeric or default_numeric(model))
         super().__init__(model, width, height, dev, self.numeric_mode == NumericMode.EXACT)
@@ -91,24 +133,26 @@ class Encoder(_Session):
             raise InputError(f"quality {quality} out of range: {model.name} has qualities 0..{model.qualities - 1}")
         if gop < 1:
             raise InputError(f"--gop must be at least 1, not {gop}")
-        self.quality, self.gop = quality, gop
+        self.quality, self.gop, self.ladder = quality, gop, ladder
 
     def encode(self, frame: Frame) -> CodedFrame:
         if (frame.width, frame.height) != (self.width, self.height):
             raise InputError(f"frame {self.index} is {frame.width}x{frame.height}, expected {self.width}x{self.height}")
-        intra = self.index % self.gop == 0
+        position = self.index % self.gop
+        intra = position == 0
+        quality = self.ladder.quality(self.quality, position, self.model.qualities - 1)
         with torch.inference_mode():
             rgb = yuv420_to_rgb(frame.y, frame.u, frame.v, self.device)
             # models whose context is the reconstructed padded frame get padding that costs no bits
             from_ref = not intra and getattr(self.model, "context_is_frame", False)
             x = pad_from_reference(rgb, self._ctx) if from_ref else pad(rgb, self.model.alignment)
-            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, self.quality,
+            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality,
                                                                    **self._coding_options())
             recon = self._to_frame(x_hat)
         self._ctx = ctx
         self.index += 1
         payload = bitstream.encode_payload(FramePayload(shape=tuple(int(s) for s in shape), strings=list(strings)))
-        return CodedFrame(FrameType.I if intra else FrameType.P, self.quality, payload, recon)
+        return CodedFrame(FrameType.I if intra else FrameType.P, quality, payload, recon)
 
 
 class Decoder(_Session):

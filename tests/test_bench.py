@@ -133,6 +133,17 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
     with pytest.raises(InputError) as e:  # another protocol in the same folder
         bench.run_bench(str(clips), None, out=str(out), frames=8, gop=4, qualities=[0], progress=False)
     assert "frames" in str(e.value) and "\n" not in str(e.value)
+    # the weights and the quality ladder are part of the protocol: a rerun with others refuses the folder
+    from nvc.models import load
+
+    assert first["protocol"]["weights"] == load("nvc-lite").weights_digest.hex()
+    assert first["protocol"]["quality_ladder"].startswith("I frames +2")
+    with pytest.raises(InputError, match="quality_ladder"):
+        run(clips, out, anchors=("x264",), qualities=range(5), flat_quality=True)
+    proto = json.loads((out / "protocol.json").read_text())
+    (out / "protocol.json").write_text(json.dumps({**proto, "weights": "00" * 16}))
+    with pytest.raises(InputError, match="weights"):
+        run(clips, out, anchors=("x264",), qualities=range(5))
 
 
 def test_failed_point_is_reported_and_retried(clips, tmp_path, monkeypatch):
@@ -236,7 +247,8 @@ def test_nvc_point_uses_the_real_bitstream_size(tmp_path, monkeypatch):
     res = bench.run_bench(str(src), None, qualities=[2], anchors=(), out=str(tmp_path / "run"), frames=3, gop=8,
                           progress=False)
     (p,) = res["sequences"]["c"]["nvc-lite"]
-    assert seen == {"model": "nvc-lite", "quality": 2, "gop": 8, "frames": 3, "kw": {"numeric": None}}
+    assert seen == {"model": "nvc-lite", "quality": 2, "gop": 8, "frames": 3,
+                    "kw": {"numeric": None, "flat_quality": False}}
     assert p["bytes"] == 102 and p["bits"] == 816 and p["psnr_y"] == 100.0 and p["ms_ssim"] == pytest.approx(1.0)
     assert p["encode_fps"] == pytest.approx(6.0) and p["decode_fps"] == pytest.approx(12.0)
     assert not list((tmp_path / "run" / "tmp").iterdir())  # decoded .yuv removed

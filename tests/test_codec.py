@@ -8,7 +8,7 @@ import torch
 
 from nvc import bitstream
 from nvc.bitstream import FrameRecord, FrameType
-from nvc.codec import Decoder, Encoder
+from nvc.codec import DEFAULT_LADDER, FLAT, Decoder, Encoder, QualityLadder
 from nvc.errors import BitstreamError, InputError
 
 from .conftest import make_frames
@@ -87,3 +87,25 @@ def test_bounded_memory_float_path_decodes_like_the_encoder(lite, monkeypatch):
     dec = Decoder(lite, width=96, height=80, exact=False)
     for i, c in enumerate(coded):
         assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+
+
+def test_quality_ladder(lite):
+    """By default I frames get 2 more quality and every 4th P frame 1 more, capped at the top; the decoder
+    reads each frame's quality from its record and reconstructs exactly."""
+    frames = make_frames(6, 64, 64, seed=7)
+    enc = Encoder(lite, quality=3, gop=32, width=64, height=64)
+    assert enc.ladder == DEFAULT_LADDER
+    coded = [enc.encode(f) for f in frames]
+    assert [c.quality for c in coded] == [5, 3, 3, 3, 4, 3]
+    dec = Decoder(lite, width=64, height=64)
+    for i, c in enumerate(coded):
+        assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+    top = Encoder(lite, quality=5, gop=2, width=64, height=64)
+    assert [top.encode(f).quality for f in frames[:3]] == [5, 5, 5]  # I P I: capped
+    flat = Encoder(lite, quality=3, gop=32, width=64, height=64, ladder=FLAT)
+    assert {flat.encode(f).quality for f in frames} == {3}
+    assert [QualityLadder(1, 2, 2).quality(0, k, 5) for k in range(5)] == [1, 0, 2, 0, 2]
+    assert QualityLadder(3, 0, 1).quality(1, 4, 5) == 1  # no period: P frames stay
+    assert FLAT.describe() == "flat" and DEFAULT_LADDER.describe().startswith("I frames +2, P frames at GoP positions 4, 8")
+    with pytest.raises(InputError, match="0 or more"):
+        QualityLadder(-1)

@@ -20,12 +20,13 @@ VECTORS = Path(__file__).resolve().parents[1] / "formats" / "vectors"
 MANIFEST = VECTORS / "manifest.json"
 REGEN = os.environ.get("NVC_REGEN_GOLDEN") == "1"
 
-# name, description, crop (w, h), frames, quality, gop
+# name, description, crop (w, h), frames, quality, gop, flat quality (else the encoder's default ladder)
 SPECS = [
-    ("intra-q0-96x64", "one I frame, lowest quality", (96, 64), 1, 0, 1),
-    ("ipip-q3-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 3, 2),
-    ("odd-q5-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 5, 32),
-    ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3),
+    ("intra-q0-96x64", "one I frame, lowest quality", (96, 64), 1, 0, 1, True),
+    ("ipip-q3-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 3, 2, True),
+    ("odd-q5-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 5, 32, True),
+    ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3, True),
+    ("ladder-q2-64x64", "per-frame qualities 4 2 2 2 3 2 (I +2, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
 ]
 
 
@@ -49,10 +50,10 @@ def _md5(p: Path) -> str:
 def _regenerate(tmp: Path) -> None:
     VECTORS.mkdir(parents=True, exist_ok=True)
     entries = []
-    for name, desc, crop, frames, q, gop in SPECS:
+    for name, desc, crop, frames, q, gop, flat in SPECS:
         src = _source(tmp / f"{name}.y4m", crop, frames)
         stream = VECTORS / f"{name}.nvc"
-        api.encode(src, stream, quality=q, gop=gop, device="cpu", force=True)
+        api.encode(src, stream, quality=q, gop=gop, device="cpu", force=True, flat_quality=flat)
         out = tmp / f"{name}.yuv"
         api.decode(stream, out, device="cpu", force=True)
         entries.append({"name": name, "description": desc, "stream": stream.name, "width": crop[0],
@@ -112,10 +113,10 @@ def test_vector_decodes_to_expected(manifest, name, tmp_path):
 def test_encoder_reproduces_vector_bytes(manifest, name, tmp_path):
     """Same source + same weights -> the same bytes; if this fails, the format version must change."""
     spec = next(s for s in SPECS if s[0] == name)
-    _, _, crop, frames, q, gop = spec
+    _, _, crop, frames, q, gop, flat = spec
     src = _source(tmp_path / "src.y4m", crop, frames)
     out = tmp_path / "again.nvc"
-    api.encode(src, out, quality=q, gop=gop, device="cpu")
+    api.encode(src, out, quality=q, gop=gop, device="cpu", flat_quality=flat)
     assert out.read_bytes() == (VECTORS / f"{name}.nvc").read_bytes()
 
 
@@ -128,3 +129,9 @@ def test_seek_into_second_gop(manifest, tmp_path):
     r = api.decode(VECTORS / "gop3-q1-64x64.nvc", part, start=4, frames=1, device="cpu")
     fb = frame_bytes(64, 64)
     assert r.first == 3 and part.read_bytes() == full.read_bytes()[4 * fb : 5 * fb]
+
+
+def test_ladder_vector_carries_per_frame_qualities(manifest):
+    with bitstream.open(VECTORS / "ladder-q2-64x64.nvc") as r:
+        assert r.header.quality == 2
+        assert [f.quality for f in r.frames] == [4, 2, 2, 2, 3, 2]
