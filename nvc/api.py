@@ -108,7 +108,7 @@ def encode(
     models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine).
     ``quality`` is the P frames' quality; I frames get 2 more and every 4th P frame 1 more, up to the model's
     top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``."""
-    from .codec import DEFAULT_LADDER, FLAT, Encoder, resolve_device
+    from .codec import Encoder, ladder_for, resolve_device
     from .color import padded_size
     from .models import load
 
@@ -126,7 +126,7 @@ def encode(
         if quality is None:  # the model's middle quality (3 of 0..5 for nvc-lite; 0 for single-rate models)
             quality = net.qualities // 2
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
-                      numeric=numeric, ladder=FLAT if flat_quality else DEFAULT_LADDER)
+                      numeric=numeric, ladder=ladder_for(flat_quality))
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(
             model=net.name, weights_digest=net.weights_digest, numeric_mode=int(enc.numeric_mode), quality=quality,

@@ -497,12 +497,6 @@ def _model_info(model: str, checkpoint: str | None) -> tuple[int, str]:
     return int(net.qualities), bytes(net.weights_digest).hex()
 
 
-def _ladder(flat: bool) -> Any:
-    from .codec import DEFAULT_LADDER, FLAT
-
-    return FLAT if flat else DEFAULT_LADDER
-
-
 def _check_protocol(out: Path, protocol: dict[str, Any]) -> None:
     f = out / "protocol.json"
     if not f.is_file():
@@ -592,12 +586,13 @@ def run_bench(
             raise InputError(f"--qualities: {model} has qualities 0..{n_q - 1}, not {bad[0]}")
     dev = _resolve_device(device)
     rank, world = _shard()
+    from .codec import ladder_for
 
     protocol = {
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
         "model": model, "checkpoint": ckpt, "weights": digest, "qualities": qs, "anchors": crf_map, "frames": frames,
         "gop": gop, "numeric": numeric,
-        "quality_ladder": _ladder(flat_quality).describe(),
+        "quality_ladder": ladder_for(flat_quality).describe(),
         "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",

@@ -88,6 +88,11 @@ DEFAULT_LADDER = QualityLadder(intra=2, period=4, boost=1)
 FLAT = QualityLadder()
 
 
+def ladder_for(flat_quality: bool) -> QualityLadder:
+    """The ladder the ``flat_quality`` switch of the API, CLI and bench selects."""
+    return FLAT if flat_quality else DEFAULT_LADDER
+
+
 @dataclass
 class CodedFrame:
     """One encoded frame: what goes in the stream, and the reconstruction the decoder will produce."""
