@@ -15,6 +15,7 @@ frames). Options: ``replicate`` (replicate padding for P frames instead of :func
 default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
+    python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
 
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
 on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
@@ -48,19 +49,23 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
 
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
-              ladder=None) -> list[tuple[float, float]]:
+              ladder=None, per_frame: dict | None = None) -> list[tuple[float, float]]:
+    """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs."""
     from nvc.codec import DEFAULT_LADDER, Encoder
     from nvc.metrics import psnr_planes
 
     pts = []
     for q in qualities:
-        enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast", ladder=DEFAULT_LADDER if ladder is None else ladder)
-        bits, psnr = 0, []
+        enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
+                      ladder=DEFAULT_LADDER if ladder is None else ladder)
+        bits, psnr = [], []
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
-            bits += 8 * len(cf.payload)
+            bits.append(8 * len(cf.payload))
             psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
-        pts.append((bits / (len(frames) * h * w), float(np.mean(psnr))))
+        pts.append((sum(bits) / (len(frames) * h * w), float(np.mean(psnr))))
+        if per_frame is not None:
+            per_frame[q] = [(round(b / (h * w), 4), round(float(p), 2)) for b, p in zip(bits, psnr)]
     return pts
 
 
@@ -123,6 +128,7 @@ def main() -> None:
     ap.add_argument("--gop", type=int, default=32, help="GoP (1: intra frames only)")
     ap.add_argument("--size", default=None, help="HxW crop for every clip (default: per clip)")
     ap.add_argument("--ceiling", action="store_true", help="intra transforms without quantization (see above)")
+    ap.add_argument("--per-frame", action="store_true", help="also print and store each frame's (bpp, PSNR-YUV)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -147,11 +153,14 @@ def main() -> None:
                 ck, opts = parse_entry(entry)
                 model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
                 model.context_is_frame = "replicate" not in opts
-                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"))
+                frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
+                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"), frame_pts)
+                for q, row in (frame_pts or {}).items():
+                    print(clip, entry, f"q{q} per frame:", row, flush=True)
             res["points"][entry] = pts
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
         base = res["points"][a.entries[0]]
-        for entry in a.entries[1:]:
+        for entry in a.entries[1:] if len(base) > 1 else []:  # one quality (--per-frame at q=2): no curve
             o = res["points"][entry]
             r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
             res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
