@@ -171,28 +171,31 @@ def info(
 
 @_command
 def models() -> None:
-    """List the models: names, qualities, sizes."""
+    """List the models: names, qualities, sizes, shipped weights and their digests."""
     from rich.table import Table
 
     from . import models as registry
 
     t = Table("model", "qualities", "parameters", "weights", "kMAC/px")
+    # what stream headers, bench protocols and training configs (init_digest) name the weights by
+    t.add_column("digest", no_wrap=True)
     for name in registry.names():
         try:
             m = registry.load(name)
             shipped = registry.shipped_weights(name)
-            weights = f"{shipped.name} ({shipped.stat().st_size / 1e6:.1f} MB)"
+            weights = f"shipped ({shipped.stat().st_size / 1e6:.1f} MB)"
+            digest = m.weights_digest.hex()[:8]
         except NvcError:
             try:
                 m = registry.create(name)
             except Exception:  # noqa: BLE001 - an architecture that cannot be built is listed as such
-                t.add_row(name, "-", "-", "unavailable", "-")
+                t.add_row(name, "-", "-", "unavailable", "-", "-")
                 continue
-            weights = "none shipped (--checkpoint)"
+            weights, digest = "none (--checkpoint)", "-"
         params = sum(p.numel() for p in m.parameters())
         kmac = getattr(m, "kmac_per_pixel", None)
         t.add_row(name, str(getattr(m, "qualities", 1)), f"{params / 1e6:.2f} M", weights,
-                  f"{kmac():.1f}" if callable(kmac) else "-")
+                  f"{kmac():.1f}" if callable(kmac) else "-", digest)
     out.print(t)
 
 

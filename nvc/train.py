@@ -64,6 +64,9 @@ class TrainConfig:
     out: str = "runs/train/nvc-lite"
     init: str = ""  # weights (.safetensors / state_dict) to start from when <out>/last.pt does not exist
     init_widen: bool = False  # init has fewer latent channels: embed it (the model's ``embed``), same output
+    # hex prefix (8+ digits) of the init weights' digest (nvc.models.weights_digest, as in stream headers and
+    # bench protocols): training refuses other weights, so a config names exactly what it continued from
+    init_digest: str = ""
     seed: int = 0
     batch: int = 8
     crop: int = 128
@@ -119,6 +122,13 @@ class TrainConfig:
         cfg = cls(**raw)
         if stages:
             cfg.stages = stages
+        if cfg.init_digest:
+            d = cfg.init_digest.lower()
+            if not cfg.init:
+                raise InputError(f"{p}: init_digest without init")
+            if len(d) < 8 or len(d) > 32 or any(ch not in "0123456789abcdef" for ch in d):
+                raise InputError(f"{p}: init_digest must be 8 to 32 hex digits, not {cfg.init_digest!r}")
+            cfg.init_digest = d
         return cfg
 
 
@@ -258,6 +268,13 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             from .models import _TABLES, load_state
 
             init_state, _ = load_state(cfg.init)
+            if cfg.init_digest:
+                from .models import weights_digest
+
+                have = weights_digest(init_state).hex()
+                if not have.startswith(cfg.init_digest):
+                    raise InputError(f"{cfg.init}: weights digest {have[:8]}..., not the {cfg.init_digest[:8]}... "
+                                     "this config starts from (init_digest; see the config's comments)")
             if cfg.init_widen:
                 if not hasattr(model, "embed"):
                     raise InputError(f"model {cfg.model!r} cannot widen its init weights")

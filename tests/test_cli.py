@@ -65,8 +65,11 @@ def test_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_models_lists_default():
+    from nvc.models import load
+
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "nvc-lite" in r.output
+    assert load("nvc-lite").weights_digest.hex()[:8] in r.output  # what configs pin with init_digest
 
 
 def test_sample_encode(tmp_path):

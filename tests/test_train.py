@@ -63,6 +63,15 @@ lr = 0.001
     # Continue from exported weights (fresh optimizer) into a new folder.
     cfg2 = TrainConfig.from_toml(cfg_path)
     cfg2.out, cfg2.init = str(tmp_path / "run2"), str(path)
+    # init_digest pins the weights a config continues from
+    from nvc.models import load_state, weights_digest
+
+    digest = weights_digest(load_state(path)[0]).hex()
+    cfg2.init_digest = "0" * 8 if not digest.startswith("0" * 8) else "1" * 8
+    with pytest.raises(InputError, match="init_digest"):
+        train(cfg2, max_steps=1)
+    assert not (tmp_path / "run2" / "last.pt").exists()
+    cfg2.init_digest = digest[:12]
     train(cfg2, max_steps=1)
     first = json.loads((tmp_path / "run2" / "log.jsonl").read_text().splitlines()[0])
     assert first["loss"] < log[0]["loss"]
@@ -84,6 +93,15 @@ def test_bad_config(tmp_path):
         TrainConfig.from_toml(p)
     with pytest.raises(InputError, match="not found"):
         TrainConfig.from_toml(tmp_path / "none.toml")
+    p.write_text('init_digest = "58e2d450"\n')
+    with pytest.raises(InputError, match="init_digest without init"):
+        TrainConfig.from_toml(p)
+    for bad in ("58e2", "58e2d45g", "0" * 33):
+        p.write_text(f'init = "w.safetensors"\ninit_digest = "{bad}"\n')
+        with pytest.raises(InputError, match="8 to 32 hex digits"):
+            TrainConfig.from_toml(p)
+    p.write_text('init = "w.safetensors"\ninit_digest = "58E2D450"\n')
+    assert TrainConfig.from_toml(p).init_digest == "58e2d450"
 
 
 def test_stage_prefix(tmp_path):

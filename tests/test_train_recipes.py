@@ -75,6 +75,16 @@ def test_shipped_recipes_parse():
     assert lite.lmbda is None and all(s.loss == "rd" for s in lite.stages)
 
 
+def test_every_config_parses_and_continuations_pin_their_start():
+    """A config that continues from the shipped weights names their digest: the shipped file changes."""
+    configs = sorted((REPO / "configs").glob("*.toml"))
+    assert len(configs) >= 3
+    for path in configs:
+        cfg = TrainConfig.from_toml(path)
+        if cfg.init == "nvc/weights/nvc-lite.safetensors":
+            assert cfg.init_digest, f"{path.name}: init is the shipped file but init_digest is not set"
+
+
 def test_dvc_loss_falls_on_a_fixed_batch(tmp_path):
     from nvc.models import create
     from nvc.train import Stage
