@@ -265,14 +265,12 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
         torch.manual_seed(shard_seed(cfg.seed + step, dist.rank))
     else:
         if cfg.init:
-            from .models import _TABLES, load_state
+            from .models import _TABLES, load_state, weights_digest
 
             init_state, _ = load_state(cfg.init)
-            if cfg.init_digest:
-                from .models import weights_digest
-
+            if cfg.init_digest:  # from_toml checks and lowercases it; a config built in code may not have been
                 have = weights_digest(init_state).hex()
-                if not have.startswith(cfg.init_digest):
+                if not have.startswith(cfg.init_digest.lower()):
                     raise InputError(f"{cfg.init}: weights digest {have[:8]}..., not the {cfg.init_digest[:8]}... "
                                      "this config starts from (init_digest; see the config's comments)")
             if cfg.init_widen:
