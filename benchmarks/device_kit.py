@@ -1,0 +1,122 @@
+"""Builds ``.devkit/``: what a GPU training burst on the lent device machine needs beyond the repo.
+
+That machine has PyTorch (Python 3.12) but not compressai, PyAV or construct, cannot download, and receives
+only the repo plus carried folders, 64 MiB in all (``/work/.library/device/README.md``). The kit holds:
+
+- ``wheels/``: PyAV's abi3 wheel and construct's wheel, and compressai's source archive (the index has no
+  cp312 wheel; its C++ extension builds there with the image's compiler and pybind11), at the versions
+  installed here, fetched with ``pip download``;
+- ``data/video/``: the real training clips (``<data>/video``). A video longer than the frames training reads
+  (:meth:`nvc.data.ClipSampler.from_folder`'s ``max_frames``) is cut to its first packets, remuxed without
+  re-encoding, so the frames training sees are unchanged. The photos are left out: the real-clips recipe
+  (``photo_prob = 0``) does not read them.
+
+It then adds the tracked files' size and exits 2 when the total would not travel::
+
+    python benchmarks/device_kit.py                   # then: run(command="bash benchmarks/device_train.sh ...",
+                                                      #           carry=[".devkit"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+CARRY_LIMIT = 64 * 2**20  # the device tool's limit on what travels (tracked files + carried folders)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def max_frames() -> int:
+    from nvc.data import ClipSampler
+
+    return int(inspect.signature(ClipSampler.from_folder).parameters["max_frames"].default)
+
+
+def download(dest: Path) -> None:
+    """The three packages, at the versions installed here, as files pip installs with --no-index."""
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest)]
+    plat = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+            "--platform", "manylinux2014_x86_64"]
+    subprocess.run(pip + plat + [f"av=={version('av')}", f"construct=={version('construct')}"], check=True)
+    subprocess.run(pip + ["--no-binary=:all:", f"compressai=={version('compressai')}"], check=True)
+
+
+def cut(src: Path, dst: Path, frames: int) -> int:
+    """Copies ``src``, or remuxes its first ``frames`` video packets when it has more; returns the packets kept."""
+    import av
+
+    with av.open(str(src)) as c:  # count packets: a header's frame count can be missing or wrong (tree.avi)
+        s = c.streams.video[0]
+        total = sum(1 for pkt in c.demux(s) if pkt.dts is not None)
+    if total <= frames:
+        shutil.copyfile(src, dst)
+        return total
+    n = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s = inp.streams.video[0]
+        o = out.add_stream_from_template(s)
+        for pkt in inp.demux(s):
+            if pkt.dts is None:  # the demuxer's flush packet
+                continue
+            if n == frames:
+                break
+            pkt.stream = o
+            out.mux(pkt)
+            n += 1
+    return n
+
+
+def tracked_bytes() -> int:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
+    return sum((REPO / n).stat().st_size for n in names.decode().split("\0") if n and (REPO / n).is_file())
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "train"))
+    ap.add_argument("--out", default=str(REPO / ".devkit"))
+    args = ap.parse_args()
+    src, kit = Path(args.data) / "video", Path(args.out)
+    if not src.is_dir():
+        print(f"device_kit: {src}: no such folder", file=sys.stderr)
+        return 2
+    if kit.exists():
+        shutil.rmtree(kit)
+    (kit / "data" / "video").mkdir(parents=True)
+    download(kit / "wheels")
+    limit, files = max_frames(), {}
+    for p in sorted(src.iterdir()):
+        dst = kit / "data" / "video" / p.name
+        if p.is_dir():
+            shutil.copytree(p, dst)
+            files[p.name] = "copied"
+        else:
+            n = cut(p, dst, limit)
+            files[p.name] = f"{n} packets" + (" (copied)" if sha256(p) == sha256(dst) else " (remuxed)")
+    kit_bytes = sum(f.stat().st_size for f in kit.rglob("*") if f.is_file())
+    total = kit_bytes + tracked_bytes()
+    manifest = {"source": str(src), "max_frames": limit, "videos": files,
+                "wheels": sorted(f.name for f in (kit / "wheels").iterdir()),
+                "kit_bytes": kit_bytes, "travels_bytes": total, "limit_bytes": CARRY_LIMIT}
+    (kit / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(json.dumps(manifest, indent=1))
+    if total > CARRY_LIMIT:
+        print(f"device_kit: {total:,} bytes would travel, over the {CARRY_LIMIT:,}-byte limit", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

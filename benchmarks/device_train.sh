@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A GPU training burst on the lent device machine, as one prepared command (its device time is short and
+# includes the machine's start). Build the kit here first (python benchmarks/device_kit.py), then call the
+# device tool with
+#   command: bash benchmarks/device_train.sh configs/nvc-lite-gpu1.toml 420      timeout_s: 540
+#   carry:   [".devkit"]
+# It installs the kit's packages under /tmp/site, trains for at most SECONDS (the trainer exports atomically
+# every export_every steps, so stopping it loses at most that many), and leaves under $OUT the log, the
+# exported weights split into parts under the 16 MiB a returned file may have, and their SHA-256. Back here:
+#   cat <files_at>/nvc-lite.safetensors.part* > gpu1.safetensors && sha256sum -c <files_at>/nvc-lite.safetensors.sha256
+# (the .sha256 names the file gpu1.safetensors; rename to match, or compare the sums by eye).
+set -uo pipefail
+cfg=${1:?usage: device_train.sh CONFIG SECONDS}
+budget=${2:?usage: device_train.sh CONFIG SECONDS}
+dest=${OUT:?OUT is not set: run this through the device tool}
+[ -d .devkit/wheels ] || { echo "device_train: .devkit/wheels missing: build it with benchmarks/device_kit.py and carry .devkit" >&2; exit 2; }
+
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .devkit/wheels/* \
+  > "$dest/install.log" 2>&1 || { tail -20 "$dest/install.log"; exit 2; }
+export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
+python3 -c "import torch, compressai, av, construct; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__, 'av', av.__version__)" || exit 2
+
+timeout --signal=INT "$budget" python3 -m nvc.train "$cfg" 2>&1 | tail -c 200000 > "$dest/train.log"
+echo "trainer exit: ${PIPESTATUS[0]} (124: stopped at the time budget)"
+tail -3 "$dest/train.log"
+
+out=$(python3 -c "import sys; from nvc.train import TrainConfig; print(TrainConfig.from_toml(sys.argv[1]).out)" "$cfg")
+[ -f "$out/log.jsonl" ] && cp "$out/log.jsonl" "$dest/log.jsonl"
+w="$out/nvc-lite.safetensors"
+[ -f "$w" ] || { echo "device_train: no export in $out (did it reach export_every?)" >&2; exit 1; }
+split -b 15M -d "$w" "$dest/nvc-lite.safetensors.part"
+(cd "$out" && sha256sum nvc-lite.safetensors) > "$dest/nvc-lite.safetensors.sha256"
+python3 -c "import sys; from safetensors import safe_open; print('export steps', safe_open(sys.argv[1], 'pt').metadata()['steps'])" "$w"

@@ -1,0 +1,45 @@
+"""benchmarks/device_kit.py: clips cut for the device machine keep exactly the frames training reads."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .conftest import make_frames, write_y4m
+
+_spec = importlib.util.spec_from_file_location(
+    "device_kit", Path(__file__).resolve().parents[1] / "benchmarks" / "device_kit.py"
+)
+kit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(kit)
+
+
+def _clip(path: Path, n: int) -> Path:
+    return write_y4m(path, make_frames(n, 64, 48))  # the suffix picks the container (.mkv: FFV1)
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_long_clip_is_cut_to_its_first_frames_without_reencoding(tmp_path):
+    src = _clip(tmp_path / "long.mkv", 12)
+    assert kit.cut(src, tmp_path / "cut.mkv", 5) == 5
+    full, cut = _decoded(src), _decoded(tmp_path / "cut.mkv")
+    assert len(cut) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(full[:5], cut))
+
+
+def test_short_clip_is_copied_byte_for_byte(tmp_path):
+    src = _clip(tmp_path / "short.mkv", 4)
+    assert kit.cut(src, tmp_path / "copy.mkv", 5) == 4
+    assert (tmp_path / "copy.mkv").read_bytes() == src.read_bytes()
+
+
+def test_the_limit_is_the_samplers():
+    assert kit.max_frames() == 400
