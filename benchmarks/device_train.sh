@@ -20,7 +20,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile
 export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
 python3 -c "import torch, compressai, av, construct; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__, 'av', av.__version__)" || exit 2
 
-timeout --signal=INT "$budget" python3 -m nvc.train "$cfg" 2>&1 | tail -c 200000 > "$dest/train.log"
+timeout --signal=INT --kill-after=30 "$budget" python3 -m nvc.train "$cfg" 2>&1 | tail -c 200000 > "$dest/train.log"
 echo "trainer exit: ${PIPESTATUS[0]} (124: stopped at the time budget)"
 tail -3 "$dest/train.log"
 
