@@ -6,7 +6,6 @@ import csv
 import json
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,9 @@ import pytest
 
 import nvc.bench as bench
 from nvc.errors import InputError, NvcError
-from nvc.io import Frame, VideoInfo, frame_bytes
-from nvc.io import open as open_video
+from nvc.io import Frame, frame_bytes
+
+from .conftest import write_y4m
 
 
 def clip(n: int = 4, w: int = 64, h: int = 64, seed: int = 0) -> list[Frame]:
@@ -29,14 +29,6 @@ def clip(n: int = 4, w: int = 64, h: int = 64, seed: int = 0) -> list[Frame]:
         v = np.full((h // 2, w // 2), 136 - t, np.uint8)
         out.append(Frame(y, u, v))
     return out
-
-
-def write_clip(path: Path, frames: list[Frame]) -> Path:
-    f0 = frames[0]
-    with open_video(path, "w", info=VideoInfo(f0.width, f0.height, Fraction(25), len(frames))) as w:
-        for f in frames:
-            w.write(f)
-    return path
 
 
 def sparse_yuv(path: Path, w: int = 64, h: int = 64, n: int = 4) -> Path:
@@ -195,7 +187,7 @@ def test_argument_errors(clips, tmp_path):
 def test_real_anchor_points_end_to_end(tmp_path):
     d = tmp_path / "clips"
     d.mkdir()
-    write_clip(d / "moving.y4m", clip(4))
+    write_y4m(d / "moving.y4m", clip(4))
     out = tmp_path / "run"
     res = bench.run_bench(str(d), None, qualities=[], anchors=("x264",), crfs={"x264": [27, 40]}, out=str(out),
                           frames=3, gop=2, progress=True)
@@ -227,7 +219,7 @@ def test_nvc_point_uses_the_real_bitstream_size(tmp_path, monkeypatch):
     frames = clip(3)
     src = tmp_path / "clips"
     src.mkdir()
-    write_clip(src / "c.y4m", frames)
+    write_y4m(src / "c.y4m", frames)
     seen = {}
 
     def encode(input, output, *, model, quality, gop, frames, device, force, **kw):
@@ -261,7 +253,7 @@ def test_real_nvc_point_end_to_end(tmp_path):
     torch.set_num_threads(1)
     d = tmp_path / "clips"
     d.mkdir()
-    write_clip(d / "m.y4m", clip(2))
+    write_y4m(d / "m.y4m", clip(2))
     out = tmp_path / "run"
     res = bench.run_bench(str(d), None, qualities=[1], anchors=(), out=str(out), frames=2, gop=2, progress=False)
     assert res["failures"] == []
@@ -274,8 +266,8 @@ def test_real_nvc_point_end_to_end(tmp_path):
 def test_jobs_run_points_in_worker_processes(tmp_path):
     d = tmp_path / "clips"
     d.mkdir()
-    write_clip(d / "a.y4m", clip(2))
-    write_clip(d / "b.y4m", clip(2, seed=1))
+    write_y4m(d / "a.y4m", clip(2))
+    write_y4m(d / "b.y4m", clip(2, seed=1))
     res = bench.run_bench(str(d), None, qualities=[], anchors=("x264",), crfs={"x264": [30, 40]},
                           out=str(tmp_path / "run"), frames=2, jobs=2, progress=False)
     assert res["failures"] == []
