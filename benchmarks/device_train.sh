@@ -7,8 +7,8 @@
 # It installs the kit's packages under /tmp/site, trains for at most SECONDS (the trainer exports atomically
 # every export_every steps, so stopping it loses at most that many), and leaves under $OUT the log, the
 # exported weights split into parts under the 16 MiB a returned file may have, and their SHA-256. Back here:
-#   cat <files_at>/nvc-lite.safetensors.part* > gpu1.safetensors && sha256sum -c <files_at>/nvc-lite.safetensors.sha256
-# (the .sha256 names the file gpu1.safetensors; rename to match, or compare the sums by eye).
+#   cd <a scratch folder> && cat <files_at>/nvc-lite.safetensors.part* > nvc-lite.safetensors \
+#     && sha256sum -c <files_at>/nvc-lite.safetensors.sha256      (the .sha256 names nvc-lite.safetensors)
 set -uo pipefail
 cfg=${1:?usage: device_train.sh CONFIG SECONDS}
 budget=${2:?usage: device_train.sh CONFIG SECONDS}
@@ -24,10 +24,10 @@ timeout --signal=INT --kill-after=30 "$budget" python3 -m nvc.train "$cfg" 2>&1 
 echo "trainer exit: ${PIPESTATUS[0]} (124: stopped at the time budget)"
 tail -3 "$dest/train.log"
 
-out=$(python3 -c "import sys; from nvc.train import TrainConfig; print(TrainConfig.from_toml(sys.argv[1]).out)" "$cfg")
+read -r out model < <(python3 -c "import sys; from nvc.train import TrainConfig; c = TrainConfig.from_toml(sys.argv[1]); print(c.out, c.model)" "$cfg")
 [ -f "$out/log.jsonl" ] && cp "$out/log.jsonl" "$dest/log.jsonl"
-w="$out/nvc-lite.safetensors"
+w="$out/$model.safetensors"  # where the trainer exports
 [ -f "$w" ] || { echo "device_train: no export in $out (did it reach export_every?)" >&2; exit 1; }
-split -b 15M -d "$w" "$dest/nvc-lite.safetensors.part"
-(cd "$out" && sha256sum nvc-lite.safetensors) > "$dest/nvc-lite.safetensors.sha256"
+split -b 15M -d "$w" "$dest/$model.safetensors.part"
+(cd "$out" && sha256sum "$model.safetensors") > "$dest/$model.safetensors.sha256"
 python3 -c "import sys; from safetensors import safe_open; print('export steps', safe_open(sys.argv[1], 'pt').metadata()['steps'])" "$w"
