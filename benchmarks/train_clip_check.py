@@ -12,7 +12,8 @@ An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-
 (medium, zerolatency, keyint = GoP, CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same
 frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
-default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5).
+default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5), ``refine=N``
+(encoder-side latent refinement, N steps per frame: ``nvc encode --refine``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
@@ -49,7 +50,7 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
 
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
-              ladder=None, per_frame: dict | None = None) -> list[tuple[float, float]]:
+              ladder=None, per_frame: dict | None = None, refine: int = 0) -> list[tuple[float, float]]:
     """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs."""
     from nvc.codec import DEFAULT_LADDER, Encoder
     from nvc.metrics import psnr_planes
@@ -57,7 +58,7 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
     pts = []
     for q in qualities:
         enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
-                      ladder=DEFAULT_LADDER if ladder is None else ladder)
+                      ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine)
         bits, psnr = [], []
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
@@ -98,6 +99,8 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["ladder"] = QualityLadder(*(int(v) for v in value.split("/")))
         elif key == "q":
             opts["q"] = tuple(int(v) for v in value.split("/"))
+        elif key == "refine":
+            opts["refine"] = int(value)
         else:
             raise SystemExit(f"{entry}: unknown option {key!r}")
     return ck, opts
@@ -154,7 +157,8 @@ def main() -> None:
                 model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
                 model.context_is_frame = "replicate" not in opts
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
-                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"), frame_pts)
+                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"), frame_pts,
+                                opts.get("refine", 0))
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)
             res["points"][entry] = pts

@@ -99,6 +99,7 @@ def encode(
     model_options: dict[str, Any] | None = None,
     numeric: str | None = None,
     flat_quality: bool = False,
+    refine: int = 0,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
 
@@ -107,7 +108,9 @@ def encode(
     ``numeric``: ``"exact"`` (fixed point: any device decodes the stream identically; the default for
     models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine).
     ``quality`` is the P frames' quality; I frames get 2 more and every 4th P frame 1 more, up to the model's
-    top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``."""
+    top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
+    ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
+    at the same quality, encoding about 2 ``refine`` times slower; decoders need nothing new)."""
     from .codec import Encoder, ladder_for, resolve_device
     from .color import padded_size
     from .models import load
@@ -126,7 +129,7 @@ def encode(
         if quality is None:  # the model's middle quality (3 of 0..5 for nvc-lite; 0 for single-rate models)
             quality = net.qualities // 2
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
-                      numeric=numeric, ladder=ladder_for(flat_quality))
+                      numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
         pw, ph = padded_size(info.width, info.height, net.alignment)
         header = bitstream.StreamHeader(
             model=net.name, weights_digest=net.weights_digest, numeric_mode=int(enc.numeric_mode), quality=quality,

@@ -53,7 +53,8 @@ CSV_FIELDS = (
     "encode_fps", "decode_fps", "peak_rss_mb", "rss_delta_mb", "peak_gpu_mb", "device", "stream",
 )
 # protocol fields that must match for a rerun to reuse stored points
-_RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder")
+_RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder", "refine")
+_RESUME_DEFAULTS = {"refine": 0}  # what a protocol.json written before the key existed meant
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class BenchConfig:
     anchor_codecs: tuple[str, ...] = field(default_factory=tuple)
     numeric: str | None = None  # nvc's numeric mode (None: the model's default)
     flat_quality: bool = False  # every frame at its point's quality (else the encoder's quality ladder)
+    refine: int = 0  # nvc's encoder-side latent refinement steps per frame
 
 
 def _safe(name: str) -> str:
@@ -228,7 +230,7 @@ def _nvc_point(p: Point, cfg: BenchConfig) -> dict[str, Any]:
     s = p.sequence
     kw: dict[str, Any] = {"model": cfg.model, "quality": p.value, "gop": cfg.gop, "frames": cfg.frames,
                           "device": cfg.device, "force": True, "numeric": cfg.numeric,
-                          "flat_quality": cfg.flat_quality}
+                          "flat_quality": cfg.flat_quality, "refine": cfg.refine}
     dkw: dict[str, Any] = {"device": cfg.device, "force": True}
     if cfg.checkpoint:
         kw["checkpoint"] = dkw["checkpoint"] = cfg.checkpoint
@@ -489,11 +491,13 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _model_info(model: str, checkpoint: str | None) -> tuple[int, str]:
-    """The model's number of qualities and its weights digest (hex)."""
+def _model_info(model: str, checkpoint: str | None, refine: int = 0) -> tuple[int, str]:
+    """The model's number of qualities and its weights digest (hex), after checking it can ``refine``."""
     from .models import load
 
     net = load(model, checkpoint=checkpoint)
+    if refine and not getattr(net, "refinable", False):
+        raise InputError(f"model {net.name} has no encoder-side refinement; drop --refine")
     return int(net.qualities), bytes(net.weights_digest).hex()
 
 
@@ -505,7 +509,7 @@ def _check_protocol(out: Path, protocol: dict[str, Any]) -> None:
         old = json.loads(f.read_text())
     except (OSError, ValueError):
         return
-    diff = [k for k in _RESUME_KEYS if old.get(k) != protocol.get(k)]
+    diff = [k for k in _RESUME_KEYS if old.get(k, _RESUME_DEFAULTS.get(k)) != protocol.get(k)]
     if diff:
         raise InputError(
             f"{out} holds results of another protocol ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
@@ -532,6 +536,7 @@ def run_bench(
     metrics_device: str = "auto",
     numeric: str | None = None,
     flat_quality: bool = False,
+    refine: int = 0,
 ) -> dict[str, Any]:
     """Runs the benchmark and returns the results dict (also written to ``out/results.json``).
 
@@ -539,7 +544,8 @@ def run_bench(
     names from :data:`nvc.anchors.ANCHORS`, with ``crfs`` overriding their default CRF lists.
     ``sequences``: a subset of the dataset by name. Finished points in ``out`` are reused.
     ``numeric``: nvc's numeric mode, ``exact`` or ``fast`` (None: the model's default; the rate and
-    distortion do not depend on it, the speed does).
+    distortion do not depend on it, the speed does). ``refine``: nvc's encoder-side latent refinement
+    steps per frame (:meth:`nvc.models.lite.NvcLite.refine_latent`).
     """
     from . import anchors as anchor_mod
 
@@ -549,6 +555,10 @@ def run_bench(
         raise InputError(f"--gop must be 1..65535, not {gop}")
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")
+    from .codec import MAX_REFINE
+
+    if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
+        raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
     anchors, sequences = _split(anchors), _split(sequences) if sequences is not None else None
     if isinstance(qualities, str):
         try:
@@ -579,7 +589,7 @@ def run_bench(
     qs = sorted({int(q) for q in qualities}) if qualities is not None else None
     digest = None
     if qs is None or qs:  # loading the model also checks the model name and checkpoint before any work
-        n_q, digest = _model_info(model, ckpt)
+        n_q, digest = _model_info(model, ckpt, refine)
         qs = list(range(n_q)) if qs is None else qs
         bad = [q for q in qs if not 0 <= q < n_q]
         if bad:
@@ -592,7 +602,7 @@ def run_bench(
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
         "model": model, "checkpoint": ckpt, "weights": digest, "qualities": qs, "anchors": crf_map, "frames": frames,
         "gop": gop, "numeric": numeric,
-        "quality_ladder": ladder_for(flat_quality).describe(),
+        "quality_ladder": ladder_for(flat_quality).describe(), "refine": refine,
         "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",
@@ -605,7 +615,7 @@ def run_bench(
 
     cfg = BenchConfig(out=str(out_dir), model=model, checkpoint=ckpt, frames=frames, gop=gop, device=dev,
                       metrics_device=metrics_device, anchor_codecs=tuple(anchor_list), numeric=numeric,
-                      flat_quality=flat_quality)
+                      flat_quality=flat_quality, refine=refine)
     all_points = [Point(s, model, "quality", q) for s in seqs for q in qs] + [
         Point(s, a, "crf", c) for s in seqs for a in anchor_list for c in crf_map[a]
     ]

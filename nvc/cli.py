@@ -94,6 +94,7 @@ def encode(
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best (default: the model's middle one). I frames get 2 more and every 4th P frame 1 more, up to the top."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no higher-quality I frames and every-4th P frames)."),
+    refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; e.g. 20: fewer bits at the same quality, encoding ~40x slower; any decoder reads the stream)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
@@ -118,7 +119,7 @@ def encode(
     with _progress("encode", not quiet) as progress:
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
-                       progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality,
+                       progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     out.print(
         f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
@@ -242,6 +243,7 @@ def bench(
     device: str = typer.Option("auto", "--device"),
     numeric: Optional[str] = typer.Option(None, "--numeric", help="nvc's numeric mode: exact (default) or fast (float32; same RD, faster)."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="nvc codes every frame at the point's quality (see 'nvc encode --help')."),
+    refine: int = typer.Option(0, "--refine", help="nvc's encoder-side latent refinement steps per frame (see 'nvc encode --help')."),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
@@ -250,7 +252,7 @@ def bench(
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
               qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
-              device=device, progress=True, numeric=numeric, flat_quality=flat_quality)
+              device=device, progress=True, numeric=numeric, flat_quality=flat_quality, refine=refine)
     failures = results.get("failures", [])
     if failures:
         err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",

@@ -49,6 +49,12 @@ def default_numeric(model: Any) -> str:
     return "exact" if getattr(model, "exact_capable", False) else "fast"
 
 
+MAX_REFINE = 1000  # the most refinement steps per frame an encoder accepts
+# Refinement runs the whole frame through a differentiable pass (about 2 KB of memory per pixel,
+# measured on nvc-lite): frames up to 1920x1088 padded, about 4.5 GB.
+MAX_REFINE_PIXELS = 1920 * 1088
+
+
 @dataclass(frozen=True)
 class QualityLadder:
     """Per-frame quality offsets over a session's quality, capped at the model's top quality.
@@ -129,8 +135,10 @@ class Encoder(_Session):
 
     def __init__(self, model: Any, *, quality: int, gop: int, width: int, height: int,
                  device: torch.device | None = None, numeric: str | None = None,
-                 ladder: QualityLadder = DEFAULT_LADDER) -> None:
-        """``quality``: the P frames' quality; ``ladder`` raises some frames' (``FLAT``: none)."""
+                 ladder: QualityLadder = DEFAULT_LADDER, refine: int = 0) -> None:
+        """``quality``: the P frames' quality; ``ladder`` raises some frames' (``FLAT``: none);
+        ``refine``: gradient steps of encoder-side latent refinement per frame (0: none; the stream
+        decodes with any decoder either way, only encoding is slower)."""
         dev = device or torch.device("cpu")
         self.numeric_mode = numeric_mode(dev, numeric or default_numeric(model))
         super().__init__(model, width, height, dev, self.numeric_mode == NumericMode.EXACT)
@@ -138,7 +146,15 @@ class Encoder(_Session):
             raise InputError(f"quality {quality} out of range: {model.name} has qualities 0..{model.qualities - 1}")
         if gop < 1:
             raise InputError(f"--gop must be at least 1, not {gop}")
-        self.quality, self.gop, self.ladder = quality, gop, ladder
+        if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
+            raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
+        if refine and not getattr(model, "refinable", False):
+            raise InputError(f"model {model.name} has no encoder-side refinement; drop --refine")
+        pw, ph = padded_size(width, height, model.alignment)
+        if refine and pw * ph > MAX_REFINE_PIXELS:
+            raise InputError(f"--refine needs about 2 KB of memory per pixel: frames up to 1920x1088 (padded), "
+                             f"not {pw}x{ph}")
+        self.quality, self.gop, self.ladder, self.refine = quality, gop, ladder, refine
 
     def encode(self, frame: Frame) -> CodedFrame:
         if (frame.width, frame.height) != (self.width, self.height):
@@ -151,8 +167,10 @@ class Encoder(_Session):
             # models whose context is the reconstructed padded frame get padding that costs no bits
             from_ref = not intra and getattr(self.model, "context_is_frame", False)
             x = pad_from_reference(rgb, self._ctx) if from_ref else pad(rgb, self.model.alignment)
-            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality,
-                                                                   **self._coding_options())
+            opts = self._coding_options()
+            if self.refine:
+                opts.update(refine=self.refine, visible=(self.height, self.width))
+            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
             recon = self._to_frame(x_hat)
         self._ctx = ctx
         self.index += 1

@@ -214,6 +214,14 @@ class EntropyBottleneck(_EntropyModel):
         lik = self.likelihood_lower_bound(self._likelihood(out)[0])
         return (out.reshape(shape).permute(*perm).contiguous(), lik.reshape(shape).permute(*perm).contiguous())
 
+    def likelihood(self, values: Tensor) -> Tensor:
+        """The (bounded) likelihood of each element of ``values`` (N, C, ...), differentiable in ``values``."""
+        perm = (1, 0, *range(2, values.dim()))
+        v = values.permute(*perm).contiguous()
+        shape = v.shape
+        lik = self.likelihood_lower_bound(self._likelihood(v.reshape(shape[0], 1, -1))[0])
+        return lik.reshape(shape).permute(*perm).contiguous()
+
     def loss(self) -> Tensor:
         """Auxiliary loss: puts ``quantiles`` at the tail-mass quantiles and the median of each density."""
         return torch.abs(self._logits_cumulative(self.quantiles, stop_gradient=True) - self.target).sum()
@@ -275,10 +283,13 @@ class GaussianConditional(_EntropyModel):
         """``(values, likelihoods)``: noisy in training, rounded around ``means`` else."""
         training = self.training if training is None else training
         out = self._noisy_or_rounded(x, training, means)
-        v = torch.abs(out - means if means is not None else out)
+        return out, self.likelihood(out, scales, means)
+
+    def likelihood(self, values: Tensor, scales: Tensor, means: Tensor | None = None) -> Tensor:
+        """The (bounded) likelihood of each element of ``values``, differentiable in all three."""
+        v = torch.abs(values - means if means is not None else values)
         s = self.lower_bound_scale(scales)
-        lik = _normal_cdf((0.5 - v) / s) - _normal_cdf((-0.5 - v) / s)
-        return out, self.likelihood_lower_bound(lik)
+        return self.likelihood_lower_bound(_normal_cdf((0.5 - v) / s) - _normal_cdf((-0.5 - v) / s))
 
     def update_scale_table(self, table: Tensor, force: bool = False) -> bool:
         """Sets the scales and builds one CDF table per scale (when missing, or always with ``force``)."""

@@ -132,7 +132,13 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
     assert first["protocol"]["quality_ladder"].startswith("I frames +2")
     with pytest.raises(InputError, match="quality_ladder"):
         run(clips, out, anchors=("x264",), qualities=range(5), flat_quality=True)
+    with pytest.raises(InputError, match="refine"):  # refinement too
+        run(clips, out, anchors=("x264",), qualities=range(5), refine=3)
     proto = json.loads((out / "protocol.json").read_text())
+    assert proto["refine"] == 0
+    del proto["refine"]  # a folder from before the key: no refinement, so it resumes
+    (out / "protocol.json").write_text(json.dumps(proto))
+    run(clips, out, anchors=("x264",), qualities=range(5))
     (out / "protocol.json").write_text(json.dumps({**proto, "weights": "00" * 16}))
     with pytest.raises(InputError, match="weights"):
         run(clips, out, anchors=("x264",), qualities=range(5))
@@ -178,10 +184,18 @@ def test_sharding_by_rank(clips, tmp_path, counting, monkeypatch):
 
 def test_argument_errors(clips, tmp_path):
     for kw in ({"frames": 0}, {"gop": 0}, {"jobs": 0}, {"anchors": ("vp8",)}, {"crfs": {"x264": [80]}},
-               {"qualities": "a,b"}, {"qualities": [-1]}):
+               {"qualities": "a,b"}, {"qualities": [-1]}, {"refine": -1}):
         args = {"out": str(tmp_path / "o"), "qualities": [0], "progress": False, "anchors": ("x264",), **kw}
         with pytest.raises(InputError):
             bench.run_bench(str(clips), None, **args)
+
+
+def test_refine_needs_a_refinable_model(clips, tmp_path, monkeypatch):
+    from nvc.models.lite import NvcLite
+
+    monkeypatch.setattr(NvcLite, "refinable", False)
+    with pytest.raises(InputError, match="no encoder-side refinement"):
+        run(clips, tmp_path / "o", qualities=[0], anchors=(), refine=2)
 
 
 def test_real_anchor_points_end_to_end(tmp_path):
@@ -240,7 +254,7 @@ def test_nvc_point_uses_the_real_bitstream_size(tmp_path, monkeypatch):
                           progress=False)
     (p,) = res["sequences"]["c"]["nvc-lite"]
     assert seen == {"model": "nvc-lite", "quality": 2, "gop": 8, "frames": 3,
-                    "kw": {"numeric": None, "flat_quality": False}}
+                    "kw": {"numeric": None, "flat_quality": False, "refine": 0}}
     assert p["bytes"] == 102 and p["bits"] == 816 and p["psnr_y"] == 100.0 and p["ms_ssim"] == pytest.approx(1.0)
     assert p["encode_fps"] == pytest.approx(6.0) and p["decode_fps"] == pytest.approx(12.0)
     assert not list((tmp_path / "run" / "tmp").iterdir())  # decoded .yuv removed
@@ -261,6 +275,13 @@ def test_real_nvc_point_end_to_end(tmp_path):
     stream = out / p["stream"]
     assert stream.suffix == ".nvc" and stream.stat().st_size == p["bytes"] and p["frames"] == 2
     assert 5 < p["psnr_y"] < 100 and p["decode_fps"] > 0
+    # with encoder-side refinement: another stream, decoded and measured the same way
+    res = bench.run_bench(str(d), None, qualities=[1], anchors=(), out=str(tmp_path / "refined"), frames=2, gop=2,
+                          progress=False, refine=2)
+    assert res["failures"] == [] and res["protocol"]["refine"] == 2
+    (r,) = res["sequences"]["m"]["nvc-lite"]
+    assert r["frames"] == 2 and (out.parent / "refined" / r["stream"]).stat().st_size == r["bytes"]
+    assert 5 < r["psnr_y"] < 100
 
 
 def test_jobs_run_points_in_worker_processes(tmp_path):

@@ -38,6 +38,11 @@ def test_encode_decode_info(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["info", str(flat), "--json"])
     assert [f["quality"] for f in json.loads(r.output)["frames"]] == [0, 0, 0]
+    refined = tmp_path / "refined.nvc"
+    r = runner.invoke(app, ["encode", str(src), "-o", str(refined), "-q", "0", "--refine", "2", "--quiet"])
+    assert r.exit_code == 0 and "3 frames" in r.output, r.output
+    r = runner.invoke(app, ["decode", str(refined), "-o", str(tmp_path / "r.y4m"), "--quiet"])
+    assert r.exit_code == 0, r.output
     # No overwrite without --force; with it, fine.
     r = runner.invoke(app, ["encode", str(src), "-o", str(out), "--quiet"])
     assert r.exit_code == 2 and "already exists" in r.output
@@ -55,6 +60,7 @@ def test_errors_are_one_line_exit_2(tmp_path):
         ["decode", str(bad), "-o", str(tmp_path / "o.yuv")],
         ["info", str(tmp_path / "nothing.nvc")],
         ["encode", str(bad), "--size", "32x32", "--numeric", "int8", "-o", str(tmp_path / "o.nvc")],
+        ["encode", str(bad), "--size", "32x32", "--refine", "-1", "-o", str(tmp_path / "o.nvc")],
     ]
     for args in cases:
         r = runner.invoke(app, args)

@@ -85,6 +85,17 @@ def test_gaussian_conditional_tables_indexes_likelihoods_and_strings() -> None:
     la.log().sum().backward()
     lb.log().sum().backward()
     assert torch.equal(sa.grad, sb.grad)
+    assert torch.equal(ours.likelihood(vb, scales, means), lb)  # what refinement evaluates at chosen values
+
+
+def test_bottleneck_likelihood_of_given_values() -> None:
+    _, ours = _pair_bottleneck()
+    x = torch.randn(2, 16, 3, 4) * 4
+    values, lik = ours(x, training=False)
+    v = values.detach().requires_grad_()
+    assert torch.equal(ours.likelihood(v), lik)
+    ours.likelihood(v).log().sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("inverse", [False, True])

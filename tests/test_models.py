@@ -113,3 +113,30 @@ def test_embed_into_wider_latents_keeps_the_reconstruction():
         small.embed(wide.state_dict())
     with pytest.raises(ModelError, match="unexpected"):
         wide.embed({**small.state_dict(), "stray.weight": torch.zeros(1)})
+
+
+def test_refine_latent(lite):
+    """No steps: the analysis transform's latent. Steps: the same shape, reproducible from the seed,
+    and a latent that codes the frame at no higher rate-distortion cost."""
+    from nvc.sample import sample_frames
+    from nvc.color import pad, yuv420_to_rgb
+
+    f = next(iter(sample_frames(1)))
+    x = pad(yuv420_to_rgb(f.y, f.u, f.v, torch.device("cpu")), lite.alignment)[..., :128, :192].contiguous()
+    q = torch.tensor([1])
+    with torch.no_grad():
+        y0 = lite.i_y_gain(lite.i_g_a(x), q)
+    assert torch.equal(lite.refine_latent(x, None, 1, 0), y0)
+    y = lite.refine_latent(x, None, 1, 3, visible=(100, 150))
+    assert y.shape == y0.shape and not torch.equal(y, y0)
+    assert torch.equal(lite.refine_latent(x, None, 1, 3, visible=(100, 150)), y)
+    assert not torch.equal(lite.refine_latent(x, None, 1, 3, visible=(100, 150), seed=1), y)
+
+    def cost(latent):
+        r = lite.compress(x, quality=1, y=latent)
+        bits = 8 * sum(len(s[0]) for s in r["strings"])
+        mse = float(((r["x_hat"].clamp(0, 1) - x)[..., :100, :150] ** 2).sum()) / (3 * x.shape[-2] * x.shape[-1])
+        return float(lite.lambdas[1]) * 255**2 * mse + bits / (x.shape[-2] * x.shape[-1])
+
+    assert cost(lite.refine_latent(x, None, 1, 6, visible=(100, 150))) < cost(y0)
+    assert not any(p.grad is not None for p in lite.parameters())  # the weights are left alone

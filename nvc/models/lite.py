@@ -21,13 +21,21 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from ..errors import ModelError
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
-                     same_halo, scale_table)
+                     same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
+
+# Adam's step size for encoder-side latent refinement (NvcLite.refine_latent), in quantization steps.
+REFINE_LR = 0.01
+
+
+def _uniform(t: Tensor, gen: torch.Generator) -> Tensor:
+    """Uniform noise in [-0.5, 0.5) shaped like ``t`` from ``gen`` (reproducible refinement)."""
+    return torch.rand(t.shape, generator=gen, device=t.device, dtype=t.dtype) - 0.5
 
 
 class _Hyper(nn.Module):
@@ -338,16 +346,70 @@ class NvcLite(nn.Module):
             b["z"].entropy_bottleneck.update(force=force)
             b["y"].gaussian_conditional.update_scale_table(scale_table(), force=force)
 
+    def refine_latent(self, x: Tensor, ref: Tensor | None, quality: int, steps: int,
+                      visible: tuple[int, int] | None = None, lr: float = REFINE_LR, seed: int = 0) -> Tensor:
+        """Encoder-side refinement: the latent ``y`` (after its gain) that codes ``x`` at a lower
+        ``lambdas[q] * 255^2 * MSE + bpp`` than the analysis transform's, found by ``steps`` Adam steps.
+
+        The gradient comes from a relaxed rate (uniform noise whose width anneals from 1 to 0, so the last
+        steps see true rounding) and a distortion through straight-through rounding, over the ``visible``
+        (height, width) top-left part only (padding is not shown). Every step also evaluates the true
+        cost (rounded latents, their likelihoods); the latent with the lowest one is returned, so the
+        frame never costs more than without refinement. Deterministic for a given ``seed``; the decoder
+        is unchanged (it never sees how ``y`` was found)."""
+        b = self._branch(ref is not None)
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone()
+            ref = None if ref is None else ref.detach().clone()
+            q = self._qtensor(quality, x.shape[0], x.device)
+            with torch.no_grad():
+                y0 = b["yg"](self._analysis(x, ref), q)
+            y = y0.clone().requires_grad_(True)
+            opt = torch.optim.Adam([y], lr=lr)
+            gen = torch.Generator(device=x.device).manual_seed(seed)
+            lam = float(self.lambdas[quality]) * 255.0**2
+            hh, ww = visible or x.shape[-2:]
+            pixels = x.shape[-2] * x.shape[-1]
+            eb, gc = b["z"].entropy_bottleneck, b["y"].gaussian_conditional
+            medians = eb.medians().detach()
+            best, best_y = float("inf"), y0
+            for it in range(steps + 1):
+                z = b["zg"](b["hyper"].h_a(y), q)
+                z_hat = ste_round(z - medians) + medians
+                scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+                y_hat = ste_round(y - means) + means
+                x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref).clamp(0, 1)
+                # squared error summed over the visible pixels, per pixel of the padded frame (as bpp)
+                sse = ((x_hat - x)[..., :hh, :ww] ** 2).sum() / (3 * pixels)
+                with torch.no_grad():
+                    bits = -torch.log2(gc.likelihood(y_hat, scales, means)).sum() - torch.log2(eb.likelihood(z_hat)).sum()
+                    cost = float(lam * sse + bits / pixels)
+                if cost < best:
+                    best, best_y = cost, y.detach().clone()
+                if it == steps:
+                    break
+                a = 1.0 - it / steps  # noise width: 1 -> 0
+                y_n = y_hat + a * (y - y_hat + _uniform(y, gen))
+                z_n = z_hat + a * (z - z_hat + _uniform(z, gen))
+                bits = -torch.log2(gc.likelihood(y_n, scales, means)).sum() - torch.log2(eb.likelihood(z_n)).sum()
+                (grad,) = torch.autograd.grad(lam * sse + bits / pixels, [y])
+                y.grad = grad
+                opt.step()
+        return best_y
+
     @torch.inference_mode()
-    def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False) -> dict[str, Any]:
+    def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
+                 y: Tensor | None = None) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
+        ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's.
         """
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
-        y = b["yg"](self._analysis(x, ref, light=True), q)
+        if y is None:
+            y = b["yg"](self._analysis(x, ref, light=True), q)
         z = b["zg"](b["hyper"].h_a(y), q)
         z_strings, z_hat = b["z"].compress(z)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
@@ -359,9 +421,12 @@ class NvcLite(nn.Module):
     exact_capable = True  # supports the device-independent numeric mode
     context_is_frame = True  # the context is the padded reconstruction (the encoder pads P frames from it)
 
-    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int,
-                       exact: bool = False) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        out = self.compress(x, ref=ctx, quality=quality, exact=exact)
+    refinable = True  # compress_frame takes ``refine`` (steps of refine_latent) and ``visible``
+
+    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False, refine: int = 0,
+                       visible: tuple[int, int] | None = None) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
+        y = self.refine_latent(x, ctx, quality, refine, visible) if refine > 0 else None
+        out = self.compress(x, ref=ctx, quality=quality, exact=exact, y=y)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         return [out["strings"][0][0], out["strings"][1][0]], tuple(out["shape"]), x_hat, x_hat
 
