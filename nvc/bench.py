@@ -495,9 +495,10 @@ def _model_info(model: str, checkpoint: str | None, refine: int = 0) -> tuple[in
     """The model's number of qualities and its weights digest (hex), after checking it can ``refine``."""
     from .models import load
 
+    from .codec import check_refine
+
     net = load(model, checkpoint=checkpoint)
-    if refine and not getattr(net, "refinable", False):
-        raise InputError(f"model {net.name} has no encoder-side refinement; drop --refine")
+    check_refine(net, refine)
     return int(net.qualities), bytes(net.weights_digest).hex()
 
 
@@ -555,10 +556,6 @@ def run_bench(
         raise InputError(f"--gop must be 1..65535, not {gop}")
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")
-    from .codec import MAX_REFINE
-
-    if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
-        raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
     anchors, sequences = _split(anchors), _split(sequences) if sequences is not None else None
     if isinstance(qualities, str):
         try:

@@ -55,6 +55,17 @@ MAX_REFINE = 1000  # the most refinement steps per frame an encoder accepts
 MAX_REFINE_PIXELS = 1920 * 1088
 
 
+def check_refine(model: Any, refine: int, padded: tuple[int, int] | None = None) -> None:
+    """Raises :class:`InputError` unless ``model`` can refine ``refine`` steps per frame (of ``padded`` size)."""
+    if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
+        raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
+    if refine and not getattr(model, "refinable", False):
+        raise InputError(f"model {model.name} has no encoder-side refinement; drop --refine")
+    if refine and padded is not None and padded[0] * padded[1] > MAX_REFINE_PIXELS:
+        raise InputError(f"--refine needs about 2 KB of memory per pixel: frames up to 1920x1088 (padded), "
+                         f"not {padded[0]}x{padded[1]}")
+
+
 @dataclass(frozen=True)
 class QualityLadder:
     """Per-frame quality offsets over a session's quality, capped at the model's top quality.
@@ -146,14 +157,7 @@ class Encoder(_Session):
             raise InputError(f"quality {quality} out of range: {model.name} has qualities 0..{model.qualities - 1}")
         if gop < 1:
             raise InputError(f"--gop must be at least 1, not {gop}")
-        if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
-            raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
-        if refine and not getattr(model, "refinable", False):
-            raise InputError(f"model {model.name} has no encoder-side refinement; drop --refine")
-        pw, ph = padded_size(width, height, model.alignment)
-        if refine and pw * ph > MAX_REFINE_PIXELS:
-            raise InputError(f"--refine needs about 2 KB of memory per pixel: frames up to 1920x1088 (padded), "
-                             f"not {pw}x{ph}")
+        check_refine(model, refine, self.padded)
         self.quality, self.gop, self.ladder, self.refine = quality, gop, ladder, refine
 
     def encode(self, frame: Frame) -> CodedFrame:

@@ -372,6 +372,10 @@ class NvcLite(nn.Module):
             pixels = x.shape[-2] * x.shape[-1]
             eb, gc = b["z"].entropy_bottleneck, b["y"].gaussian_conditional
             medians = eb.medians().detach()
+
+            def bits(y_v: Tensor, z_v: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+                return -torch.log2(gc.likelihood(y_v, scales, means)).sum() - torch.log2(eb.likelihood(z_v)).sum()
+
             best, best_y = float("inf"), y0
             for it in range(steps + 1):
                 z = b["zg"](b["hyper"].h_a(y), q)
@@ -382,8 +386,7 @@ class NvcLite(nn.Module):
                 # squared error summed over the visible pixels, per pixel of the padded frame (as bpp)
                 sse = ((x_hat - x)[..., :hh, :ww] ** 2).sum() / (3 * pixels)
                 with torch.no_grad():
-                    bits = -torch.log2(gc.likelihood(y_hat, scales, means)).sum() - torch.log2(eb.likelihood(z_hat)).sum()
-                    cost = float(lam * sse + bits / pixels)
+                    cost = float(lam * sse + bits(y_hat, z_hat, scales, means) / pixels)
                 if cost < best:
                     best, best_y = cost, y.detach().clone()
                 if it == steps:
@@ -391,8 +394,7 @@ class NvcLite(nn.Module):
                 a = 1.0 - it / steps  # noise width: 1 -> 0
                 y_n = y_hat + a * (y - y_hat + _uniform(y, gen))
                 z_n = z_hat + a * (z - z_hat + _uniform(z, gen))
-                bits = -torch.log2(gc.likelihood(y_n, scales, means)).sum() - torch.log2(eb.likelihood(z_n)).sum()
-                (grad,) = torch.autograd.grad(lam * sse + bits / pixels, [y])
+                (grad,) = torch.autograd.grad(lam * sse + bits(y_n, z_n, scales, means) / pixels, [y])
                 y.grad = grad
                 opt.step()
         return best_y
