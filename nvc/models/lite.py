@@ -136,9 +136,11 @@ class NvcLite(nn.Module):
         seq, inp = (self.i_g_a, x) if ref is None else (self.p_g_a, torch.cat([x, ref, x - ref], dim=1))
         return run_light(seq, inp) if light and x.shape[-2] * x.shape[-1] > LIGHT_PIXELS else seq(inp)
 
-    def _params(self, hyper_out: Tensor, ref: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _params(self, hyper_out: Tensor, ref: Tensor | None, temporal: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Entropy parameters; ``temporal``: ``p_temporal(ref)`` if already computed."""
         if ref is not None:
-            hyper_out = self.p_params(torch.cat([hyper_out, self.p_temporal(ref)], dim=1))
+            temporal = self.p_temporal(ref) if temporal is None else temporal
+            hyper_out = self.p_params(torch.cat([hyper_out, temporal], dim=1))
         scales, means = hyper_out.chunk(2, dim=1)
         return scales, means
 
@@ -364,6 +366,7 @@ class NvcLite(nn.Module):
             q = self._qtensor(quality, x.shape[0], x.device)
             with torch.no_grad():
                 y0 = b["yg"](self._analysis(x, ref), q)
+                temporal = None if ref is None else self.p_temporal(ref)  # the same at every step
             y = y0.clone().requires_grad_(True)
             opt = torch.optim.Adam([y], lr=lr)
             gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -380,7 +383,7 @@ class NvcLite(nn.Module):
             for it in range(steps + 1):
                 z = b["zg"](b["hyper"].h_a(y), q)
                 z_hat = ste_round(z - medians) + medians
-                scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+                scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref, temporal)
                 y_hat = ste_round(y - means) + means
                 x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref).clamp(0, 1)
                 # squared error summed over the visible pixels, per pixel of the padded frame (as bpp)
