@@ -556,6 +556,9 @@ def run_bench(
         raise InputError(f"--gop must be 1..65535, not {gop}")
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")
+    from .codec import check_refine
+
+    check_refine(None, refine)  # the step count, also for a run of anchors only (the model is checked on load)
     anchors, sequences = _split(anchors), _split(sequences) if sequences is not None else None
     if isinstance(qualities, str):
         try:

@@ -56,10 +56,11 @@ MAX_REFINE_PIXELS = 1920 * 1088
 
 
 def check_refine(model: Any, refine: int, padded: tuple[int, int] | None = None) -> None:
-    """Raises :class:`InputError` unless ``model`` can refine ``refine`` steps per frame (of ``padded`` size)."""
+    """Raises :class:`InputError` unless ``refine`` is a valid step count that ``model`` (when given) can
+    refine per frame (of ``padded`` size, when given)."""
     if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
         raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
-    if refine and not getattr(model, "refinable", False):
+    if refine and model is not None and not getattr(model, "refinable", False):
         raise InputError(f"model {model.name} has no encoder-side refinement; drop --refine")
     if refine and padded is not None and padded[0] * padded[1] > MAX_REFINE_PIXELS:
         raise InputError(f"--refine needs about 2 KB of memory per pixel: frames up to 1920x1088 (padded), "

@@ -188,6 +188,8 @@ def test_argument_errors(clips, tmp_path):
         args = {"out": str(tmp_path / "o"), "qualities": [0], "progress": False, "anchors": ("x264",), **kw}
         with pytest.raises(InputError):
             bench.run_bench(str(clips), None, **args)
+    with pytest.raises(InputError, match="--refine"):  # checked before any work, even with no nvc points
+        bench.run_bench(str(clips), None, out=str(tmp_path / "o"), qualities=[], refine=-1, progress=False)
 
 
 def test_refine_needs_a_refinable_model(clips, tmp_path, monkeypatch):
