@@ -267,7 +267,11 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
         if cfg.init:
             from .models import _TABLES, load_state, weights_digest
 
-            init_state, _ = load_state(cfg.init)
+            init_state, init_cfg = load_state(cfg.init)
+            had, has = bool(init_cfg.get("motion")), bool(getattr(model, "config", {}).get("motion"))
+            if had != has:  # the same tensors either way: only the config tells them apart
+                raise InputError(f"{cfg.init}: weights trained {'with' if had else 'without'} block motion; "
+                                 f"set `motion` in [model_args] to {'a block size' if had else '0'} to match")
             if cfg.init_digest:  # from_toml checks and lowercases it; a config built in code may not have been
                 have = weights_digest(init_state).hex()
                 if not have.startswith(cfg.init_digest.lower()):

@@ -73,6 +73,11 @@ lr = 0.001
     assert not (tmp_path / "run2" / "last.pt").exists()
     cfg2.init_digest = digest[:12]
     train(cfg2, max_steps=1)
+    # weights without block motion do not start a model with it (nor the reverse): same tensors, other model
+    cfg_m = TrainConfig.from_toml(cfg_path)
+    cfg_m.out, cfg_m.init, cfg_m.model_args = str(tmp_path / "run_m"), str(path), {**cfg_m.model_args, "motion": 8}
+    with pytest.raises(InputError, match="block motion"):
+        train(cfg_m, max_steps=1)
     first = json.loads((tmp_path / "run2" / "log.jsonl").read_text().splitlines()[0])
     assert first["loss"] < log[0]["loss"]
     # Grow the exported weights into wider latents (init_widen): training starts from them.

@@ -523,7 +523,8 @@ class DVC(nn.Module):
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         strings, lshape, x_hat, _ = self._lite_model(x.device).compress_frame(x, None, self.intra_quality)
         assert tuple(lshape) == shape, (lshape, shape)
-        return [tag + bytes([self.intra_quality]), *strings], shape, x_hat, x_hat
+        # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
+        return [tag + bytes([self.intra_quality]), *strings[:2]], shape, x_hat, x_hat
 
     def _decompress_intra(self, strings: list[bytes], shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         from .intra import INTRA_NVC, INTRA_X265, x265_decode
@@ -546,7 +547,7 @@ class DVC(nn.Module):
         lite = self._lite_model(device)
         if len(strings) != 3 or not 0 <= param < lite.qualities:
             raise ValueError(f"nvc I frame: {len(strings)} substreams, quality {param}")
-        return lite.decompress_frame(strings[1:], shape, None, param)
+        return lite.decompress_frame([*strings[1:], *[b""] * (lite.substreams - 2)], shape, None, param)
 
     @torch.inference_mode()
     def compress(self, cur: Tensor, ref: Tensor) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 - Inter frames: *conditional residual* coding. The encoder sees the current frame, the reference
   and their difference; the decoder predicts the frame as ``reference + correction`` where the
   correction is synthesized from the decoded latent fused with the reference; the latent's prior
-  combines the hyperprior with a temporal prior computed from the reference.
+  combines the hyperprior with a temporal prior computed from the reference. Weights trained with block
+  motion (``motion`` in the config) first replace the reference by its block-motion-compensated
+  prediction: integer vectors per block, found by the encoder and sent in the stream (:mod:`.motion`).
 - Variable rate: per-quality channel gains on both latents (asymmetric gained VAE); each quality has
   its own rate-distortion weight ``lambdas[q]``.
 
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import exact as exact_ops
+from . import motion
 from ..errors import ModelError
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
                      same_halo, scale_table, ste_round)
@@ -28,6 +31,15 @@ LIGHT_PIXELS = 1 << 19
 
 # Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
+
+# Block motion (``motion`` in the config): the block sizes a model may use, the encoder's search radius.
+MOTION_BLOCKS = motion.BLOCKS
+MOTION_RADIUS = 16
+MAX_MOTION_RADIUS = motion.MAX_RADIUS
+# motion search's cost per unit of vector distance, times lambdas[q] (see NvcLite.motion_penalty)
+MOTION_PENALTY = 5e-7
+# the radius training searches over its crops (they are small, and far matches are rare)
+TRAIN_MOTION_RADIUS = 8
 
 # Adam's step size for encoder-side latent refinement (NvcLite.refine_latent), in quantization steps.
 REFINE_LR = 0.01
@@ -63,9 +75,19 @@ class NvcLite(nn.Module):
     alignment = 64
     trains_with_prefix = True  # training_loss honours a stage's ``prefix`` (nvc.train.Stage)
 
-    def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS) -> None:
+    def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+                 motion: int = 0, motion_radius: int = MOTION_RADIUS) -> None:
+        """``motion``: block size of the P frames' block motion (0: none, the reference is used as is): the
+        size the encoder (and training) uses; a decoder follows the size each frame's field states."""
         super().__init__()
+        if motion not in (0, *MOTION_BLOCKS):
+            raise ModelError(f"nvc-lite: motion block size must be 0 or one of {MOTION_BLOCKS}, not {motion}")
+        if not 1 <= motion_radius <= MAX_MOTION_RADIUS:
+            raise ModelError(f"nvc-lite: motion radius must be 1..{MAX_MOTION_RADIUS}, not {motion_radius}")
         self.config = {"n": n, "m": m, "c": c, "lambdas": list(lambdas)}
+        if motion:
+            self.config.update(motion=motion, motion_radius=motion_radius)
+        self.motion, self.motion_radius = motion, motion_radius
         q = len(lambdas)
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
         # Gains start at sqrt(lambda / geometric-mean lambda): the MSE-optimal quantization step scales
@@ -112,7 +134,10 @@ class NvcLite(nn.Module):
         self.p_z = HyperLatentCoder(n)
         self.p_y = LatentCoder()
 
-    substreams = 2  # y then z
+    @property
+    def substreams(self) -> int:
+        """Substreams per frame: y, z, and with block motion the P frame's motion field (empty in I frames)."""
+        return 3 if self.motion else 2
 
     @staticmethod
     def latent_shape(padded_height: int, padded_width: int) -> tuple[int, int]:
@@ -322,14 +347,23 @@ class NvcLite(nn.Module):
         lam = self.lambdas[quality] * 255.0**2
         ref = None
         total = clip.new_zeros(())
+
+        def predict(x: Tensor, ref: Tensor | None) -> Tensor | None:
+            """The P frame's reference: block-motion compensated against the source when the model has motion."""
+            if ref is None or not self.motion:
+                return ref
+            radius = min(self.motion_radius, TRAIN_MOTION_RADIUS)
+            penalty = (self.motion_penalty_k / self.lambdas[quality]).view(-1, 1, 1)  # each sample's quality
+            return motion.compensate(ref, motion.estimate(x, ref, self.motion, radius, penalty), self.motion)
+
         bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
         for i in range(t):
             x = clip[:, i]
             if i < skip:
                 with torch.no_grad():
-                    ref = self(x, ref=ref, quality=quality)["x_hat"].float().clamp(0, 1)
+                    ref = self(x, ref=predict(x, ref), quality=quality)["x_hat"].float().clamp(0, 1)
                 continue
-            out = self(x, ref=ref, quality=quality)
+            out = self(x, ref=predict(x, ref), quality=quality)
             x_hat = out["x_hat"].float()
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             bpp = sum((-torch.log2(lik)).sum(dim=(1, 2, 3)) for lik in out["likelihoods"].values()) / (h * w)
@@ -410,6 +444,8 @@ class NvcLite(nn.Module):
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
         ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's.
+        ``ref`` is the reference as the inter branch sees it (with block motion: already compensated;
+        :meth:`compress_frame` finds, codes and applies the motion).
         """
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
@@ -430,14 +466,37 @@ class NvcLite(nn.Module):
 
     def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False, refine: int = 0,
                        visible: tuple[int, int] | None = None) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        y = self.refine_latent(x, ctx, quality, refine, visible) if refine > 0 else None
-        out = self.compress(x, ref=ctx, quality=quality, exact=exact, y=y)
+        ref, extra = ctx, []
+        if self.motion:  # P frames: find, code and apply the block motion; I frames carry an empty field
+            extra = [b""]
+            if ctx is not None:
+                mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality))
+                extra = [motion.encode_field(mv, self.motion)]
+                ref = motion.compensate(ctx, mv, self.motion)
+        y = self.refine_latent(x, ref, quality, refine, visible) if refine > 0 else None
+        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
-        return [out["strings"][0][0], out["strings"][1][0]], tuple(out["shape"]), x_hat, x_hat
+        return [out["strings"][0][0], out["strings"][1][0], *extra], tuple(out["shape"]), x_hat, x_hat
+
+    motion_penalty_k: float = MOTION_PENALTY  # the encoder's choice (see motion_penalty)
+
+    def motion_penalty(self, quality: int) -> float:
+        """Motion search's cost per unit of vector distance (in mean squared error of [0, 1] luma): in
+        proportion to the bits a vector costs over the weight of distortion at ``quality``."""
+        return self.motion_penalty_k / float(self.lambdas[quality])
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
                          quality: int, exact: bool = False) -> tuple[Tensor, Tensor]:
-        x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ctx,
+        ref = ctx
+        if self.motion:
+            if len(strings) != 3:
+                raise ValueError(f"{len(strings)} substreams, expected 3")
+            if ctx is None and strings[2]:
+                raise ValueError("an I frame carries a motion field")
+            if ctx is not None:
+                mv, block = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                ref = motion.compensate(ctx, mv.to(ctx.device), block)
+        x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ref,
                                 quality=quality, exact=exact)["x_hat"].clamp(0.0, 1.0)
         return x_hat, x_hat
 

@@ -1,0 +1,220 @@
+"""Block motion for nvc-lite's P frames: estimation (encoder), compensation (both sides).
+
+The reference is cut into ``block``×``block`` blocks of the *current* frame's grid; each block has an
+integer displacement ``(dy, dx)`` and is predicted by the reference's pixels at that offset, with
+coordinates clamped to the frame (replicate padding). Compensation only copies values, so it is exact in
+every numeric mode. Estimation is the encoder's choice alone (the decoder never runs it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..entropy import extension
+from .layers import check_string, safe_string
+
+# luma weights (BT.601) used to match blocks; any weights would decode the same
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _luma(x: Tensor) -> Tensor:
+    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+# Searches wider than this radius go coarse to fine (see estimate).
+FULL_SEARCH_RADIUS = 8
+_COARSE = 4  # the coarse level's downscaling
+_REFINE = 3  # the fine level searches this far around the coarse vector
+
+
+def _by_length(radius: int) -> list[tuple[int, int]]:
+    """Every displacement within ``radius``, shortest first (so among equal costs the shortest wins)."""
+    return sorted(((dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)),
+                  key=lambda d: (abs(d[0]) + abs(d[1]), d))
+
+
+def _full_search(cur: Tensor, r: Tensor, block: int, radius: int) -> tuple[Tensor, Tensor]:
+    """Every displacement within ``radius``: (errors (N, K, bh, bw), vectors (K, 2) as (K, 1, 2, 1, 1))."""
+    h, w = cur.shape[-2:]
+    cands = _by_length(radius)
+    rp = F.pad(r, (radius, radius, radius, radius), mode="replicate")
+    errs = torch.stack([F.avg_pool2d((rp[..., radius + dy:radius + dy + h, radius + dx:radius + dx + w] - cur) ** 2,
+                                     block)[:, 0] for dy, dx in cands], dim=1)
+    return errs, torch.tensor(cands, dtype=torch.long, device=cur.device).view(-1, 1, 2, 1, 1)
+
+
+def _pick(errs: Tensor, vecs: Tensor, penalty: float | Tensor, passes: int) -> Tensor:
+    """The candidate of least error plus ``penalty`` times its distance to the anchor (zero, then the 3x3
+    median of the previous pass); ``vecs`` (K, N or 1, 2, bh or 1, bw or 1). Returns (N, 2, bh, bw)."""
+    n, _, bh, bw = errs.shape
+    anchor = torch.zeros((n, 2, bh, bw), dtype=torch.long, device=errs.device)
+    for _ in range(max(1, passes)):
+        best = torch.full_like(errs[:, 0], float("inf"))
+        vec = torch.zeros_like(anchor)
+        for k in range(errs.shape[1]):  # a running minimum: no (K, bh, bw) distance tensor
+            cost = errs[:, k] + penalty * (vecs[k] - anchor).abs().sum(dim=1)
+            better = cost < best  # strict: the earliest of equal costs stays
+            best = torch.where(better, cost, best)
+            vec = torch.where(better.unsqueeze(1), vecs[k], vec)
+        padded = F.pad(vec.float(), (1, 1, 1, 1), mode="replicate")
+        anchor = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(n, 2, bh, bw, 9).median(dim=-1).values.long()
+    return vec
+
+
+@torch.no_grad()
+def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | Tensor = 2e-5,
+             passes: int = 2) -> Tensor:
+    """Integer block displacements (N, 2, H/block, W/block) (dy, dx), |d| <= ``radius``, that minimise the
+    block's mean squared luma error against ``ref`` plus ``penalty`` per unit of distance to an anchor
+    vector: zero on the first pass, on later passes the median of the previous pass's 3x3 neighbourhood
+    (so fields come out smooth and static blocks keep the zero vector: both are cheap to code); a tensor
+    ``penalty`` of shape (N, 1, 1) gives each frame its own. Ties go to the shorter vector.
+
+    Up to ``FULL_SEARCH_RADIUS`` every displacement is tried. Wider searches go coarse to fine: a full
+    search on 4x downscaled luma, then every displacement within 3 of each block's coarse vector (times
+    4), and the zero vector; about 60 candidates per block instead of (2·radius + 1)²."""
+    n, _, h, w = x.shape
+    if h % block or w % block:
+        raise ValueError(f"frame {h}x{w} is not a multiple of the block size {block}")
+    cur, r = _luma(x.float()), _luma(ref.float())
+    if radius <= FULL_SEARCH_RADIUS or block % _COARSE:
+        errs, vecs = _full_search(cur, r, block, radius)
+        return _pick(errs, vecs, penalty, passes)
+    c_errs, c_vecs = _full_search(F.avg_pool2d(cur, _COARSE), F.avg_pool2d(r, _COARSE), block // _COARSE,
+                                  -(-radius // _COARSE))
+    center = (_pick(c_errs, c_vecs, penalty * _COARSE, 1) * _COARSE).clamp_(-radius, radius)
+    vecs = [torch.zeros_like(center)]
+    for dy, dx in _by_length(_REFINE):
+        v = center + torch.tensor([dy, dx], device=x.device).view(1, 2, 1, 1)
+        vecs.append(v.clamp_(-radius, radius))
+    errs = torch.stack([F.avg_pool2d((compensate(r, v, block) - cur) ** 2, block)[:, 0] for v in vecs], dim=1)
+    return _pick(errs, torch.stack(vecs), penalty, passes)
+
+
+def compensate(ref: Tensor, mv: Tensor, block: int) -> Tensor:
+    """The prediction of each block from ``ref`` (N, C, H, W) displaced by ``mv`` (N, 2, H/block, W/block)."""
+    n, c, h, w = ref.shape
+    if mv.shape != (n, 2, h // block, w // block) or h % block or w % block:
+        raise ValueError(f"motion field {tuple(mv.shape)} does not fit a {h}x{w} frame in {block}-blocks")
+    dy = mv[:, 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    dx = mv[:, 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    rows = (torch.arange(h, device=ref.device).view(1, h, 1) + dy).clamp_(0, h - 1)
+    cols = (torch.arange(w, device=ref.device).view(1, 1, w) + dx).clamp_(0, w - 1)
+    flat = (rows * w + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return ref.reshape(n, c, h * w).gather(2, flat).view(n, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------- coding
+# A motion field is coded as the residuals of each vector against a predictor from vectors before it in
+# raster order: the median of its left, above and above-right neighbours (above-left in the last column), the
+# left one in the top row, the one above in the first column, zero for the first block. The
+# dy and dx residuals each with one of the fixed two-sided geometric tables below (the encoder picks the
+# cheapest per component and frame), through the rANS coder the latents use.
+
+# Ratios theta = N / 65536 of the tables P(v) ~ theta^|v| (integers, so the tables are the same everywhere).
+_THETA = (58982, 52429, 46341, 32768, 23170, 16384, 11585, 8192, 5793, 4096, 2896, 2048, 1448, 1024, 724, 512,
+          362, 256)
+_SPAN = 128  # residuals lie in -_SPAN.._SPAN (vectors within MAX_RADIUS, predictors too)
+MAX_RADIUS = 64  # the largest displacement a stream may carry
+BLOCKS = (8, 16)  # the block sizes a stream may use
+_HEADER = 3  # block size log2, dy table, dx table
+
+
+@lru_cache(maxsize=None)
+def _tables() -> tuple[list[list[int]], list[int], list[int]]:
+    """16-bit CDFs (rANS layout: symbols, then an escape of frequency 1) of every ratio, exact integers."""
+    from fractions import Fraction
+
+    n = 2 * _SPAN + 1
+    budget = (1 << 16) - 1  # the escape takes 1
+    cdfs = []
+    for num in _THETA:
+        theta = Fraction(num, 1 << 16)
+        weights = [theta ** abs(v) for v in range(-_SPAN, _SPAN + 1)]
+        total = sum(weights)
+        freq = [max(1, int(w * (budget - n) / total)) for w in weights]
+        freq[_SPAN] += budget - sum(freq)  # the rest to the zero residual (the mode)
+        cdf = [0]
+        for f in freq + [1]:
+            cdf.append(cdf[-1] + f)
+        cdfs.append(cdf)
+    return cdfs, [n + 2] * len(_THETA), [-_SPAN] * len(_THETA)
+
+
+def _bits(residuals: np.ndarray, table: int) -> float:
+    cdf = np.asarray(_tables()[0][table], dtype=np.float64)
+    freq = np.diff(cdf)[residuals + _SPAN]
+    return float(-np.log2(freq / (1 << 16)).sum())
+
+
+def _predict(field: np.ndarray) -> np.ndarray:
+    """The predictor of every vector of a (2, bh, bw) field (see :func:`_predictor`), vectorized."""
+    _, bh, bw = field.shape
+    pred = np.zeros_like(field)
+    pred[:, 0, 1:] = field[:, 0, :-1]  # top row: the left neighbour
+    if bh > 1:
+        pred[:, 1:, 0] = field[:, :-1, 0]  # first column: the one above
+        if bw > 1:
+            left, above = field[:, 1:, :-1], field[:, :-1, 1:]
+            corner = np.concatenate([field[:, :-1, 2:], field[:, :-1, -2:-1]], axis=2)  # above-right, else above-left
+            pred[:, 1:, 1:] = np.median(np.stack([left, above, corner]), axis=0).astype(np.int64)
+    return pred
+
+
+def encode_field(mv: Tensor, block: int) -> bytes:
+    """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks."""
+    field = mv[0].cpu().numpy().astype(np.int64)
+    if np.abs(field).max(initial=0) > MAX_RADIUS:
+        raise ValueError(f"motion vectors over {MAX_RADIUS}")
+    res = field - _predict(field)
+    choice = [min(range(len(_THETA)), key=lambda t: _bits(res[c], t)) for c in (0, 1)]
+    cdfs, lengths, offsets = _tables()
+    symbols = np.stack([res[0], res[1]], axis=-1).reshape(-1)  # (dy, dx) per block, raster order
+    indexes = np.tile(np.array(choice), res[0].size)
+    coder = extension("ans").RansEncoder()
+    data = coder.encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
+    check_string(data, symbols.size)  # never write what a decoder refuses
+    return bytes([block.bit_length() - 1, *choice]) + data
+
+
+def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> tuple[Tensor, int]:
+    """The (1, 2, bh, bw) motion field and block size coded in ``data`` for a padded ``height``x``width`` frame."""
+    if len(data) < _HEADER:
+        raise ValueError("motion substream is too short")
+    block = 1 << data[0]
+    if block not in blocks or height % block or width % block:
+        raise ValueError(f"motion block size {block} is not allowed here")
+    if max(data[1], data[2]) >= len(_THETA):
+        raise ValueError("motion table index out of range")
+    bh, bw = height // block, width // block
+    cdfs, lengths, offsets = _tables()
+    indexes = np.tile(np.array([data[1], data[2]]), bh * bw)
+    coder = extension("ans").RansDecoder()
+    # zero-padded so that even a hostile string cannot make the decoder read past it (layers.safe_string)
+    string = safe_string(data[_HEADER:], indexes.size)
+    values = np.asarray(coder.decode_with_indexes(string, indexes.tolist(), cdfs, lengths, offsets), dtype=np.int64)
+    res = values.reshape(bh * bw, 2).tolist()
+    field: list[list[int]] = []  # (dy, dx) per block, raster order; plain ints: this loop is the decoder's
+    for i in range(bh):
+        for j in range(bw):
+            r = res[i * bw + j]
+            if i == 0:
+                p = field[-1] if j else [0, 0]
+            elif j == 0:
+                p = field[(i - 1) * bw]
+            else:
+                left, above = field[-1], field[(i - 1) * bw + j]
+                corner = field[(i - 1) * bw + j + 1] if j + 1 < bw else field[(i - 1) * bw + j - 1]
+                p = [sorted((left[c], above[c], corner[c]))[1] for c in (0, 1)]
+            v = [p[0] + r[0], p[1] + r[1]]
+            if abs(v[0]) > MAX_RADIUS or abs(v[1]) > MAX_RADIUS:
+                raise ValueError(f"motion vector over {MAX_RADIUS} at block ({i}, {j})")
+            field.append(v)
+    out = torch.tensor(field, dtype=torch.long).reshape(bh, bw, 2).permute(2, 0, 1).contiguous()
+    return out.unsqueeze(0), block

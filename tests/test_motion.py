@@ -1,0 +1,173 @@
+"""Block motion (nvc.models.motion): estimation, compensation, the motion-field coder, and nvc-lite with motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nvc import bitstream, models
+from nvc.codec import Decoder, Encoder
+from nvc.entropy import extension
+from nvc.errors import ModelError
+from nvc.models import motion
+
+from .conftest import make_frames
+
+
+def _texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, h // 4 + 1, w // 4 + 1, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def test_estimate_finds_a_global_shift_and_keeps_static_blocks_at_zero():
+    ref = _texture(64, 96)
+    assert not motion.estimate(ref, ref, 8, 4).any()
+    cur = torch.roll(ref, shifts=(2, -3), dims=(2, 3))  # cur[y, x] = ref[y - 2, x + 3]
+    mv = motion.estimate(cur, ref, 8, 4)
+    inner = mv[0, :, 1:-1, 1:-1]  # away from the wrapped borders
+    assert bool((inner[0] == -2).all()) and bool((inner[1] == 3).all())
+    pred = motion.compensate(ref, mv, 8)
+    assert torch.equal(pred[..., 8:-8, 8:-8], cur[..., 8:-8, 8:-8])
+
+
+def test_wide_search_goes_coarse_to_fine_and_finds_a_long_shift():
+    ref = _texture(128, 128, seed=2)
+    cur = torch.roll(ref, shifts=(9, -13), dims=(2, 3))
+    mv = motion.estimate(cur, ref, 16, 16)  # radius 16 > FULL_SEARCH_RADIUS: coarse, then refined
+    inner = mv[0, :, 1:-1, 1:-1]
+    assert bool((inner[0] == -9).all()) and bool((inner[1] == 13).all())
+    assert int(mv.abs().max()) <= 16
+
+
+def test_compensate_copies_values_with_clamped_coordinates():
+    ref = torch.arange(2 * 16 * 16, dtype=torch.float32).view(1, 2, 16, 16)
+    mv = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    mv[0, :, 0, 0] = torch.tensor([-5, -5])  # top-left block reads above and left of the frame
+    mv[0, :, 1, 1] = torch.tensor([1, 2])
+    out = motion.compensate(ref, mv, 8)
+    assert torch.equal(out[..., 8:, :8], ref[..., 8:, :8]) and torch.equal(out[..., :8, 8:], ref[..., :8, 8:])
+    assert torch.equal(out[0, :, 0, 0], ref[0, :, 0, 0]) and torch.equal(out[0, :, 7, 7], ref[0, :, 2, 2])
+    assert torch.equal(out[0, :, 8, 8], ref[0, :, 9, 10]) and torch.equal(out[0, :, 15, 15], ref[0, :, 15, 15])
+    with pytest.raises(ValueError, match="does not fit"):
+        motion.compensate(ref, mv[..., :1], 8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from(motion.BLOCKS), st.integers(0, 2**31 - 1),
+       st.sampled_from([0, 1, 3, 64]))
+def test_field_round_trip(bh, bw, block, seed, spread):
+    g = torch.Generator().manual_seed(seed)
+    mv = torch.randint(-spread, spread + 1, (1, 2, bh, bw), generator=g)
+    data = motion.encode_field(mv, block)
+    back, b = motion.decode_field(data, bh * block, bw * block, motion.BLOCKS)
+    assert b == block and torch.equal(back, mv)
+
+
+def test_smooth_fields_are_cheap():
+    still = torch.zeros(1, 2, 40, 48, dtype=torch.long)
+    pan = still.clone()
+    pan[:, 1] = -7
+    assert len(motion.encode_field(still, 8)) < 24 and len(motion.encode_field(pan, 8)) < 40  # 1,920 vectors
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=64))
+def test_garbage_fields_fail_cleanly(data):
+    try:
+        mv, block = motion.decode_field(data, 64, 128, motion.BLOCKS)
+    except ValueError:
+        return
+    assert mv.shape == (1, 2, 64 // block, 128 // block) and int(mv.abs().max()) <= motion.MAX_RADIUS
+
+
+def test_hostile_field_strings_never_read_out_of_bounds():
+    from .test_fuzz import _hostile_substreams
+
+    refused = 0
+    for data in _hostile_substreams(2, 30):
+        try:
+            motion.decode_field(b"\x03\x00\x00" + data, 128, 128, motion.BLOCKS)
+        except ValueError:
+            refused += 1
+    assert refused > 0  # and, above all, the process is still alive
+    with pytest.raises(ValueError, match="too long"):
+        motion.decode_field(b"\x03\x00\x00" + bytes(10_000), 64, 64, motion.BLOCKS)
+
+
+def test_bad_field_headers_and_vectors():
+    with pytest.raises(ValueError, match="too short"):
+        motion.decode_field(b"\x03", 64, 64, (8,))
+    with pytest.raises(ValueError, match="block size"):
+        motion.decode_field(b"\x05\x00\x00", 64, 64, (8, 16))
+    with pytest.raises(ValueError, match="table"):
+        motion.decode_field(b"\x03\x00\x63", 64, 64, (8,))
+    with pytest.raises(ValueError, match="over"):
+        motion.encode_field(torch.full((1, 2, 1, 1), 65), 8)
+    # a residual of +100 on the first vector is codable but leaves the vector range
+    cdfs, lengths, offsets = motion._tables()
+    data = extension("ans").RansEncoder().encode_with_indexes([100, 0], [0, 0], cdfs, lengths, offsets)
+    with pytest.raises(ValueError, match="over"):
+        motion.decode_field(b"\x03\x00\x00" + data, 8, 8, (8,))
+
+
+def _motion_model(seed: int = 0):
+    torch.manual_seed(seed)
+    m = models.create("nvc-lite", n=16, m=16, c=8, motion=8).eval()
+    m.update(force=True)
+    m.weights_digest = models.weights_digest(m.state_dict())
+    return m
+
+
+def test_model_config_checks():
+    with pytest.raises(ModelError, match="block size"):
+        models.create("nvc-lite", n=16, m=16, c=8, motion=4)
+    with pytest.raises(ModelError, match="radius"):
+        models.create("nvc-lite", n=16, m=16, c=8, motion=8, motion_radius=65)
+    assert models.create("nvc-lite", n=16, m=16, c=8).substreams == 2
+    m = models.create("nvc-lite", n=16, m=16, c=8, motion=16)
+    assert m.substreams == 3 and m.config["motion"] == 16
+
+
+@pytest.mark.parametrize("numeric", ["exact", "fast"])
+def test_encoder_and_decoder_agree_with_motion(numeric):
+    m = _motion_model()
+    frames = make_frames(4, 72, 40, seed=3)
+    enc = Encoder(m, quality=2, gop=8, width=72, height=40, numeric=numeric)
+    dec = Decoder(m, width=72, height=40, exact=numeric == "exact")
+    for i, f in enumerate(frames):
+        cf = enc.encode(f)
+        p = bitstream.decode_payload(cf.payload)
+        assert len(p.strings) == 3 and (p.strings[2] == b"") == (i == 0)
+        out = dec.decode(bitstream.FrameRecord(index=i, frame_type=cf.frame_type, quality=cf.quality,
+                                               payload=cf.payload))
+        for a, b in ((out.y, cf.recon.y), (out.u, cf.recon.u), (out.v, cf.recon.v)):
+            assert np.array_equal(a, b)
+
+
+def test_decoder_refuses_misplaced_motion_fields():
+    from nvc.errors import BitstreamError
+
+    m = _motion_model()
+    frames = make_frames(2, 64, 64, seed=1)
+    enc = Encoder(m, quality=1, gop=8, width=64, height=64, numeric="exact")
+    coded = [enc.encode(f) for f in frames]
+    i_payload = bitstream.decode_payload(coded[0].payload)
+    p_field = bitstream.decode_payload(coded[1].payload).strings[2]
+    bad = bitstream.encode_payload(bitstream.FramePayload(shape=i_payload.shape,
+                                                          strings=[*i_payload.strings[:2], p_field]))
+    dec = Decoder(m, width=64, height=64, exact=True)
+    with pytest.raises(BitstreamError, match="motion field"):
+        dec.decode(bitstream.FrameRecord(index=0, frame_type=coded[0].frame_type, quality=coded[0].quality,
+                                         payload=bad))
+
+
+def test_training_loss_with_motion_runs_and_backpropagates():
+    m = models.create("nvc-lite", n=16, m=16, c=8, motion=8)
+    clip = torch.rand(2, 3, 3, 64, 64)
+    out = m.training_loss(clip, torch.tensor([0, 3]))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and m.p_g_a[0].weight.grad is not None
