@@ -113,8 +113,8 @@ def compensate(ref: Tensor, mv: Tensor, block: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------- coding
 # A motion field is coded as the residuals of each vector against a predictor from vectors before it in
 # raster order: the median of its left, above and above-right neighbours (above-left in the last column), the
-# left one in the top row, the one above in the first column, zero for the first block. The
-# dy and dx residuals each with one of the fixed two-sided geometric tables below (the encoder picks the
+# left one in the top row, the one above in the first column, zero for the first block. The dy and dx
+# residuals are each coded with one of the fixed two-sided geometric tables below (the encoder picks the
 # cheapest per component and frame), through the rANS coder the latents use.
 
 # Ratios theta = N / 65536 of the tables P(v) ~ theta^|v| (integers, so the tables are the same everywhere).
@@ -154,7 +154,8 @@ def _bits(residuals: np.ndarray, table: int) -> float:
 
 
 def _predict(field: np.ndarray) -> np.ndarray:
-    """The predictor of every vector of a (2, bh, bw) field (see :func:`_predictor`), vectorized."""
+    """The predictor of every vector of a (2, bh, bw) field (the rule above), vectorized; the decoder
+    applies the same rule vector by vector in :func:`decode_field`."""
     _, bh, bw = field.shape
     pred = np.zeros_like(field)
     pred[:, 0, 1:] = field[:, 0, :-1]  # top row: the left neighbour
