@@ -33,6 +33,7 @@ LIGHT_PIXELS = 1 << 19
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
 
 # Block motion (``motion`` in the config): the block sizes a model may use, the encoder's search radius.
+# (Named here because NvcLite.__init__'s ``motion`` argument hides the module there.)
 MOTION_BLOCKS = motion.BLOCKS
 MOTION_RADIUS = 16
 MAX_MOTION_RADIUS = motion.MAX_RADIUS
@@ -353,8 +354,8 @@ class NvcLite(nn.Module):
             if ref is None or not self.motion:
                 return ref
             radius = min(self.motion_radius, TRAIN_MOTION_RADIUS)
-            penalty = (self.motion_penalty_k / self.lambdas[quality]).view(-1, 1, 1)  # each sample's quality
-            return motion.compensate(ref, motion.estimate(x, ref, self.motion, radius, penalty), self.motion)
+            mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(quality))
+            return motion.compensate(ref, mv, self.motion)
 
         bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
         for i in range(t):
@@ -480,9 +481,12 @@ class NvcLite(nn.Module):
 
     motion_penalty_k: float = MOTION_PENALTY  # the encoder's choice (see motion_penalty)
 
-    def motion_penalty(self, quality: int) -> float:
+    def motion_penalty(self, quality: int | Tensor) -> float | Tensor:
         """Motion search's cost per unit of vector distance (in mean squared error of [0, 1] luma): in
-        proportion to the bits a vector costs over the weight of distortion at ``quality``."""
+        proportion to the bits a vector costs over the weight of distortion at ``quality`` (a (B,) tensor
+        of per-sample qualities in training gives a (B, 1, 1) tensor)."""
+        if isinstance(quality, Tensor):
+            return (self.motion_penalty_k / self.lambdas[quality]).view(-1, 1, 1)
         return self.motion_penalty_k / float(self.lambdas[quality])
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
