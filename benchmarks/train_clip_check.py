@@ -13,7 +13,9 @@ An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-
 frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
 default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5), ``refine=N``
-(encoder-side latent refinement, N steps per frame: ``nvc encode --refine``).
+(encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
+``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size) and ``penalty=K``
+(the motion search's cost per unit of vector distance, times lambda: ``NvcLite.motion_penalty_k``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
@@ -101,6 +103,10 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["q"] = tuple(int(v) for v in value.split("/"))
         elif key == "refine":
             opts["refine"] = int(value)
+        elif key in ("precision", "block"):
+            opts[key] = int(value)
+        elif key == "penalty":
+            opts[key] = float(value)
         else:
             raise SystemExit(f"{entry}: unknown option {key!r}")
     return ck, opts
@@ -156,6 +162,12 @@ def main() -> None:
                 ck, opts = parse_entry(entry)
                 model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
                 model.context_is_frame = "replicate" not in opts
+                if "precision" in opts:
+                    model.motion_precision = opts["precision"]
+                if "block" in opts:
+                    model.motion = opts["block"]
+                if "penalty" in opts:
+                    model.motion_penalty_k = opts["penalty"]
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
                 pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"), frame_pts,
                                 opts.get("refine", 0))

@@ -70,9 +70,11 @@ def test_hostile_rans_strings_never_read_out_of_bounds(lite):
     s_p, _, _, _ = lite.compress_frame(x, ref, 0)
     refused = 0
     for k, data in enumerate(_hostile_substreams(1, 60)):
-        # (weights with block motion code a third substream, the motion field: hostile in the fourth case)
+        # (weights with block motion code a third substream, the motion field: hostile in the fourth case,
+        # with whole- or half-pixel vectors)
+        field = [b"\x03\x00\x00", b"\x14\x00\x00"][k // 4 % 2] + data
         strings, ctx = [([data, *s_i[1:]], None), ([s_i[0], data, *s_i[2:]], None), ([data, *s_p[1:]], ref),
-                        ([*s_p[:2], b"\x03\x00\x00" + data][:len(s_p)], ref)][k % 4]
+                        ([*s_p[:2], field][:len(s_p)], ref)][k % 4]
         for exact in (False, True):
             try:
                 lite.decompress_frame(strings, shape, ctx, 0, exact=exact)

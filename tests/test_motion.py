@@ -56,15 +56,50 @@ def test_compensate_copies_values_with_clamped_coordinates():
         motion.compensate(ref, mv[..., :1], 8)
 
 
+def test_half_pixel_compensation_averages_neighbours_exactly():
+    ref = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    ref32 = ref.float()
+    mv = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    mv[0, :, 0, 1] = torch.tensor([0, 3])  # +1.5 px right
+    mv[0, :, 1, 0] = torch.tensor([-1, 0])  # -0.5 px up
+    mv[0, :, 1, 1] = torch.tensor([1, -1])  # +0.5 down, -0.5 left: four neighbours
+    for r in (ref, ref32):
+        out = motion.compensate(r, mv, 8, precision=2)
+        assert torch.equal(out[..., :8, :8], r[..., :8, :8])
+        assert torch.equal(out[0, :, 2, 9], (r[0, :, 2, 10] + r[0, :, 2, 11]) * 0.5)
+        assert torch.equal(out[0, :, 2, 15], (r[0, :, 2, 15] + r[0, :, 2, 15]) * 0.5)  # clamped at the edge
+        assert torch.equal(out[0, :, 9, 3], (r[0, :, 9, 3] + r[0, :, 8, 3]) * 0.5)
+        four = ((r[0, :, 10, 12] + r[0, :, 10, 13]) * 0.5 + (r[0, :, 11, 12] + r[0, :, 11, 13]) * 0.5) * 0.5
+        assert torch.equal(out[0, :, 10, 13], four)
+    # whole-pixel vectors in half-pixel units are the whole-pixel prediction
+    assert torch.equal(motion.compensate(ref, mv * 2, 8, precision=2), motion.compensate(ref, mv, 8))
+    with pytest.raises(ValueError, match="precision"):
+        motion.compensate(ref, mv, 8, precision=4)
+
+
+def test_half_pixel_search_finds_a_half_pixel_shift():
+    g = torch.Generator().manual_seed(5)
+    fine = torch.nn.functional.interpolate(torch.rand(1, 3, 34, 50, generator=g), size=(136, 200), mode="bilinear",
+                                           align_corners=False)
+    ref, cur = fine[..., 0:128:2, 0:192:2], fine[..., 3:131:2, 4:196:2]  # cur = ref 1.5 px down, 2 px right
+    mv = motion.estimate(cur, ref, 8, 4, penalty=1e-7, precision=2)
+    inner = mv[0, :, 1:-1, 1:-1]
+    assert bool((inner[0] == 3).float().mean() > 0.9) and bool((inner[1] == 4).float().mean() > 0.9)
+    whole = motion.compensate(ref, motion.estimate(cur, ref, 8, 4, penalty=1e-7), 8)
+    half = motion.compensate(ref, mv, 8, precision=2)
+    assert ((half - cur)[..., 8:-8, 8:-8] ** 2).mean() < 0.5 * ((whole - cur)[..., 8:-8, 8:-8] ** 2).mean()
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from(motion.BLOCKS), st.integers(0, 2**31 - 1),
-       st.sampled_from([0, 1, 3, 64]))
-def test_field_round_trip(bh, bw, block, seed, spread):
+@given(st.integers(2, 6), st.integers(2, 6), st.sampled_from(motion.BLOCKS), st.sampled_from(motion.PRECISIONS),
+       st.integers(0, 2**31 - 1), st.sampled_from([0, 1, 3, 64]))
+def test_field_round_trip(bh, bw, block, precision, seed, spread):
     g = torch.Generator().manual_seed(seed)
+    spread *= precision
     mv = torch.randint(-spread, spread + 1, (1, 2, bh, bw), generator=g)
-    data = motion.encode_field(mv, block)
-    back, b = motion.decode_field(data, bh * block, bw * block, motion.BLOCKS)
-    assert b == block and torch.equal(back, mv)
+    data = motion.encode_field(mv, block, precision)
+    back, b, p = motion.decode_field(data, bh * block, bw * block, motion.BLOCKS)
+    assert (b, p) == (block, precision) and torch.equal(back, mv)
 
 
 def test_smooth_fields_are_cheap():
@@ -78,10 +113,11 @@ def test_smooth_fields_are_cheap():
 @given(st.binary(max_size=64))
 def test_garbage_fields_fail_cleanly(data):
     try:
-        mv, block = motion.decode_field(data, 64, 128, motion.BLOCKS)
+        mv, block, precision = motion.decode_field(data, 64, 128, motion.BLOCKS)
     except ValueError:
         return
-    assert mv.shape == (1, 2, 64 // block, 128 // block) and int(mv.abs().max()) <= motion.MAX_RADIUS
+    assert mv.shape == (1, 2, 64 // block, 128 // block) and precision in motion.PRECISIONS
+    assert int(mv.abs().max()) <= motion.MAX_RADIUS * precision
 
 
 def test_hostile_field_strings_never_read_out_of_bounds():
@@ -103,10 +139,18 @@ def test_bad_field_headers_and_vectors():
         motion.decode_field(b"\x03", 64, 64, (8,))
     with pytest.raises(ValueError, match="block size"):
         motion.decode_field(b"\x05\x00\x00", 64, 64, (8, 16))
+    with pytest.raises(ValueError, match="precision"):
+        motion.decode_field(b"\x23\x00\x00", 64, 64, (8,))  # quarter pixels: not (yet) a stream's choice
     with pytest.raises(ValueError, match="table"):
         motion.decode_field(b"\x03\x00\x63", 64, 64, (8,))
     with pytest.raises(ValueError, match="over"):
-        motion.encode_field(torch.full((1, 2, 1, 1), 65), 8)
+        motion.encode_field(torch.full((1, 2, 2, 2), 65), 8)
+    with pytest.raises(ValueError, match="over"):
+        motion.encode_field(torch.full((1, 2, 2, 2), 129), 8, precision=2)
+    with pytest.raises(ValueError, match="blocks or more"):  # would overflow CompressAI's encoder buffer
+        motion.encode_field(torch.full((1, 2, 1, 2), 128), 8, precision=2)
+    far = torch.full((1, 2, 2, 2), -128)
+    assert torch.equal(motion.decode_field(motion.encode_field(far, 8, 2), 16, 16, (8,))[0], far)
     # a residual of +100 on the first vector is codable but leaves the vector range
     cdfs, lengths, offsets = motion._tables()
     data = extension("ans").RansEncoder().encode_with_indexes([100, 0], [0, 0], cdfs, lengths, offsets)

@@ -39,6 +39,8 @@ MOTION_RADIUS = 16
 MAX_MOTION_RADIUS = motion.MAX_RADIUS
 # motion search's cost per unit of vector distance, times lambdas[q] (see NvcLite.motion_penalty)
 MOTION_PENALTY = 5e-7
+# the units of the encoder's vectors: 1/MOTION_PRECISION pixel (see NvcLite.motion_precision)
+MOTION_PRECISION = 2
 # the radius training searches over its crops (they are small, and far matches are rare)
 TRAIN_MOTION_RADIUS = 8
 
@@ -354,8 +356,9 @@ class NvcLite(nn.Module):
             if ref is None or not self.motion:
                 return ref
             radius = min(self.motion_radius, TRAIN_MOTION_RADIUS)
-            mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(quality))
-            return motion.compensate(ref, mv, self.motion)
+            mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(quality),
+                                 precision=self.motion_precision)
+            return motion.compensate(ref, mv, self.motion, self.motion_precision)
 
         bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
         for i in range(t):
@@ -471,15 +474,17 @@ class NvcLite(nn.Module):
         if self.motion:  # P frames: find, code and apply the block motion; I frames carry an empty field
             extra = [b""]
             if ctx is not None:
-                mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality))
-                extra = [motion.encode_field(mv, self.motion)]
-                ref = motion.compensate(ctx, mv, self.motion)
+                mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
+                                     precision=self.motion_precision)
+                extra = [motion.encode_field(mv, self.motion, self.motion_precision)]
+                ref = motion.compensate(ctx, mv, self.motion, self.motion_precision)
         y = self.refine_latent(x, ref, quality, refine, visible) if refine > 0 else None
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         return [out["strings"][0][0], out["strings"][1][0], *extra], tuple(out["shape"]), x_hat, x_hat
 
     motion_penalty_k: float = MOTION_PENALTY  # the encoder's choice (see motion_penalty)
+    motion_precision: int = MOTION_PRECISION  # the encoder's choice: vectors in 1/motion_precision pixel
 
     def motion_penalty(self, quality: int | Tensor) -> float | Tensor:
         """Motion search's cost per unit of vector distance (in mean squared error of [0, 1] luma): in
@@ -498,8 +503,8 @@ class NvcLite(nn.Module):
             if ctx is None and strings[2]:
                 raise ValueError("an I frame carries a motion field")
             if ctx is not None:
-                mv, block = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
-                ref = motion.compensate(ctx, mv.to(ctx.device), block)
+                mv, block, precision = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                ref = motion.compensate(ctx, mv.to(ctx.device), block, precision)
         x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ref,
                                 quality=quality, exact=exact)["x_hat"].clamp(0.0, 1.0)
         return x_hat, x_hat

@@ -1,9 +1,11 @@
 """Block motion for nvc-lite's P frames: estimation (encoder), compensation (both sides).
 
-The reference is cut into ``block``×``block`` blocks of the *current* frame's grid; each block has an
-integer displacement ``(dy, dx)`` and is predicted by the reference's pixels at that offset, with
-coordinates clamped to the frame (replicate padding). Compensation only copies values, so it is exact in
-every numeric mode. Estimation is the encoder's choice alone (the decoder never runs it).
+The reference is cut into ``block``×``block`` blocks of the *current* frame's grid; each block has a
+displacement ``(dy, dx)`` in units of 1/``precision`` pixel (1: whole pixels, 2: half pixels) and is
+predicted by the reference's pixels at that offset, with coordinates clamped to the frame (replicate
+padding); half-pixel positions average their two or four neighbours. Compensation only copies values and
+halves sums of two, so it is exact in every numeric mode. Estimation is the encoder's choice alone (the
+decoder never runs it).
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def _pick(errs: Tensor, vecs: Tensor, penalty: float | Tensor, passes: int) -> T
 
 @torch.no_grad()
 def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | Tensor = 2e-5,
-             passes: int = 2) -> Tensor:
-    """Integer block displacements (N, 2, H/block, W/block) (dy, dx), |d| <= ``radius``, that minimise the
+             passes: int = 2, precision: int = 1) -> Tensor:
+    """Block displacements (N, 2, H/block, W/block) (dy, dx), |d| <= ``radius`` pixels, that minimise the
     block's mean squared luma error against ``ref`` plus ``penalty`` per unit of distance to an anchor
     vector: zero on the first pass, on later passes the median of the previous pass's 3x3 neighbourhood
     (so fields come out smooth and static blocks keep the zero vector: both are cheap to code); a tensor
@@ -78,11 +80,30 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
 
     Up to ``FULL_SEARCH_RADIUS`` every displacement is tried. Wider searches go coarse to fine: a full
     search on 4x downscaled luma, then every displacement within 3 of each block's coarse vector (times
-    4), and the zero vector; about 60 candidates per block instead of (2·radius + 1)²."""
+    4), and the zero vector; about 60 candidates per block instead of (2·radius + 1)².
+
+    ``precision`` 2 returns half-pixel units: the whole-pixel field, then each vector's eight half-pixel
+    neighbours tried too (``penalty`` per pixel of distance, so per half pixel it is halved)."""
     n, _, h, w = x.shape
     if h % block or w % block:
         raise ValueError(f"frame {h}x{w} is not a multiple of the block size {block}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
     cur, r = _luma(x.float()), _luma(ref.float())
+    mv = _integer_search(cur, r, block, radius, penalty, passes)
+    if precision == 1:
+        return mv
+    limit = radius * precision
+    vecs = [(mv * precision + torch.tensor([dy, dx], device=x.device).view(1, 2, 1, 1)).clamp_(-limit, limit)
+            for dy, dx in _by_length(1)]
+    errs = torch.stack([F.avg_pool2d((compensate(r, v, block, precision) - cur) ** 2, block)[:, 0] for v in vecs],
+                       dim=1)
+    return _pick(errs, torch.stack(vecs), penalty / precision, passes)
+
+
+def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: float | Tensor,
+                    passes: int) -> Tensor:
+    """Whole-pixel vectors of :func:`estimate` on luma."""
     if radius <= FULL_SEARCH_RADIUS or block % _COARSE:
         errs, vecs = _full_search(cur, r, block, radius)
         return _pick(errs, vecs, penalty, passes)
@@ -91,28 +112,47 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
     center = (_pick(c_errs, c_vecs, penalty * _COARSE, 1) * _COARSE).clamp_(-radius, radius)
     vecs = [torch.zeros_like(center)]
     for dy, dx in _by_length(_REFINE):
-        v = center + torch.tensor([dy, dx], device=x.device).view(1, 2, 1, 1)
+        v = center + torch.tensor([dy, dx], device=cur.device).view(1, 2, 1, 1)
         vecs.append(v.clamp_(-radius, radius))
     errs = torch.stack([F.avg_pool2d((compensate(r, v, block) - cur) ** 2, block)[:, 0] for v in vecs], dim=1)
     return _pick(errs, torch.stack(vecs), penalty, passes)
 
 
-def compensate(ref: Tensor, mv: Tensor, block: int) -> Tensor:
-    """The prediction of each block from ``ref`` (N, C, H, W) displaced by ``mv`` (N, 2, H/block, W/block)."""
+def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1) -> Tensor:
+    """The prediction of each block from ``ref`` (N, C, H, W) displaced by ``mv`` (N, 2, H/block, W/block),
+    in units of 1/``precision`` pixel. A half-pixel position is the mean of its two (or four) neighbours,
+    computed as ``(a + b) / 2`` per row, then between rows: sums of two and halvings, exact everywhere."""
     n, c, h, w = ref.shape
     if mv.shape != (n, 2, h // block, w // block) or h % block or w % block:
         raise ValueError(f"motion field {tuple(mv.shape)} does not fit a {h}x{w} frame in {block}-blocks")
+    if precision not in PRECISIONS:
+        raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
     dy = mv[:, 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
     dx = mv[:, 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
-    rows = (torch.arange(h, device=ref.device).view(1, h, 1) + dy).clamp_(0, h - 1)
-    cols = (torch.arange(w, device=ref.device).view(1, 1, w) + dx).clamp_(0, w - 1)
-    flat = (rows * w + cols).view(n, 1, h * w).expand(n, c, h * w)
-    return ref.reshape(n, c, h * w).gather(2, flat).view(n, c, h, w)
+    iy, ix = torch.div(dy, precision, rounding_mode="floor"), torch.div(dx, precision, rounding_mode="floor")
+    rows = torch.arange(h, device=ref.device).view(1, h, 1) + iy
+    cols = torch.arange(w, device=ref.device).view(1, 1, w) + ix
+    flat_ref = ref.reshape(n, c, h * w)
+
+    def at(r: Tensor, k: Tensor) -> Tensor:
+        flat = (r.clamp(0, h - 1) * w + k.clamp(0, w - 1)).view(n, 1, h * w).expand(n, c, h * w)
+        return flat_ref.gather(2, flat).view(n, c, h, w)
+
+    top = at(rows, cols)
+    if precision == 1:
+        return top
+    fy, fx = (dy != iy * precision).unsqueeze(1), (dx != ix * precision).unsqueeze(1)  # half-pixel offsets
+    top = (top + torch.where(fx, at(rows, cols + 1), top)) * 0.5
+    if not bool(fy.any()):
+        return top
+    bottom = at(rows + 1, cols)
+    bottom = (bottom + torch.where(fx, at(rows + 1, cols + 1), bottom)) * 0.5
+    return (top + torch.where(fy, bottom, top)) * 0.5
 
 
 # ---------------------------------------------------------------------------------------------- coding
-# A motion field is coded as the residuals of each vector against a predictor from vectors before it in
-# raster order: the median of its left, above and above-right neighbours (above-left in the last column), the
+# A motion field is coded as the residuals of each vector (in its units: whole or half pixels) against a
+# predictor from vectors before it in raster order: the median of its left, above and above-right neighbours (above-left in the last column), the
 # left one in the top row, the one above in the first column, zero for the first block. The dy and dx
 # residuals are each coded with one of the fixed two-sided geometric tables below (the encoder picks the
 # cheapest per component and frame), through the rANS coder the latents use.
@@ -120,36 +160,43 @@ def compensate(ref: Tensor, mv: Tensor, block: int) -> Tensor:
 # Ratios theta = N / 65536 of the tables P(v) ~ theta^|v| (integers, so the tables are the same everywhere).
 _THETA = (58982, 52429, 46341, 32768, 23170, 16384, 11585, 8192, 5793, 4096, 2896, 2048, 1448, 1024, 724, 512,
           362, 256)
-_SPAN = 128  # residuals lie in -_SPAN.._SPAN (vectors within MAX_RADIUS, predictors too)
-MAX_RADIUS = 64  # the largest displacement a stream may carry
+_SPAN = 128  # residuals lie in -_SPAN.._SPAN times the precision (vectors within MAX_RADIUS, predictors too)
+MAX_RADIUS = 64  # the largest displacement a stream may carry, in pixels
 BLOCKS = (8, 16)  # the block sizes a stream may use
-_HEADER = 3  # block size log2, dy table, dx table
+PRECISIONS = (1, 2)  # vector units a stream may use: 1/precision pixel
+_HEADER = 3  # block size log2 and precision log2, dy table, dx table
+# CompressAI's rANS encoder flushes into one 32-bit word per symbol: a string of n symbols of up to 16 bits
+# each needs n/2 + 3 words, which overflows its buffer (heap corruption) below 6 symbols. Frames are padded
+# to 64x64 or more, so their fields have 16 blocks or more; smaller ones are refused rather than coded.
+MIN_FIELD_BLOCKS = 3
 
 
 @lru_cache(maxsize=None)
-def _tables() -> tuple[list[list[int]], list[int], list[int]]:
-    """16-bit CDFs (rANS layout: symbols, then an escape of frequency 1) of every ratio, exact integers."""
+def _tables(precision: int = 1) -> tuple[list[list[int]], list[int], list[int]]:
+    """16-bit CDFs (rANS layout: symbols, then an escape of frequency 1) of every ratio over the residuals
+    of vectors in 1/``precision`` pixels, exact integers."""
     from fractions import Fraction
 
-    n = 2 * _SPAN + 1
+    span = _SPAN * precision
+    n = 2 * span + 1
     budget = (1 << 16) - 1  # the escape takes 1
     cdfs = []
     for num in _THETA:
         theta = Fraction(num, 1 << 16)
-        weights = [theta ** abs(v) for v in range(-_SPAN, _SPAN + 1)]
+        weights = [theta ** abs(v) for v in range(-span, span + 1)]
         total = sum(weights)
         freq = [max(1, int(w * (budget - n) / total)) for w in weights]
-        freq[_SPAN] += budget - sum(freq)  # the rest to the zero residual (the mode)
+        freq[span] += budget - sum(freq)  # the rest to the zero residual (the mode)
         cdf = [0]
         for f in freq + [1]:
             cdf.append(cdf[-1] + f)
         cdfs.append(cdf)
-    return cdfs, [n + 2] * len(_THETA), [-_SPAN] * len(_THETA)
+    return cdfs, [n + 2] * len(_THETA), [-span] * len(_THETA)
 
 
-def _bits(residuals: np.ndarray, table: int) -> float:
-    cdf = np.asarray(_tables()[0][table], dtype=np.float64)
-    freq = np.diff(cdf)[residuals + _SPAN]
+def _bits(residuals: np.ndarray, table: int, precision: int) -> float:
+    cdf = np.asarray(_tables(precision)[0][table], dtype=np.float64)
+    freq = np.diff(cdf)[residuals + _SPAN * precision]
     return float(-np.log2(freq / (1 << 16)).sum())
 
 
@@ -168,33 +215,41 @@ def _predict(field: np.ndarray) -> np.ndarray:
     return pred
 
 
-def encode_field(mv: Tensor, block: int) -> bytes:
-    """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks."""
+def encode_field(mv: Tensor, block: int, precision: int = 1) -> bytes:
+    """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks, in 1/``precision`` pixels."""
+    if block not in BLOCKS or precision not in PRECISIONS:
+        raise ValueError(f"motion block size {block} or precision {precision} is not codable")
     field = mv[0].cpu().numpy().astype(np.int64)
-    if np.abs(field).max(initial=0) > MAX_RADIUS:
-        raise ValueError(f"motion vectors over {MAX_RADIUS}")
+    if field[0].size < MIN_FIELD_BLOCKS:
+        raise ValueError(f"a motion field needs {MIN_FIELD_BLOCKS} blocks or more, not {field[0].size}")
+    if np.abs(field).max(initial=0) > MAX_RADIUS * precision:
+        raise ValueError(f"motion vectors over {MAX_RADIUS} pixels")
     res = field - _predict(field)
-    choice = [min(range(len(_THETA)), key=lambda t: _bits(res[c], t)) for c in (0, 1)]
-    cdfs, lengths, offsets = _tables()
+    choice = [min(range(len(_THETA)), key=lambda t: _bits(res[c], t, precision)) for c in (0, 1)]
+    cdfs, lengths, offsets = _tables(precision)
     symbols = np.stack([res[0], res[1]], axis=-1).reshape(-1)  # (dy, dx) per block, raster order
     indexes = np.tile(np.array(choice), res[0].size)
     coder = extension("ans").RansEncoder()
     data = coder.encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
     check_string(data, symbols.size)  # never write what a decoder refuses
-    return bytes([block.bit_length() - 1, *choice]) + data
+    return bytes([(precision.bit_length() - 1) << 4 | (block.bit_length() - 1), *choice]) + data
 
 
-def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> tuple[Tensor, int]:
-    """The (1, 2, bh, bw) motion field and block size coded in ``data`` for a padded ``height``x``width`` frame."""
+def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> tuple[Tensor, int, int]:
+    """The (1, 2, bh, bw) motion field, block size and precision coded in ``data`` for a padded
+    ``height``x``width`` frame."""
     if len(data) < _HEADER:
         raise ValueError("motion substream is too short")
-    block = 1 << data[0]
+    block, precision = 1 << (data[0] & 15), 1 << (data[0] >> 4)
     if block not in blocks or height % block or width % block:
         raise ValueError(f"motion block size {block} is not allowed here")
+    if precision not in PRECISIONS:
+        raise ValueError(f"motion precision 1/{precision} pixel is not allowed")
     if max(data[1], data[2]) >= len(_THETA):
         raise ValueError("motion table index out of range")
     bh, bw = height // block, width // block
-    cdfs, lengths, offsets = _tables()
+    limit = MAX_RADIUS * precision
+    cdfs, lengths, offsets = _tables(precision)
     indexes = np.tile(np.array([data[1], data[2]]), bh * bw)
     coder = extension("ans").RansDecoder()
     # zero-padded so that even a hostile string cannot make the decoder read past it (layers.safe_string)
@@ -214,8 +269,8 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
                 corner = field[(i - 1) * bw + j + 1] if j + 1 < bw else field[(i - 1) * bw + j - 1]
                 p = [sorted((left[c], above[c], corner[c]))[1] for c in (0, 1)]
             v = [p[0] + r[0], p[1] + r[1]]
-            if abs(v[0]) > MAX_RADIUS or abs(v[1]) > MAX_RADIUS:
-                raise ValueError(f"motion vector over {MAX_RADIUS} at block ({i}, {j})")
+            if abs(v[0]) > limit or abs(v[1]) > limit:
+                raise ValueError(f"motion vector over {MAX_RADIUS} pixels at block ({i}, {j})")
             field.append(v)
     out = torch.tensor(field, dtype=torch.long).reshape(bh, bw, 2).permute(2, 0, 1).contiguous()
-    return out.unsqueeze(0), block
+    return out.unsqueeze(0), block, precision
