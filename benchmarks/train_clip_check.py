@@ -14,7 +14,8 @@ frames). Options: ``replicate`` (replicate padding for P frames instead of :func
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
 default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5), ``refine=N``
 (encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
-``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size) and ``penalty=K``
+``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size), ``overlap=0..3``
+(overlapped compensation over block/8, /4, /2 pixels of each edge; 0: none) and ``penalty=K``
 (the motion search's cost per unit of vector distance, times lambda: ``NvcLite.motion_penalty_k``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
@@ -103,7 +104,7 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["q"] = tuple(int(v) for v in value.split("/"))
         elif key == "refine":
             opts["refine"] = int(value)
-        elif key in ("precision", "block"):
+        elif key in ("precision", "block", "overlap"):
             opts[key] = int(value)
         elif key == "penalty":
             opts[key] = float(value)
@@ -166,6 +167,8 @@ def main() -> None:
                     model.motion_precision = opts["precision"]
                 if "block" in opts:
                     model.motion = opts["block"]
+                if "overlap" in opts:
+                    model.motion_overlap = opts["overlap"]
                 if "penalty" in opts:
                     model.motion_penalty_k = opts["penalty"]
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None

@@ -71,8 +71,8 @@ def test_hostile_rans_strings_never_read_out_of_bounds(lite):
     refused = 0
     for k, data in enumerate(_hostile_substreams(1, 60)):
         # (weights with block motion code a third substream, the motion field: hostile in the fourth case,
-        # with whole- or half-pixel vectors)
-        field = [b"\x03\x00\x00", b"\x14\x00\x00"][k // 4 % 2] + data
+        # with whole-pixel vectors, or half-pixel and overlapped)
+        field = [b"\x03\x00\x00", b"\x94\x00\x00"][k // 4 % 2] + data
         strings, ctx = [([data, *s_i[1:]], None), ([s_i[0], data, *s_i[2:]], None), ([data, *s_p[1:]], ref),
                         ([*s_p[:2], field][:len(s_p)], ref)][k % 4]
         for exact in (False, True):

@@ -90,16 +90,45 @@ def test_half_pixel_search_finds_a_half_pixel_shift():
     assert ((half - cur)[..., 8:-8, 8:-8] ** 2).mean() < 0.5 * ((whole - cur)[..., 8:-8, 8:-8] ** 2).mean()
 
 
+def test_overlapped_compensation_blends_neighbours_near_edges_only():
+    g = torch.Generator().manual_seed(7)
+    ref = torch.rand(1, 3, 32, 48, generator=g)
+    mv = torch.randint(-6, 7, (1, 2, 2, 3), generator=g)
+    plain = motion.compensate(ref, mv, 16, 2)
+    for overlap, band in ((1, 2), (2, 4), (3, 8)):
+        out = motion.compensate(ref, mv, 16, 2, overlap)
+        inside = slice(band, 16 - band)
+        assert torch.equal(out[..., inside, inside], plain[..., inside, inside])
+        assert not torch.equal(out[..., :band, :], plain[..., :band, :])
+    # one pixel by the spec's formula: row 14 of block (0, 1) (k = 14: t = 3, w = (8 - 3) / 16, below),
+    # column 17 (k = 1: t = 3, w = 5/16, left); overlap 2 on 16-blocks: L = 4
+    out = motion.compensate(ref, mv, 16, 2, 2)
+    pred = {}
+    for i, j in ((0, 1), (0, 0), (1, 1), (1, 0)):
+        one = mv[:, :, i:i + 1, j:j + 1].expand(1, 2, 2, 3).contiguous()
+        pred[i, j] = motion.compensate(ref, one, 16, 2)[0, :, 14, 17]
+    wx = wy = 5 / 16
+    top = pred[0, 1] + (pred[0, 0] - pred[0, 1]) * wx
+    bottom = pred[1, 1] + (pred[1, 0] - pred[1, 1]) * wx
+    assert torch.equal(out[0, :, 14, 17], top + (bottom - top) * wy)
+    # a uniform field is the plain prediction, exactly; float64 agrees with float32 to its rounding
+    same = torch.full((1, 2, 2, 3), 3)
+    assert torch.equal(motion.compensate(ref, same, 16, 2, 2), motion.compensate(ref, same, 16, 2))
+    assert (motion.compensate(ref.double(), mv, 16, 2, 2).float() - out).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="overlap"):
+        motion.compensate(ref, mv, 16, 2, 4)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(2, 6), st.integers(2, 6), st.sampled_from(motion.BLOCKS), st.sampled_from(motion.PRECISIONS),
-       st.integers(0, 2**31 - 1), st.sampled_from([0, 1, 3, 64]))
-def test_field_round_trip(bh, bw, block, precision, seed, spread):
+       st.sampled_from(motion.OVERLAPS), st.integers(0, 2**31 - 1), st.sampled_from([0, 1, 3, 64]))
+def test_field_round_trip(bh, bw, block, precision, overlap, seed, spread):
     g = torch.Generator().manual_seed(seed)
     spread *= precision
     mv = torch.randint(-spread, spread + 1, (1, 2, bh, bw), generator=g)
-    data = motion.encode_field(mv, block, precision)
-    back, b, p = motion.decode_field(data, bh * block, bw * block, motion.BLOCKS)
-    assert (b, p) == (block, precision) and torch.equal(back, mv)
+    data = motion.encode_field(mv, block, precision, overlap)
+    f = motion.decode_field(data, bh * block, bw * block, motion.BLOCKS)
+    assert (f.block, f.precision, f.overlap) == (block, precision, overlap) and torch.equal(f.mv, mv)
 
 
 def test_smooth_fields_are_cheap():
@@ -113,11 +142,11 @@ def test_smooth_fields_are_cheap():
 @given(st.binary(max_size=64))
 def test_garbage_fields_fail_cleanly(data):
     try:
-        mv, block, precision = motion.decode_field(data, 64, 128, motion.BLOCKS)
+        f = motion.decode_field(data, 64, 128, motion.BLOCKS)
     except ValueError:
         return
-    assert mv.shape == (1, 2, 64 // block, 128 // block) and precision in motion.PRECISIONS
-    assert int(mv.abs().max()) <= motion.MAX_RADIUS * precision
+    assert f.mv.shape == (1, 2, 64 // f.block, 128 // f.block) and f.precision in motion.PRECISIONS
+    assert int(f.mv.abs().max()) <= motion.MAX_RADIUS * f.precision and f.overlap in motion.OVERLAPS
 
 
 def test_hostile_field_strings_never_read_out_of_bounds():

@@ -41,6 +41,8 @@ MAX_MOTION_RADIUS = motion.MAX_RADIUS
 MOTION_PENALTY = 5e-7
 # the units of the encoder's vectors: 1/MOTION_PRECISION pixel (see NvcLite.motion_precision)
 MOTION_PRECISION = 2
+# the encoder's overlapped block motion compensation: over block >> (4 - MOTION_OVERLAP) pixels of each edge
+MOTION_OVERLAP = 2
 # the radius training searches over its crops (they are small, and far matches are rare)
 TRAIN_MOTION_RADIUS = 8
 
@@ -358,7 +360,7 @@ class NvcLite(nn.Module):
             radius = min(self.motion_radius, TRAIN_MOTION_RADIUS)
             mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(quality),
                                  precision=self.motion_precision)
-            return motion.compensate(ref, mv, self.motion, self.motion_precision)
+            return motion.compensate(ref, mv, self.motion, self.motion_precision, self.motion_overlap)
 
         bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
         for i in range(t):
@@ -476,8 +478,8 @@ class NvcLite(nn.Module):
             if ctx is not None:
                 mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
                                      precision=self.motion_precision)
-                extra = [motion.encode_field(mv, self.motion, self.motion_precision)]
-                ref = motion.compensate(ctx, mv, self.motion, self.motion_precision)
+                extra = [motion.encode_field(mv, self.motion, self.motion_precision, self.motion_overlap)]
+                ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
         y = self.refine_latent(x, ref, quality, refine, visible) if refine > 0 else None
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
@@ -485,6 +487,7 @@ class NvcLite(nn.Module):
 
     motion_penalty_k: float = MOTION_PENALTY  # the encoder's choice (see motion_penalty)
     motion_precision: int = MOTION_PRECISION  # the encoder's choice: vectors in 1/motion_precision pixel
+    motion_overlap: int = MOTION_OVERLAP  # the encoder's choice: overlapped compensation (motion.compensate)
 
     def motion_penalty(self, quality: int | Tensor) -> float | Tensor:
         """Motion search's cost per unit of vector distance (in mean squared error of [0, 1] luma): in
@@ -503,8 +506,8 @@ class NvcLite(nn.Module):
             if ctx is None and strings[2]:
                 raise ValueError("an I frame carries a motion field")
             if ctx is not None:
-                mv, block, precision = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
-                ref = motion.compensate(ctx, mv.to(ctx.device), block, precision)
+                f = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                ref = motion.compensate(ctx, f.mv.to(ctx.device), f.block, f.precision, f.overlap)
         x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ref,
                                 quality=quality, exact=exact)["x_hat"].clamp(0.0, 1.0)
         return x_hat, x_hat

@@ -3,14 +3,16 @@
 The reference is cut into ``block``×``block`` blocks of the *current* frame's grid; each block has a
 displacement ``(dy, dx)`` in units of 1/``precision`` pixel (1: whole pixels, 2: half pixels) and is
 predicted by the reference's pixels at that offset, with coordinates clamped to the frame (replicate
-padding); half-pixel positions average their two or four neighbours. Compensation only copies values and
-halves sums of two, so it is exact in every numeric mode. Estimation is the encoder's choice alone (the
-decoder never runs it).
+padding); half-pixel positions average their two or four neighbours. Near block edges the prediction may
+blend the neighbouring blocks' vectors (overlapped compensation, dyadic weights). Compensation copies values,
+halves sums of two and blends with fixed weights in a fixed order, so every device computes the same
+prediction in every numeric mode. Estimation is the encoder's choice alone (the decoder never runs it).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -118,17 +120,52 @@ def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: fl
     return _pick(errs, torch.stack(vecs), penalty, passes)
 
 
-def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1) -> Tensor:
+def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> Tensor:
     """The prediction of each block from ``ref`` (N, C, H, W) displaced by ``mv`` (N, 2, H/block, W/block),
     in units of 1/``precision`` pixel. A half-pixel position is the mean of its two (or four) neighbours,
-    computed as ``(a + b) / 2`` per row, then between rows: sums of two and halvings, exact everywhere."""
+    computed as ``(a + b) / 2`` per row, then between rows: sums of two and halvings, exact everywhere.
+
+    ``overlap`` > 0 (overlapped block motion compensation): within ``band = block >> (4 - overlap)``
+    pixels of a block edge, a pixel's prediction blends its block's vector with the nearest horizontal,
+    vertical and diagonal neighbours' (bilinear weights, about 1/2 at the edge falling to 0 at ``band``; dyadic, so
+    every product is exact on a fine enough grid), which smooths the block edges out of the prediction."""
     n, c, h, w = ref.shape
     if mv.shape != (n, 2, h // block, w // block) or h % block or w % block:
         raise ValueError(f"motion field {tuple(mv.shape)} does not fit a {h}x{w} frame in {block}-blocks")
     if precision not in PRECISIONS:
         raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
-    dy = mv[:, 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
-    dx = mv[:, 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    if overlap not in OVERLAPS:
+        raise ValueError(f"motion overlap must be one of {OVERLAPS}, not {overlap}")
+    bh, bw = h // block, w // block
+    by = torch.arange(h, device=ref.device) // block
+    bx = torch.arange(w, device=ref.device) // block
+
+    def pred(rows: Tensor, cols: Tensor) -> Tensor:  # each pixel with the vector of block (rows[y], cols[x])
+        v = mv[:, :, rows][:, :, :, cols]
+        return _predict_pixels(ref, v[:, 0], v[:, 1], precision)
+
+    own = pred(by, bx)
+    if not overlap:
+        return own
+    band = block >> (4 - overlap)
+    k = torch.arange(block, device=ref.device)
+    twice = torch.minimum(2 * k + 1, 2 * block - 2 * k - 1)  # twice the distance to the nearest edge
+    weight = (2 * band - twice).clamp(min=0).to(ref.dtype) / (4 * band)  # the neighbour's: (band - d) / (2 band)
+    side = torch.where(2 * k + 1 < block, -1, 1)  # the nearest edge: before or after
+    ny = (by + side.repeat(bh)).clamp(0, bh - 1)
+    nx = (bx + side.repeat(bw)).clamp(0, bw - 1)
+    ay, ax = weight.repeat(bh).view(1, 1, h, 1), weight.repeat(bw).view(1, 1, 1, w)
+    # a + (b - a) * weight, three separate operations (never a fused multiply-add, never torch.lerp): equal
+    # neighbours and zero weights (the block's inside) give the block's own prediction exactly
+    top = pred(by, nx).sub_(own).mul_(ax).add_(own)
+    vertical = pred(ny, bx)
+    bottom = pred(ny, nx).sub_(vertical).mul_(ax).add_(vertical)
+    return bottom.sub_(top).mul_(ay).add_(top)
+
+
+def _predict_pixels(ref: Tensor, dy: Tensor, dx: Tensor, precision: int) -> Tensor:
+    """Each pixel of ``ref`` (N, C, H, W) displaced by its own vector ``(dy, dx)`` (N, H, W each)."""
+    n, c, h, w = ref.shape
     iy, ix = torch.div(dy, precision, rounding_mode="floor"), torch.div(dx, precision, rounding_mode="floor")
     rows = torch.arange(h, device=ref.device).view(1, h, 1) + iy
     cols = torch.arange(w, device=ref.device).view(1, 1, w) + ix
@@ -164,7 +201,8 @@ _SPAN = 128  # residuals lie in -_SPAN.._SPAN times the precision (vectors withi
 MAX_RADIUS = 64  # the largest displacement a stream may carry, in pixels
 BLOCKS = (8, 16)  # the block sizes a stream may use
 PRECISIONS = (1, 2)  # vector units a stream may use: 1/precision pixel
-_HEADER = 3  # block size log2 and precision log2, dy table, dx table
+OVERLAPS = (0, 1, 2, 3)  # overlapped compensation: none, or over block/8, block/4, block/2 pixels of each edge
+_HEADER = 3  # block size log2 | precision log2 << 4 | overlap << 6; dy table; dx table
 # CompressAI's rANS encoder flushes into one 32-bit word per symbol: a string of n symbols of up to 16 bits
 # each needs n/2 + 3 words, which overflows its buffer (heap corruption) below 6 symbols. Frames are padded
 # to 64x64 or more, so their fields have 16 blocks or more; smaller ones are refused rather than coded.
@@ -215,10 +253,20 @@ def _predict(field: np.ndarray) -> np.ndarray:
     return pred
 
 
-def encode_field(mv: Tensor, block: int, precision: int = 1) -> bytes:
-    """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks, in 1/``precision`` pixels."""
-    if block not in BLOCKS or precision not in PRECISIONS:
-        raise ValueError(f"motion block size {block} or precision {precision} is not codable")
+class MotionField(NamedTuple):
+    """A decoded motion field: vectors (1, 2, bh, bw) and how to apply them (see :func:`compensate`)."""
+
+    mv: Tensor
+    block: int
+    precision: int = 1
+    overlap: int = 0
+
+
+def encode_field(mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> bytes:
+    """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks, in 1/``precision`` pixels,
+    applied with ``overlap``."""
+    if block not in BLOCKS or precision not in PRECISIONS or overlap not in OVERLAPS:
+        raise ValueError(f"motion block size {block}, precision {precision} or overlap {overlap} is not codable")
     field = mv[0].cpu().numpy().astype(np.int64)
     if field[0].size < MIN_FIELD_BLOCKS:
         raise ValueError(f"a motion field needs {MIN_FIELD_BLOCKS} blocks or more, not {field[0].size}")
@@ -232,15 +280,14 @@ def encode_field(mv: Tensor, block: int, precision: int = 1) -> bytes:
     coder = extension("ans").RansEncoder()
     data = coder.encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
     check_string(data, symbols.size)  # never write what a decoder refuses
-    return bytes([(precision.bit_length() - 1) << 4 | (block.bit_length() - 1), *choice]) + data
+    return bytes([overlap << 6 | (precision.bit_length() - 1) << 4 | (block.bit_length() - 1), *choice]) + data
 
 
-def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> tuple[Tensor, int, int]:
-    """The (1, 2, bh, bw) motion field, block size and precision coded in ``data`` for a padded
-    ``height``x``width`` frame."""
+def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> MotionField:
+    """The motion field coded in ``data`` for a padded ``height``x``width`` frame."""
     if len(data) < _HEADER:
         raise ValueError("motion substream is too short")
-    block, precision = 1 << (data[0] & 15), 1 << (data[0] >> 4)
+    block, precision, overlap = 1 << (data[0] & 15), 1 << (data[0] >> 4 & 3), data[0] >> 6
     if block not in blocks or height % block or width % block:
         raise ValueError(f"motion block size {block} is not allowed here")
     if precision not in PRECISIONS:
@@ -273,4 +320,4 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
                 raise ValueError(f"motion vector over {MAX_RADIUS} pixels at block ({i}, {j})")
             field.append(v)
     out = torch.tensor(field, dtype=torch.long).reshape(bh, bw, 2).permute(2, 0, 1).contiguous()
-    return out.unsqueeze(0), block, precision
+    return MotionField(out.unsqueeze(0), block, precision, overlap)
