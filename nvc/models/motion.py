@@ -127,8 +127,9 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
 
     ``overlap`` > 0 (overlapped block motion compensation): within ``band = block >> (4 - overlap)``
     pixels of a block edge, a pixel's prediction blends its block's vector with the nearest horizontal,
-    vertical and diagonal neighbours' (bilinear weights, about 1/2 at the edge falling to 0 at ``band``; dyadic, so
-    every product is exact on a fine enough grid), which smooths the block edges out of the prediction."""
+    vertical and diagonal neighbours' (bilinear weights, about 1/2 at the edge falling to 0 at ``band``;
+    dyadic, so every product is exact on a fine enough grid), which smooths the block edges out of the
+    prediction."""
     n, c, h, w = ref.shape
     if mv.shape != (n, 2, h // block, w // block) or h % block or w % block:
         raise ValueError(f"motion field {tuple(mv.shape)} does not fit a {h}x{w} frame in {block}-blocks")
@@ -189,10 +190,10 @@ def _predict_pixels(ref: Tensor, dy: Tensor, dx: Tensor, precision: int) -> Tens
 
 # ---------------------------------------------------------------------------------------------- coding
 # A motion field is coded as the residuals of each vector (in its units: whole or half pixels) against a
-# predictor from vectors before it in raster order: the median of its left, above and above-right neighbours (above-left in the last column), the
-# left one in the top row, the one above in the first column, zero for the first block. The dy and dx
-# residuals are each coded with one of the fixed two-sided geometric tables below (the encoder picks the
-# cheapest per component and frame), through the rANS coder the latents use.
+# predictor from vectors before it in raster order: the median of its left, above and above-right neighbours
+# (above-left in the last column), the left one in the top row, the one above in the first column, zero for
+# the first block. The dy and dx residuals are each coded with one of the fixed two-sided geometric tables
+# below (the encoder picks the cheapest per component and frame), through the rANS coder the latents use.
 
 # Ratios theta = N / 65536 of the tables P(v) ~ theta^|v| (integers, so the tables are the same everywhere).
 _THETA = (58982, 52429, 46341, 32768, 23170, 16384, 11585, 8192, 5793, 4096, 2896, 2048, 1448, 1024, 724, 512,
