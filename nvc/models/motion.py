@@ -138,14 +138,15 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
     if overlap not in OVERLAPS:
         raise ValueError(f"motion overlap must be one of {OVERLAPS}, not {overlap}")
     bh, bw = h // block, w // block
-    by = torch.arange(h, device=ref.device) // block
-    bx = torch.arange(w, device=ref.device) // block
+    ys, xs = torch.arange(h, device=ref.device), torch.arange(w, device=ref.device)
+    by, bx = ys // block, xs // block
 
-    def pred(rows: Tensor, cols: Tensor) -> Tensor:  # each pixel with the vector of block (rows[y], cols[x])
+    def pred(y: Tensor, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        """Pixels (y[i], x[j]), each with the vector of block (rows[i], cols[j])."""
         v = mv[:, :, rows][:, :, :, cols]
-        return _predict_pixels(ref, v[:, 0], v[:, 1], precision)
+        return _predict_pixels(ref, y, x, v[:, 0], v[:, 1], precision)
 
-    own = pred(by, bx)
+    own = pred(ys, xs, by, bx)
     if not overlap:
         return own
     band = block >> (4 - overlap)
@@ -155,26 +156,34 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
     side = torch.where(2 * k + 1 < block, -1, 1)  # the nearest edge: before or after
     ny = (by + side.repeat(bh)).clamp(0, bh - 1)
     nx = (bx + side.repeat(bw)).clamp(0, bw - 1)
-    ay, ax = weight.repeat(bh).view(1, 1, h, 1), weight.repeat(bw).view(1, 1, 1, w)
-    # a + (b - a) * weight, three separate operations (never a fused multiply-add, never torch.lerp): equal
-    # neighbours and zero weights (the block's inside) give the block's own prediction exactly
-    top = pred(by, nx).sub_(own).mul_(ax).add_(own)
-    vertical = pred(ny, bx)
-    bottom = pred(ny, nx).sub_(vertical).mul_(ax).add_(vertical)
-    return bottom.sub_(top).mul_(ay).add_(top)
+    # Each pixel is top + (bottom - top) * wy, with top = own + (p(i, j') - own) * wx and bottom likewise from
+    # the vertical neighbour: a + (b - a) * w, three separate operations (never a fused multiply-add, never
+    # torch.lerp), so a zero weight gives a exactly. Only the rows and columns of nonzero weight are computed.
+    wy, wx = weight.repeat(bh), weight.repeat(bw)
+    cy, cx = torch.nonzero(wy).flatten(), torch.nonzero(wx).flatten()
+    ay, ax = wy[cy].view(1, 1, -1, 1), wx[cx].view(1, 1, 1, -1)
+    top = own.clone()
+    top[..., cx] = pred(ys, xs[cx], by, nx[cx]).sub_(own[..., cx]).mul_(ax).add_(own[..., cx])
+    bottom = pred(ys[cy], xs, ny[cy], bx)
+    bottom[..., cx] = pred(ys[cy], xs[cx], ny[cy], nx[cx]).sub_(bottom[..., cx]).mul_(ax).add_(bottom[..., cx])
+    out = top.clone()
+    out[..., cy, :] = bottom.sub_(top[..., cy, :]).mul_(ay).add_(top[..., cy, :])
+    return out
 
 
-def _predict_pixels(ref: Tensor, dy: Tensor, dx: Tensor, precision: int) -> Tensor:
-    """Each pixel of ``ref`` (N, C, H, W) displaced by its own vector ``(dy, dx)`` (N, H, W each)."""
+def _predict_pixels(ref: Tensor, y: Tensor, x: Tensor, dy: Tensor, dx: Tensor, precision: int) -> Tensor:
+    """The pixels (y[i], x[j]) of ``ref`` (N, C, H, W), each displaced by its own vector ``(dy, dx)`` (N, h, w
+    each, h and w the lengths of ``y`` and ``x``): (N, C, h, w)."""
     n, c, h, w = ref.shape
     iy, ix = torch.div(dy, precision, rounding_mode="floor"), torch.div(dx, precision, rounding_mode="floor")
-    rows = torch.arange(h, device=ref.device).view(1, h, 1) + iy
-    cols = torch.arange(w, device=ref.device).view(1, 1, w) + ix
+    rows = y.view(1, -1, 1) + iy
+    cols = x.view(1, 1, -1) + ix
+    size = rows.shape[1] * cols.shape[2]
     flat_ref = ref.reshape(n, c, h * w)
 
     def at(r: Tensor, k: Tensor) -> Tensor:
-        flat = (r.clamp(0, h - 1) * w + k.clamp(0, w - 1)).view(n, 1, h * w).expand(n, c, h * w)
-        return flat_ref.gather(2, flat).view(n, c, h, w)
+        flat = (r.clamp(0, h - 1) * w + k.clamp(0, w - 1)).view(n, 1, size).expand(n, c, size)
+        return flat_ref.gather(2, flat).view(n, c, *dy.shape[1:])
 
     top = at(rows, cols)
     if precision == 1:
