@@ -98,9 +98,7 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
     limit = radius * precision
     vecs = [(mv * precision + torch.tensor([dy, dx], device=x.device).view(1, 2, 1, 1)).clamp_(-limit, limit)
             for dy, dx in _by_length(1)]
-    errs = torch.stack([F.avg_pool2d((compensate(r, v, block, precision) - cur) ** 2, block)[:, 0] for v in vecs],
-                       dim=1)
-    return _pick(errs, torch.stack(vecs), penalty / precision, passes)
+    return _pick(_block_errors(cur, r, vecs, block, precision), torch.stack(vecs), penalty / precision, passes)
 
 
 def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: float | Tensor,
@@ -116,8 +114,13 @@ def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: fl
     for dy, dx in _by_length(_REFINE):
         v = center + torch.tensor([dy, dx], device=cur.device).view(1, 2, 1, 1)
         vecs.append(v.clamp_(-radius, radius))
-    errs = torch.stack([F.avg_pool2d((compensate(r, v, block) - cur) ** 2, block)[:, 0] for v in vecs], dim=1)
-    return _pick(errs, torch.stack(vecs), penalty, passes)
+    return _pick(_block_errors(cur, r, vecs, block), torch.stack(vecs), penalty, passes)
+
+
+def _block_errors(cur: Tensor, r: Tensor, fields: list[Tensor], block: int, precision: int = 1) -> Tensor:
+    """Each block's mean squared error against ``cur`` under each candidate field: (N, K, bh, bw)."""
+    return torch.stack([F.avg_pool2d((compensate(r, v, block, precision) - cur) ** 2, block)[:, 0]
+                        for v in fields], dim=1)
 
 
 def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> Tensor:
