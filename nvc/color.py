@@ -35,11 +35,17 @@ def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, device: str | tor
     return torch.cat([r, g, b], dim=1).clamp_(0.0, 1.0)
 
 
+def luma(rgb: Tensor) -> Tensor:
+    """BT.709 luma (N, 1, H, W) of RGB (N, 3, H, W), in the range of the input."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    return KR * r + KG * g + KB * b
+
+
 def rgb_to_yuv420(rgb: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGB tensor (1, 3, H, W) in [0, 1] -> uint8 planes Y (H, W), U and V (ceil(H/2), ceil(W/2))."""
     rgb = rgb.float().clamp(0.0, 1.0)
-    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    yl = KR * r + KG * g + KB * b
+    r, b = rgb[:, 0:1], rgb[:, 2:3]
+    yl = luma(rgb)
     pb = (b - yl) / (2.0 * (1.0 - KB))
     pr = (r - yl) / (2.0 * (1.0 - KR))
     h, w = rgb.shape[-2:]

@@ -19,17 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..color import luma as _luma
 from ..entropy import extension
 from .layers import check_string, safe_string
-
-# luma weights (BT.601) used to match blocks; any weights would decode the same
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _luma(x: Tensor) -> Tensor:
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
 
 # Searches wider than this radius go coarse to fine (see estimate).
 FULL_SEARCH_RADIUS = 8
@@ -75,10 +67,11 @@ def _pick(errs: Tensor, vecs: Tensor, penalty: float | Tensor, passes: int) -> T
 def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | Tensor = 2e-5,
              passes: int = 2, precision: int = 1) -> Tensor:
     """Block displacements (N, 2, H/block, W/block) (dy, dx), |d| <= ``radius`` pixels, that minimise the
-    block's mean squared luma error against ``ref`` plus ``penalty`` per unit of distance to an anchor
-    vector: zero on the first pass, on later passes the median of the previous pass's 3x3 neighbourhood
-    (so fields come out smooth and static blocks keep the zero vector: both are cheap to code); a tensor
-    ``penalty`` of shape (N, 1, 1) gives each frame its own. Ties go to the shorter vector.
+    block's mean squared luma error (BT.709, :func:`nvc.color.luma`; any weights would decode the same)
+    against ``ref`` plus ``penalty`` per unit of distance to an anchor vector: zero on the first pass, on
+    later passes the median of the previous pass's 3x3 neighbourhood (so fields come out smooth and static
+    blocks keep the zero vector: both are cheap to code); a tensor ``penalty`` of shape (N, 1, 1) gives
+    each frame its own. Ties go to the shorter vector.
 
     Up to ``FULL_SEARCH_RADIUS`` every displacement is tried. Wider searches go coarse to fine: a full
     search on 4x downscaled luma, then every displacement within 3 of each block's coarse vector (times
