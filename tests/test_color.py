@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nvc.color import PAD_FADE, pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
+from nvc.color import KB, KR, PAD_FADE, luma, pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 
 from .conftest import make_frames
 
@@ -61,3 +61,12 @@ def test_pad_from_reference_keeps_picture_and_reference_far_out():
 def test_pad_from_reference_aligned_is_identity():
     x = torch.rand(1, 3, 64, 64)
     assert pad_from_reference(x, torch.rand(1, 3, 64, 64)) is x
+
+
+def test_luma_is_bt709_and_the_y_plane():
+    primaries = torch.eye(3).view(3, 3, 1, 1)  # red, green, blue
+    assert torch.allclose(luma(primaries).flatten(), torch.tensor([KR, 1 - KR - KB, KB]))
+    assert torch.allclose(luma(torch.ones(1, 3, 2, 2)), torch.ones(1, 1, 2, 2))
+    rgb = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    y8 = (16.0 + 219.0 * luma(rgb)).round().clamp(0, 255).to(torch.uint8)[0, 0].numpy()
+    assert np.array_equal(rgb_to_yuv420(rgb)[0], y8)
