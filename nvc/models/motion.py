@@ -158,13 +158,14 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
     wy, wx = weight.repeat(bh), weight.repeat(bw)
     cy, cx = torch.nonzero(wy).flatten(), torch.nonzero(wx).flatten()
     ay, ax = wy[cy].view(1, 1, -1, 1), wx[cx].view(1, 1, 1, -1)
-    top = own.clone()
+    # (Indexing with cx or cy reads a copy, and each right side is computed before it is stored, so the blends
+    # are written in place: ``own`` becomes ``top``, then the output.)
+    top = own
     top[..., cx] = pred(ys, xs[cx], by, nx[cx]).sub_(own[..., cx]).mul_(ax).add_(own[..., cx])
     bottom = pred(ys[cy], xs, ny[cy], bx)
     bottom[..., cx] = pred(ys[cy], xs[cx], ny[cy], nx[cx]).sub_(bottom[..., cx]).mul_(ax).add_(bottom[..., cx])
-    out = top.clone()
-    out[..., cy, :] = bottom.sub_(top[..., cy, :]).mul_(ay).add_(top[..., cy, :])
-    return out
+    top[..., cy, :] = bottom.sub_(top[..., cy, :]).mul_(ay).add_(top[..., cy, :])
+    return top
 
 
 def _predict_pixels(ref: Tensor, y: Tensor, x: Tensor, dy: Tensor, dx: Tensor, precision: int) -> Tensor:
