@@ -2,7 +2,7 @@
 
 This is how checkpoints are chosen without tuning on ``../shared/data/eval``: full frames of real clips
 (not the training crops), GoP 32, float32 (``--numeric fast``; EXACT gives the same RD within 0.1 %),
-qualities 0/2/4/5, BD-rate on PSNR-YUV (Akima) of each entry against the first.
+every other quality and the top one (0/2/4/6/7 of nvc-lite's eight; 0/2/4/5 of six), BD-rate on PSNR-YUV (Akima) of each entry against the first.
 
     python benchmarks/train_clip_check.py shipped runs/train/nvc-lite-cont1/nvc-lite.safetensors
     python benchmarks/train_clip_check.py shipped shipped:replicate --size 176x144   # P-frame padding A/B
@@ -12,7 +12,7 @@ An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-
 (medium, zerolatency, keyint = GoP, CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same
 frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
-default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default 0/2/4/5), ``refine=N``
+default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default every other one and the top one), ``refine=N``
 (encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
 ``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size), ``overlap=0..3``
 (overlapped compensation over block/8, /4, /2 pixels of each edge; 0: none) and ``penalty=K``
@@ -50,6 +50,11 @@ def crops(path: Path, h: int, w: int, n: int) -> list:
             c = (slice(t // 2, t // 2 + h // 2), slice(left // 2, left // 2 + w // 2))
             out.append(Frame(f.y[t:t + h, left:left + w].copy(), f.u[c].copy(), f.v[c].copy()))
     return out
+
+
+def spread(n: int) -> tuple[int, ...]:
+    """The qualities a check codes by default: every other one from 0, and the top one."""
+    return tuple(sorted(set(range(0, n, 2)) | {n - 1}))
 
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
@@ -153,7 +158,7 @@ def main() -> None:
         if a.ceiling:
             for entry in (e for e in a.entries if e != "x264"):
                 model = load("nvc-lite", checkpoint=None if entry == "shipped" else parse_entry(entry)[0])
-                res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, (0, 2, 4, 5))
+                res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, spread(model.qualities))
                 print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
             continue
         for entry in a.entries:
@@ -172,7 +177,7 @@ def main() -> None:
                 if "penalty" in opts:
                     model.motion_penalty_k = opts["penalty"]
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
-                pts = rd_points(model, frames, h, w, opts.get("q", (0, 2, 4, 5)), a.gop, opts.get("ladder"), frame_pts,
+                pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
                                 opts.get("refine", 0))
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)

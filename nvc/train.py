@@ -64,6 +64,9 @@ class TrainConfig:
     out: str = "runs/train/nvc-lite"
     init: str = ""  # weights (.safetensors / state_dict) to start from when <out>/last.pt does not exist
     init_widen: bool = False  # init has fewer latent channels: embed it (the model's ``embed``), same output
+    # init was trained for other qualities (the lambdas in its config): map its gains onto model_args' lambdas
+    # (the model's ``requalify``: same lambdas copied, new ones extrapolated)
+    init_lambdas: bool = False
     # hex prefix (8+ digits) of the init weights' digest (nvc.models.weights_digest, as in stream headers and
     # bench protocols): training refuses other weights, so a config names exactly what it continued from
     init_digest: str = ""
@@ -277,7 +280,18 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
                 if not have.startswith(cfg.init_digest.lower()):
                     raise InputError(f"{cfg.init}: weights digest {have[:8]}..., not the {cfg.init_digest[:8]}... "
                                      "this config starts from (init_digest; see the config's comments)")
-            if cfg.init_widen:
+            if cfg.init_widen and cfg.init_lambdas:
+                raise InputError("init_widen and init_lambdas cannot be combined (widen first, then requalify)")
+            if cfg.init_lambdas:
+                if not hasattr(model, "requalify"):
+                    raise InputError(f"model {cfg.model!r} cannot map its init weights onto other qualities")
+                if not init_cfg.get("lambdas"):
+                    raise InputError(f"{cfg.init}: no lambdas in its config (init_lambdas needs them)")
+                try:
+                    model.requalify(init_state, init_cfg["lambdas"])
+                except (KeyError, RuntimeError, ModelError) as e:
+                    raise InputError(f"{cfg.init}: cannot be mapped onto model {cfg.model!r}'s qualities ({e})") from None
+            elif cfg.init_widen:
                 if not hasattr(model, "embed"):
                     raise InputError(f"model {cfg.model!r} cannot widen its init weights")
                 try:

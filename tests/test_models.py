@@ -115,6 +115,38 @@ def test_embed_into_wider_latents_keeps_the_reconstruction():
         wide.embed({**small.state_dict(), "stray.weight": torch.zeros(1)})
 
 
+def test_requalify_keeps_old_qualities_and_extrapolates_new_ones():
+    """NvcLite.requalify: qualities with an old lambda code as before; a new lambda's gains lie on the
+    log-log line through the nearest old qualities."""
+    torch.manual_seed(0)
+    old_l = [0.004, 0.008, 0.016, 0.032]
+    old = models.create("nvc-lite", n=8, m=12, c=4, lambdas=old_l)
+    for p in old.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    new = models.create("nvc-lite", n=8, m=12, c=4, lambdas=[0.001, 0.002] + old_l)
+    new.requalify(old.state_dict(), old_l)
+    old.eval(), new.eval()
+    x, ref = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for r in (None, ref):
+            a, b = old(x, ref=r, quality=1), new(x, ref=r, quality=3)
+            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+    g_old, g_new = old.p_y_gain.gain.detach().abs().log(), new.p_y_gain.gain.detach().log()
+    # exactly log-linear gains extrapolate onto their line
+    line = models.create("nvc-lite", n=8, m=12, c=4, lambdas=old_l)
+    with torch.no_grad():
+        for mod in (line.i_y_gain, line.p_y_gain):
+            mod.gain.copy_(torch.tensor(old_l)[:, None].sqrt().repeat(1, 12) * 3.0)
+    ext = models.create("nvc-lite", n=8, m=12, c=4, lambdas=[0.001] + old_l)
+    ext.requalify(line.state_dict(), old_l)
+    assert torch.allclose(ext.p_y_gain.gain[0], torch.full((12,), 0.001**0.5 * 3.0), rtol=1e-5)
+    assert torch.allclose(g_new[2:], g_old)
+    with pytest.raises(ModelError, match="increasing"):
+        new.requalify(old.state_dict(), [0.004, 0.002, 0.016, 0.032])
+    with pytest.raises(ModelError, match="qualities"):
+        new.requalify(old.state_dict(), old_l[:3])
+
+
 def test_refine_latent(lite):
     """No steps: the analysis transform's latent. Steps: the same shape, reproducible from the seed,
     and a latent that codes the frame at no higher rate-distortion cost."""

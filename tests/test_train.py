@@ -89,6 +89,17 @@ lr = 0.001
     cfg3.out, cfg3.model_args = str(tmp_path / "run4"), {"n": 8, "m": 4, "c": 4}
     with pytest.raises(InputError, match="cannot be widened"):
         train(cfg3, max_steps=1)
+    # Two more qualities in front (init_lambdas): the exported weights' gains are mapped onto the new ladder.
+    cfg5 = TrainConfig.from_toml(cfg_path)
+    base = load("nvc-lite", path)
+    lams = [0.001, 0.002] + [float(v) for v in base.lambdas.tolist()]
+    cfg5.out, cfg5.init, cfg5.init_lambdas = str(tmp_path / "run5"), str(path), True
+    cfg5.model_args = {**cfg5.model_args, "lambdas": lams}
+    more = load("nvc-lite", train(cfg5, max_steps=1))
+    assert more.qualities == base.qualities + 2
+    cfg5.init_widen, cfg5.out = True, str(tmp_path / "run6")
+    with pytest.raises(InputError, match="cannot be combined"):
+        train(cfg5, max_steps=1)
 
 
 def test_bad_config(tmp_path):

@@ -15,6 +15,7 @@ The module is stateless: the reference frame lives in the codec session, never o
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,7 +30,8 @@ from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, co
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
 
-# Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) for qualities 0..5.
+# Rate-distortion weights (on MSE of RGB in [0, 1] scaled by 255^2) of a fresh model's qualities 0..5 (the
+# shipped weights carry their own ladder in their config: eight qualities since run 15).
 DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
 
 # Block motion (``motion`` in the config): the block sizes a model may use, the encoder's search radius.
@@ -301,6 +303,51 @@ class NvcLite(nn.Module):
             t[torch.meshgrid(*[index(s) for s in old.shape], indexing="ij")] = old  # old entries, new places
             new[key] = t
         self.load_state_dict(new, strict=False)  # every key but the entropy tables (rebuilt by update())
+
+    def requalify(self, state: dict[str, Tensor], lambdas: list[float] | tuple[float, ...]) -> None:
+        """Loads the weights of an nvc-lite trained for other qualities (``lambdas``) into this one.
+
+        Every tensor but the gain vectors is copied. Each of this model's qualities takes the gains of the old
+        quality with the same lambda; a new lambda gets, per channel, the least-squares line through the
+        log-magnitudes of the three old qualities nearest to it in log-lambda (gains scale about as
+        lambda^1/2, the MSE-optimal quantization step). Gains are stored as magnitudes (the model reads |g|).
+        So the old qualities code exactly as before, and new ones start near their operating points
+        (``init_lambdas`` in a training config)."""
+        from . import _TABLES
+
+        old = [float(v) for v in lambdas]
+        new_l = [float(v) for v in self.lambdas.tolist()]
+        if len(old) < 3 or any(b <= a for a, b in zip(old, old[1:])) or old[0] <= 0:
+            raise ModelError(f"requalify: need 3 or more increasing positive lambdas, not {old}")
+        own = self.state_dict()
+        want = {k for k in own if not k.endswith(_TABLES)}
+        have = {k for k in state if not k.endswith(_TABLES)}
+        if want != have:
+            raise ModelError(f"weights do not fit nvc-lite (missing {sorted(want - have)[:3]}, "
+                             f"unexpected {sorted(have - want)[:3]})")
+        log_old = torch.tensor(old, dtype=torch.float64).log()
+        out: dict[str, Tensor] = {}
+        for key in want:
+            t = state[key]
+            if not (key.endswith("_gain.gain") or key.endswith("_gain.inverse")):
+                out[key] = t.clone()
+                continue
+            if t.shape[0] != len(old):
+                raise ModelError(f"requalify: {key} has {t.shape[0]} qualities, not {len(old)}")
+            mag = t.double().abs()
+            rows = []
+            for lam in new_l:
+                same = [i for i, v in enumerate(old) if math.isclose(v, lam, rel_tol=1e-6)]
+                if same:
+                    rows.append(mag[same[0]])
+                    continue
+                near = (log_old - math.log(lam)).abs().argsort()[:3].sort().values
+                x, y = log_old[near], mag[near].log()
+                xm, ym = x.mean(), y.mean(0)
+                slope = ((x - xm)[:, None] * (y - ym)).sum(0) / ((x - xm) ** 2).sum()
+                rows.append(torch.exp(ym + slope * (math.log(lam) - xm)))
+            out[key] = torch.stack(rows).to(t.dtype).contiguous()
+        self.load_state_dict(out, strict=False)  # every key but the entropy tables (rebuilt by update())
 
     def kmac_per_pixel(self, inter: bool = True, side: str = "decode") -> float:
         """Multiply-accumulates per pixel (thousands) of one frame, counted with hooks on a 256x256 pass.
