@@ -80,7 +80,7 @@ def test_other_weights_are_refused(coded, tmp_path):
     state = models.trainable_state(m)
     state["i_g_s.6.bias"] = state["i_g_s.6.bias"] + 0.01
     ck = tmp_path / "other.pt"
-    torch.save(state, ck)
+    torch.save({"state_dict": state, "config": m.config}, ck)  # the config: eight qualities, block motion
     with pytest.raises(WeightsMismatchError, match="other nvc-lite weights"):
         api.decode(d / "a.nvc", tmp_path / "w.yuv", checkpoint=ck, device="cpu")
     assert not (tmp_path / "w.yuv").exists()

@@ -17,7 +17,7 @@ The module is stateless: the reference frame lives in the codec session. DVC has
 its own (the paper uses an image codec for I-frames): :meth:`DVC.compress_frame` with ``ctx=None`` codes
 the frame with the intra coder chosen by :meth:`DVC.configure` (``nvc.models.load("dvc", ckpt,
 intra="x265", intra_qp=27)``): ``nvc`` (default), the intra branch of the shipped ``nvc-lite`` weights at
-``intra_quality`` 0..5, or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
+``intra_quality`` (0..7; default its middle quality, as ``nvc encode``), or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
 I-frame payload starts with a tag substream naming the coder; the weights digest covers the nvc-lite
 weights when they are used.
 
@@ -331,7 +331,8 @@ class DVC(nn.Module):
         self.config = {"mv_channels": mv_channels, "n": n, "m": m, "flow_levels": flow_levels, "lmbda": float(lmbda)}
         self.lmbda = float(lmbda)  # rate-distortion weight of training (MSE on [0, 1]); 256, 512, 1024, 2048
         # I-frame coder (runtime options, not weights; see configure)
-        self.intra, self.intra_qp, self.intra_quality = "nvc", 27, 3
+        self.intra, self.intra_qp = "nvc", 27
+        self.intra_quality: int | None = None  # None: nvc-lite's middle quality (qualities // 2)
         self._stream_intra: str | None = None  # the intra coder a decoded stream's header digest names
         self._lite: dict[str, Any] = {}  # the nvc intra model, loaded on first use; not a submodule
         # Registration order reproduces the official state_dict order (CompressionModel's bottleneck first).
@@ -459,7 +460,8 @@ class DVC(nn.Module):
     # ------------------------------------------------------------------ I frames (nvc.models.intra)
     def configure(self, intra: str | None = None, intra_qp: int | None = None,
                   intra_quality: int | None = None) -> None:
-        """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` 0..5, default 3) or
+        """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` 0..7, default
+        nvc-lite's middle quality) or
         ``"x265"`` (``intra_qp`` 0..51, default 27; the paper uses 22, 27, 32, 37). Sets ``weights_digest``:
         the DVC weights' digest, combined with the nvc-lite weights' when those code the I frames."""
         from ..errors import ModelError
@@ -521,10 +523,12 @@ class DVC(nn.Module):
             data = x265_encode(x, self.intra_qp)
             x_hat = x265_decode(data, w, h, x.device)
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
-        strings, lshape, x_hat, _ = self._lite_model(x.device).compress_frame(x, None, self.intra_quality)
+        lite = self._lite_model(x.device)
+        q = lite.qualities // 2 if self.intra_quality is None else self.intra_quality
+        strings, lshape, x_hat, _ = lite.compress_frame(x, None, q)
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
-        return [tag + bytes([self.intra_quality]), *strings[:2]], shape, x_hat, x_hat
+        return [tag + bytes([q]), *strings[:2]], shape, x_hat, x_hat
 
     def _decompress_intra(self, strings: list[bytes], shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         from .intra import INTRA_NVC, INTRA_X265, x265_decode
