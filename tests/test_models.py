@@ -93,21 +93,36 @@ def test_conv_rows_and_row_stripes_match_whole_frame(layer):
         assert torch.allclose(striped, seq(x), atol=1e-5)
 
 
-def test_embed_into_wider_latents_keeps_the_reconstruction():
-    """NvcLite.embed: a model with more latent channels starts out as the narrower one."""
+def _trained_looking(**cfg):
+    """A small nvc-lite with trained-looking weights (seeded noise on the init), not the init itself."""
     torch.manual_seed(0)
-    small = models.create("nvc-lite", n=8, m=12, c=4)
-    for p in small.parameters():  # trained-looking weights, not the init
+    model = models.create("nvc-lite", **cfg)
+    for p in model.parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
-    wide = models.create("nvc-lite", n=8, m=20, c=4)
-    wide.embed(small.state_dict())
-    small.eval(), wide.eval()
+    return model
+
+
+def _reconstruct_alike(a, qa: int, b, qb: int, atol: float) -> list:
+    """Asserts that ``a`` at quality ``qa`` and ``b`` at ``qb`` reconstruct a random I frame and P frame alike
+    (eval mode); returns ``b``'s outputs."""
+    a.eval(), b.eval()
     x, ref = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    outs = []
     with torch.no_grad():
         for r in (None, ref):
-            a, b = small(x, ref=r, quality=3), wide(x, ref=r, quality=3)
-            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
-            assert b["likelihoods"]["y"].shape[1] == 20
+            oa, ob = a(x, ref=r, quality=qa), b(x, ref=r, quality=qb)
+            assert torch.allclose(oa["x_hat"], ob["x_hat"], atol=atol)
+            outs.append(ob)
+    return outs
+
+
+def test_embed_into_wider_latents_keeps_the_reconstruction():
+    """NvcLite.embed: a model with more latent channels starts out as the narrower one."""
+    small = _trained_looking(n=8, m=12, c=4)
+    wide = models.create("nvc-lite", n=8, m=20, c=4)
+    wide.embed(small.state_dict())
+    for out in _reconstruct_alike(small, 3, wide, 3, atol=1e-5):
+        assert out["likelihoods"]["y"].shape[1] == 20
     assert torch.equal(wide.i_y_gain.gain[:, 12:], small.i_y_gain.gain[:, :8])  # copied from old channels
     with pytest.raises(ModelError, match="cannot embed"):
         small.embed(wide.state_dict())
@@ -118,19 +133,11 @@ def test_embed_into_wider_latents_keeps_the_reconstruction():
 def test_requalify_keeps_old_qualities_and_extrapolates_new_ones():
     """NvcLite.requalify: qualities with an old lambda code as before; a new lambda's gains lie on the
     log-log line through the nearest old qualities."""
-    torch.manual_seed(0)
     old_l = [0.004, 0.008, 0.016, 0.032]
-    old = models.create("nvc-lite", n=8, m=12, c=4, lambdas=old_l)
-    for p in old.parameters():
-        p.data.add_(torch.randn_like(p) * 0.05)
+    old = _trained_looking(n=8, m=12, c=4, lambdas=old_l)
     new = models.create("nvc-lite", n=8, m=12, c=4, lambdas=[0.001, 0.002] + old_l)
     new.requalify(old.state_dict(), old_l)
-    old.eval(), new.eval()
-    x, ref = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        for r in (None, ref):
-            a, b = old(x, ref=r, quality=1), new(x, ref=r, quality=3)
-            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+    _reconstruct_alike(old, 1, new, 3, atol=1e-6)
     g_old, g_new = old.p_y_gain.gain.detach().abs().log(), new.p_y_gain.gain.detach().log()
     # exactly log-linear gains extrapolate onto their line
     line = models.create("nvc-lite", n=8, m=12, c=4, lambdas=old_l)

@@ -240,6 +240,18 @@ class NvcLite(nn.Module):
         x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
+    def _fitting_keys(self, state: dict[str, Tensor]) -> set[str]:
+        """This model's tensor names without the entropy tables, after checking ``state`` has exactly them
+        (before any shape is read); ModelError otherwise."""
+        from . import _TABLES
+
+        want = {k for k in self.state_dict() if not k.endswith(_TABLES)}
+        have = {k for k in state if not k.endswith(_TABLES)}
+        if want != have:
+            raise ModelError(f"weights do not fit nvc-lite (missing {sorted(want - have)[:3]}, "
+                             f"unexpected {sorted(have - want)[:3]})")
+        return want
+
     def embed(self, state: dict[str, Tensor]) -> None:
         """Loads the trained weights of an nvc-lite with fewer latent channels (``m``) into this one.
 
@@ -250,14 +262,8 @@ class NvcLite(nn.Module):
         Widths derived from ``m`` (1.5m, 2m = scales | means, 3m = scales | means | temporal) map by
         blocks; ``n``, ``c`` and the qualities must match.
         """
-        from . import _TABLES
-
         own = self.state_dict()
-        want = {k for k in own if not k.endswith(_TABLES)}
-        have = {k for k in state if not k.endswith(_TABLES)}
-        if want != have:  # the same names as this model's, before any shape is read
-            raise ModelError(f"weights do not fit nvc-lite (missing {sorted(want - have)[:3]}, "
-                             f"unexpected {sorted(have - want)[:3]})")
+        want = self._fitting_keys(state)
         m_old = state["i_y_gain.gain"].shape[1]
         m_new = self.config["m"]
         if m_old > m_new:
@@ -313,18 +319,11 @@ class NvcLite(nn.Module):
         lambda^1/2, the MSE-optimal quantization step). Gains are stored as magnitudes (the model reads |g|).
         So the old qualities code exactly as before, and new ones start near their operating points
         (``init_lambdas`` in a training config)."""
-        from . import _TABLES
-
         old = [float(v) for v in lambdas]
         new_l = [float(v) for v in self.lambdas.tolist()]
         if len(old) < 3 or any(b <= a for a, b in zip(old, old[1:])) or old[0] <= 0:
             raise ModelError(f"requalify: need 3 or more increasing positive lambdas, not {old}")
-        own = self.state_dict()
-        want = {k for k in own if not k.endswith(_TABLES)}
-        have = {k for k in state if not k.endswith(_TABLES)}
-        if want != have:
-            raise ModelError(f"weights do not fit nvc-lite (missing {sorted(want - have)[:3]}, "
-                             f"unexpected {sorted(have - want)[:3]})")
+        want = self._fitting_keys(state)
         log_old = torch.tensor(old, dtype=torch.float64).log()
         out: dict[str, Tensor] = {}
         for key in want:
