@@ -24,7 +24,7 @@ REGEN = os.environ.get("NVC_REGEN_GOLDEN") == "1"
 SPECS = [
     ("intra-q0-96x64", "one I frame, lowest quality", (96, 64), 1, 0, 1, True),
     ("ipip-q4-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 4, 2, True),
-    ("odd-q7-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 7, 32, True),
+    ("odd-q8-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 8, 32, True),
     ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3, True),
     ("ladder-q2-64x64", "per-frame qualities 4 2 2 2 3 2 (I +2, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
 ]
