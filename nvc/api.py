@@ -126,7 +126,7 @@ def encode(
     with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
-        if quality is None:  # the model's middle quality (4 of 0..8 for nvc-lite; 0 for single-rate models)
+        if quality is None:  # the model's middle quality (0 for single-rate models)
             quality = net.qualities // 2
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
                       numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)

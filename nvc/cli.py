@@ -107,7 +107,7 @@ def encode(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
     intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
-    intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (0..8; default its middle)."),
+    intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default its middle; `nvc models` lists how many)."),
 ) -> None:
     """Encode a video to an .nvc stream."""
     from . import api

@@ -17,7 +17,7 @@ The module is stateless: the reference frame lives in the codec session. DVC has
 its own (the paper uses an image codec for I-frames): :meth:`DVC.compress_frame` with ``ctx=None`` codes
 the frame with the intra coder chosen by :meth:`DVC.configure` (``nvc.models.load("dvc", ckpt,
 intra="x265", intra_qp=27)``): ``nvc`` (default), the intra branch of the shipped ``nvc-lite`` weights at
-``intra_quality`` (0..8; default its middle quality, as ``nvc encode``), or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
+``intra_quality`` (one of its qualities; default the middle one, as ``nvc encode``), or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
 I-frame payload starts with a tag substream naming the coder; the weights digest covers the nvc-lite
 weights when they are used.
 
@@ -460,7 +460,7 @@ class DVC(nn.Module):
     # ------------------------------------------------------------------ I frames (nvc.models.intra)
     def configure(self, intra: str | None = None, intra_qp: int | None = None,
                   intra_quality: int | None = None) -> None:
-        """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` 0..8, default
+        """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` one of its qualities, default
         nvc-lite's middle quality) or
         ``"x265"`` (``intra_qp`` 0..51, default 27; the paper uses 22, 27, 32, 37). Sets ``weights_digest``:
         the DVC weights' digest, combined with the nvc-lite weights' when those code the I frames."""

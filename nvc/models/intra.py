@@ -1,6 +1,6 @@
 """Intra (I-frame) coders for models without one of their own (DVC).
 
-- ``nvc``: the intra branch of nvc's learned model (the shipped ``nvc-lite`` weights, ``quality`` 0..8);
+- ``nvc``: the intra branch of nvc's learned model (the shipped ``nvc-lite`` weights, any of their qualities);
 - ``x265``: the frame coded by libx265 through PyAV, intra only, 8-bit yuv420p at a fixed QP (the DVC
   paper protocol uses QP 22, 27, 32, 37). The HEVC elementary stream (Annex B, in-band parameter sets)
   is carried as is; both the encoder and the decoder reconstruct the frame by *decoding those bytes* with
