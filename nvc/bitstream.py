@@ -51,7 +51,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (1, 2)
+FORMAT_VERSION: tuple[int, int] = (1, 3)
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
 FRAME_SYNC = b"NVfr"
 INDEX_MAGIC = b"NVix"

@@ -151,6 +151,11 @@ class _EntropyModel(nn.Module):
             out[i] = torch.tensor(values, dtype=torch.int32).reshape(out[i].shape)
         return out.to(indexes.device)
 
+    def reader(self, string: bytes) -> SymbolReader:
+        """Reads one rANS string in parts (each coded with its own tables), in the order they were
+        coded: what a decoder needs when later parts' tables depend on earlier parts' symbols."""
+        return SymbolReader(self, string)
+
     @staticmethod
     def _noisy_or_rounded(x: Tensor, training: bool, means: Tensor | None) -> Tensor:
         if training:
@@ -262,6 +267,22 @@ class EntropyBottleneck(_EntropyModel):
 
 def _normal_cdf(x: Tensor) -> Tensor:
     return 0.5 * torch.erfc(-(2**-0.5) * x)
+
+
+class SymbolReader:
+    """A rANS string read part by part (:meth:`_EntropyModel.reader`): ``read(indexes)`` returns the next
+    ``indexes.numel()`` symbols (int32, shaped and placed like ``indexes``). An encoder writes the parts
+    as one string: :meth:`_EntropyModel.encode` of their concatenation."""
+
+    def __init__(self, model: _EntropyModel, string: bytes) -> None:
+        self._tables = model._tables()
+        self._coder = extension("ans").RansDecoder()
+        self._coder.set_stream(string)
+
+    def read(self, indexes: Tensor) -> Tensor:
+        cdf, lengths, offsets = self._tables
+        values = self._coder.decode_stream(indexes.int().cpu().reshape(-1).tolist(), cdf, lengths, offsets)
+        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape).to(indexes.device)
 
 
 class GaussianConditional(_EntropyModel):

@@ -70,6 +70,9 @@ class TrainConfig:
     # hex prefix (8+ digits) of the init weights' digest (nvc.models.weights_digest, as in stream headers and
     # bench protocols): training refuses other weights, so a config names exactly what it continued from
     init_digest: str = ""
+    # name prefixes of the only parameters trained (e.g. ["i_ctx.", "p_ctx."]: a new module on a frozen model);
+    # empty: all of them
+    train_only: list[str] = field(default_factory=list)
     seed: int = 0
     batch: int = 8
     crop: int = 128
@@ -250,7 +253,13 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     if any(s.prefix for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
         raise InputError(f"model {cfg.model!r} does not train with a stage prefix")
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
-    params = [p for n, p in model.named_parameters() if n not in aux_names]
+    if cfg.train_only:
+        prefixes = tuple(cfg.train_only)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in aux_names or n.startswith(prefixes))
+        if not any(n.startswith(prefixes) for n, _ in model.named_parameters()):
+            raise InputError(f"train_only {cfg.train_only}: no parameter of model {cfg.model!r} has such a name")
+    params = [p for n, p in model.named_parameters() if n not in aux_names and p.requires_grad]
     aux = [p for n, p in model.named_parameters() if n in aux_names]
     opt = torch.optim.Adam(params, lr=cfg.stages[0].lr)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
@@ -301,7 +310,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             else:
                 missing, unexpected = model.load_state_dict(
                     {k: v for k, v in init_state.items() if not k.endswith(_TABLES)}, strict=False)
-                if unexpected or [k for k in missing if not k.endswith(_TABLES)]:
+                fresh = tuple(getattr(model, "init_fresh", ()))  # modules that may start untrained
+                if unexpected or [k for k in missing if not k.endswith(_TABLES) and not (fresh and k.startswith(fresh))]:
                     raise InputError(f"{cfg.init}: weights do not fit model {cfg.model!r}")
         if dist.rank:
             torch.manual_seed(shard_seed(cfg.seed, dist.rank))

@@ -88,6 +88,17 @@ def test_gaussian_conditional_tables_indexes_likelihoods_and_strings() -> None:
     assert torch.equal(ours.likelihood(vb, scales, means), lb)  # what refinement evaluates at chosen values
 
 
+def test_reader_reads_a_string_in_parts() -> None:
+    """A string coded at once decodes part by part, each part with its own tables (checkerboard order)."""
+    gc = GaussianConditional()
+    gc.update_scale_table(scale_table(), force=True)
+    torch.manual_seed(3)
+    sym, idx = torch.randint(-9, 10, (1, 300)), torch.randint(0, 64, (1, 300))
+    rd = gc.reader(gc.encode(sym, idx)[0])
+    parts = [rd.read(idx[:, :120]), rd.read(idx[:, 120:].reshape(1, 9, 20))]
+    assert torch.equal(torch.cat([parts[0], parts[1].reshape(1, -1)], dim=1), sym.int())
+
+
 def test_bottleneck_likelihood_of_given_values() -> None:
     _, ours = _pair_bottleneck()
     x = torch.randn(2, 16, 3, 4) * 4

@@ -154,6 +154,34 @@ def test_requalify_keeps_old_qualities_and_extrapolates_new_ones():
         new.requalify(old.state_dict(), old_l[:3])
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_checkerboard_context(exact):
+    """NvcLite(context=True): a fresh context codes as the model without it (the same reconstruction and
+    probabilities, only y's symbols in checkerboard order); a trained-looking one changes the bits, and the
+    decoder (two passes over one string) reconstructs the encoder's frame."""
+    plain = _trained_looking(n=8, m=12, c=4, motion=16)
+    ctx = models.create("nvc-lite", n=8, m=12, c=4, motion=16, context=True)
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[0] for k in missing} == {"i_ctx", "p_ctx"}
+    assert ctx.init_fresh == ("i_ctx.", "p_ctx.") and ctx.config["context"] is True
+    for m in (plain, ctx):
+        m.eval().update()
+    torch.manual_seed(1)
+    x, ref = torch.rand(1, 3, 128, 192), torch.rand(1, 3, 128, 192)
+    for r in (None, ref):
+        a, b = plain.compress(x, r, 2, exact=exact), ctx.compress(x, r, 2, exact=exact)
+        assert a["strings"][1] == b["strings"][1] and torch.equal(a["x_hat"], b["x_hat"])
+        assert abs(len(a["strings"][0][0]) - len(b["strings"][0][0])) <= 4
+    with torch.no_grad():
+        for mod in (ctx.i_ctx, ctx.p_ctx):
+            mod.fuse[-1].weight.normal_(std=0.05)
+    for r in (None, ref):
+        c = ctx.compress(x, r, 2, exact=exact)
+        assert c["strings"] != plain.compress(x, r, 2, exact=exact)["strings"]
+        assert torch.equal(ctx.decompress(c["strings"], c["shape"], r, 2, exact=exact)["x_hat"], c["x_hat"])
+    assert ctx.kmac_per_pixel(True) > plain.kmac_per_pixel(True)
+
+
 def test_refine_latent(lite):
     """No steps: the analysis transform's latent. Steps: the same shape, reproducible from the seed,
     and a latent that codes the frame at no higher rate-distortion cost."""

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nvc.train import TrainConfig, train
 from nvc.errors import InputError
@@ -100,6 +101,17 @@ lr = 0.001
     cfg5.init_widen, cfg5.out = True, str(tmp_path / "run6")
     with pytest.raises(InputError, match="cannot be combined"):
         train(cfg5, max_steps=1)
+    # A checkerboard context on the exported weights (init_fresh), trained alone (train_only): the rest of
+    # the weights stay the exported ones.
+    cfg7 = TrainConfig.from_toml(cfg_path)
+    cfg7.out, cfg7.init = str(tmp_path / "run7"), str(path)
+    cfg7.model_args, cfg7.train_only = {**cfg7.model_args, "context": True}, ["i_ctx.", "p_ctx."]
+    ctx = load("nvc-lite", train(cfg7, max_steps=2))
+    assert ctx.context and not torch.equal(ctx.i_ctx.fuse[-1].weight, torch.zeros_like(ctx.i_ctx.fuse[-1].weight))
+    assert torch.equal(ctx.p_g_s[0].weight, base.p_g_s[0].weight)
+    cfg7.out, cfg7.train_only = str(tmp_path / "run8"), ["nothing."]
+    with pytest.raises(InputError, match="train_only"):
+        train(cfg7, max_steps=1)
 
 
 def test_bad_config(tmp_path):

@@ -9,6 +9,8 @@
   prediction: integer vectors per block, found by the encoder and sent in the stream (:mod:`.motion`).
 - Variable rate: per-quality channel gains on both latents (asymmetric gained VAE); each quality has
   its own rate-distortion weight ``lambdas[q]``.
+- Spatial context (weights with ``context`` in their config): the latent is coded in two checkerboard
+  halves, the second with entropy parameters refined from the first (He et al. 2021, :class:`_Context`).
 
 The module is stateless: the reference frame lives in the codec session, never on the module.
 """
@@ -24,8 +26,8 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
-from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes, run_light,
-                     same_halo, scale_table, ste_round)
+from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
+                     row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -74,6 +76,26 @@ class _Hyper(nn.Module):
         )
 
 
+def anchors(height: int, width: int, device: torch.device | None = None) -> Tensor:
+    """The checkerboard's anchor positions of a ``height x width`` latent: ``(row + column)`` even."""
+    r = torch.arange(height, device=device)[:, None]
+    c = torch.arange(width, device=device)[None, :]
+    return (r + c) % 2 == 0
+
+
+class _Context(nn.Module):
+    """Checkerboard spatial context (He et al. 2021): the entropy parameters of the non-anchor half of
+    ``y`` are refined from the decoded anchor half (its 5x5 neighbourhood), so the decoder codes ``y`` in
+    two passes. ``fuse``'s last layer starts at zero: a fresh context changes nothing until trained."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.conv = conv(m, 2 * m, 5, 1)
+        self.fuse = nn.Sequential(conv(4 * m, 2 * m, 1, 1), nn.LeakyReLU(inplace=True), conv(2 * m, 2 * m, 1, 1))
+        nn.init.zeros_(self.fuse[-1].weight)
+        nn.init.zeros_(self.fuse[-1].bias)
+
+
 class NvcLite(nn.Module):
     """The default intra + inter model. See the module docstring."""
 
@@ -83,9 +105,10 @@ class NvcLite(nn.Module):
     trains_with_prefix = True  # training_loss honours a stage's ``prefix`` (nvc.train.Stage)
 
     def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
-                 motion: int = 0, motion_radius: int = MOTION_RADIUS) -> None:
+                 motion: int = 0, motion_radius: int = MOTION_RADIUS, context: bool = False) -> None:
         """``motion``: block size of the P frames' block motion (0: none, the reference is used as is): the
-        size the encoder (and training) uses; a decoder follows the size each frame's field states."""
+        size the encoder (and training) uses; a decoder follows the size each frame's field states.
+        ``context``: checkerboard spatial context on both branches' ``y`` (:class:`_Context`)."""
         super().__init__()
         if motion not in (0, *MOTION_BLOCKS):
             raise ModelError(f"nvc-lite: motion block size must be 0 or one of {MOTION_BLOCKS}, not {motion}")
@@ -94,6 +117,9 @@ class NvcLite(nn.Module):
         self.config = {"n": n, "m": m, "c": c, "lambdas": list(lambdas)}
         if motion:
             self.config.update(motion=motion, motion_radius=motion_radius)
+        if context:
+            self.config["context"] = True
+        self.context = bool(context)
         self.motion, self.motion_radius = motion, motion_radius
         q = len(lambdas)
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
@@ -115,6 +141,7 @@ class NvcLite(nn.Module):
         self.i_z_gain = Gains(q, n)
         self.i_z = HyperLatentCoder(n)
         self.i_y = LatentCoder()
+        self.i_ctx = _Context(m) if context else None
 
         # ---- inter
         self.p_g_a = nn.Sequential(
@@ -140,6 +167,13 @@ class NvcLite(nn.Module):
         self.p_z_gain = Gains(q, n)
         self.p_z = HyperLatentCoder(n)
         self.p_y = LatentCoder()
+        self.p_ctx = _Context(m) if context else None
+
+    @property
+    def init_fresh(self) -> tuple[str, ...]:
+        """Modules that may start untrained when training from weights without them (``init`` in a
+        config): the context, which starts as a no-op."""
+        return ("i_ctx.", "p_ctx.") if self.context else ()
 
     @property
     def substreams(self) -> int:
@@ -159,9 +193,9 @@ class NvcLite(nn.Module):
     def _branch(self, inter: bool) -> dict[str, Any]:
         if inter:
             return {"g_a": self.p_g_a, "hyper": self.p_hyper, "yg": self.p_y_gain, "zg": self.p_z_gain,
-                    "z": self.p_z, "y": self.p_y}
+                    "z": self.p_z, "y": self.p_y, "ctx": self.p_ctx}
         return {"g_a": self.i_g_a, "hyper": self.i_hyper, "yg": self.i_y_gain, "zg": self.i_z_gain,
-                "z": self.i_z, "y": self.i_y}
+                "z": self.i_z, "y": self.i_y, "ctx": self.i_ctx}
 
     def _analysis(self, x: Tensor, ref: Tensor | None, light: bool = False) -> Tensor:
         """The analysis transform; ``light``: inference with memory-light GDNs (``run_light``)."""
@@ -175,6 +209,30 @@ class NvcLite(nn.Module):
             hyper_out = self.p_params(torch.cat([hyper_out, temporal], dim=1))
         scales, means = hyper_out.chunk(2, dim=1)
         return scales, means
+
+    @staticmethod
+    def _context_params(b: dict[str, Any], y_anchor: Tensor, scales: Tensor, means: Tensor,
+                        exact: bool = False) -> tuple[Tensor, Tensor]:
+        """The entropy parameters with the non-anchor half refined by the context from ``y_anchor`` (the
+        decoded anchors, zero elsewhere); anchors keep ``scales``/``means``. In EXACT mode every input is
+        grid values (float32) and so are the results (a sum of two grid values below 2^8 is exact)."""
+        a = anchors(y_anchor.shape[-2], y_anchor.shape[-1], y_anchor.device)
+        if exact:
+            ctx = exact_ops.run(b["ctx"].conv, y_anchor)
+            delta = exact_ops.run_rows(b["ctx"].fuse, [scales, means, ctx])
+        else:
+            delta = b["ctx"].fuse(torch.cat([scales, means, b["ctx"].conv(y_anchor)], dim=1))
+        ds, dm = delta.to(scales.dtype).chunk(2, dim=1)
+        return torch.where(a, scales, scales + ds), torch.where(a, means, means + dm)
+
+    def _train_params(self, b: dict[str, Any], y: Tensor, scales: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+        """Differentiable entropy parameters of ``y``: with a context, refined from the anchors rounded
+        around their means (straight through), as a decoder sees them."""
+        if b["ctx"] is None:
+            return scales, means
+        a = anchors(y.shape[-2], y.shape[-1], y.device)
+        y_anchor = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
+        return self._context_params(b, y_anchor, scales, means)
 
     def _synthesis(self, y_hat: Tensor, ref: Tensor | None) -> Tensor:
         if ref is None:
@@ -236,7 +294,8 @@ class NvcLite(nn.Module):
         hyper_out = b["hyper"].h_s(b["zg"].invert(z_hat, q))
         scales, means = self._params(hyper_out, ref)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y_hat, y_lik = b["y"].train_forward(y.float(), scales.float(), means.float())
+            scales, means = self._train_params(b, y.float(), scales.float(), means.float())
+            y_hat, y_lik = b["y"].train_forward(y.float(), scales, means)
         x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
@@ -355,7 +414,7 @@ class NvcLite(nn.Module):
         ``"encode"`` adds the analysis transforms. GDN layers count as a 1x1 convolution.
         """
         b = "p_" if inter else "i_"
-        dec = [b + "hyper.h_s", b + "g_s"] + (["p_temporal", "p_params", "p_fuse"] if inter else [])
+        dec = [b + "hyper.h_s", b + "g_s", b + "ctx"] + (["p_temporal", "p_params", "p_fuse"] if inter else [])
         enc = [b + "g_a", b + "hyper.h_a"]
         wanted = dec + (enc if side == "encode" else [])
         total = [0]
@@ -470,6 +529,7 @@ class NvcLite(nn.Module):
                 z = b["zg"](b["hyper"].h_a(y), q)
                 z_hat = ste_round(z - medians) + medians
                 scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref, temporal)
+                scales, means = self._train_params(b, y, scales, means)
                 y_hat = ste_round(y - means) + means
                 x_hat = self._synthesis(b["yg"].invert(y_hat, q), ref).clamp(0, 1)
                 # squared error summed over the visible pixels, per pixel of the padded frame (as bpp)
@@ -506,9 +566,45 @@ class NvcLite(nn.Module):
         z = b["zg"](b["hyper"].h_a(y), q)
         z_strings, z_hat = b["z"].compress(z)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
-        y_strings, y_hat = b["y"].compress(y, scales, means)
+        if b["ctx"] is None:
+            y_strings, y_hat = b["y"].compress(y, scales, means)
+        else:
+            y_strings, y_hat = self._compress_checkerboard(b, y, scales, means, exact)
         x_hat = self._decode_frame(b, y_hat, ref, q, exact)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
+
+    # Checkerboard coding: one rANS string per frame holds the anchors' symbols (channel by channel, each in
+    # raster order of the anchor positions), then the non-anchors' in the same order.
+    def _compress_checkerboard(self, b: dict[str, Any], y: Tensor, scales: Tensor, means: Tensor,
+                               exact: bool) -> tuple[list[bytes], Tensor]:
+        a = anchors(y.shape[-2], y.shape[-1], y.device)
+        coder = b["y"]
+        y_anchor = torch.where(a, coder.dequantize(coder.symbols(y, means), means), torch.zeros_like(means))
+        scales, means = self._context_params(b, y_anchor, scales, means, exact)
+        symbols = coder.symbols(y, means)  # the anchors' are unchanged: their means are
+        indexes = coder.indexes(scales)
+        order = lambda t: torch.cat([t[:, :, a].flatten(1), t[:, :, ~a].flatten(1)], dim=1)  # noqa: E731
+        strings = coder.gaussian_conditional.encode(order(symbols).int(), order(indexes))
+        for st in strings:
+            check_string(st, indexes[0].numel())
+        return strings, coder.dequantize(symbols, means)
+
+    def _decompress_checkerboard(self, b: dict[str, Any], strings: list[bytes], scales: Tensor, means: Tensor,
+                                 exact: bool) -> Tensor:
+        a = anchors(scales.shape[-2], scales.shape[-1], scales.device)
+        coder, n = b["y"], scales[0].numel()
+        if len(strings) != scales.shape[0]:
+            raise ValueError("one string per batch item is needed")
+        y_hat = torch.zeros_like(means)
+        readers = [coder.gaussian_conditional.reader(safe_string(s, n)) for s in strings]
+        idx = coder.indexes(scales)
+        for i, rd in enumerate(readers):
+            y_hat[i][:, a] = coder.dequantize(rd.read(idx[i][:, a]), means[i][:, a])
+        scales, means = self._context_params(b, y_hat, scales, means, exact)
+        idx = coder.indexes(scales)
+        for i, rd in enumerate(readers):
+            y_hat[i][:, ~a] = coder.dequantize(rd.read(idx[i][:, ~a]), means[i][:, ~a])
+        return y_hat
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
@@ -569,5 +665,8 @@ class NvcLite(nn.Module):
         q = self._qtensor(quality, len(strings[1]), device)
         z_hat = b["z"].decompress(strings[1], shape)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
-        y_hat = b["y"].decompress(strings[0], scales, means)
+        if b["ctx"] is None:
+            y_hat = b["y"].decompress(strings[0], scales, means)
+        else:
+            y_hat = self._decompress_checkerboard(b, strings[0], scales, means, exact)
         return {"x_hat": self._decode_frame(b, y_hat, ref, q, exact)}
