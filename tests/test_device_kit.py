@@ -41,5 +41,16 @@ def test_short_clip_is_copied_byte_for_byte(tmp_path):
     assert (tmp_path / "copy.mkv").read_bytes() == src.read_bytes()
 
 
+def test_a_cut_clip_is_cut_shorter_to_fit(tmp_path):
+    src = _clip(tmp_path / "long.mkv", 12)
+    dst = tmp_path / "cut.mkv"
+    kit.cut(src, dst, 10)
+    size = dst.stat().st_size
+    n = kit.cut_to_fit(src, dst, 10, size // 2)
+    assert 1 <= n < 10 and dst.stat().st_size <= size - size // 2
+    full, cut = _decoded(src), _decoded(dst)
+    assert len(cut) == n and all(np.array_equal(a, b) for a, b in zip(full[:n], cut))
+
+
 def test_the_limit_is_the_samplers():
     assert kit.max_frames() == 400
