@@ -289,10 +289,17 @@ class LatentCoder(nn.Module):
         """Scale-table index per element."""
         return self.gaussian_conditional.indexes(scales)
 
-    def compress(self, y: Tensor, scales: Tensor, means: Tensor) -> tuple[list[bytes], Tensor]:
+    def compress(self, y: Tensor, scales: Tensor, means: Tensor, first: Tensor | None = None) -> tuple[list[bytes], Tensor]:
+        """rANS strings of ``y`` and its dequantized values. ``first``: a (H, W) mask of the positions coded
+        first (every channel's, channel by channel, each in raster order), then the others in the same
+        order, so that a decoder can read the first part before it knows the others' tables."""
         indexes = self.indexes(scales)
         symbols = self.symbols(y, means)  # rounded once: coded, and dequantized for the reconstruction
-        strings = self.gaussian_conditional.encode(symbols.int(), indexes)
+        if first is None:
+            strings = self.gaussian_conditional.encode(symbols.int(), indexes)
+        else:
+            order = lambda t: torch.cat([t[:, :, first].flatten(1), t[:, :, ~first].flatten(1)], dim=1)  # noqa: E731
+            strings = self.gaussian_conditional.encode(order(symbols).int(), order(indexes))
         for st in strings:
             check_string(st, indexes[0].numel())
         return strings, self.dequantize(symbols, means)

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
-from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
-                     row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
+from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes,
+                     run_light, safe_string, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -580,14 +580,8 @@ class NvcLite(nn.Module):
         a = anchors(y.shape[-2], y.shape[-1], y.device)
         coder = b["y"]
         y_anchor = torch.where(a, coder.dequantize(coder.symbols(y, means), means), torch.zeros_like(means))
-        scales, means = self._context_params(b, y_anchor, scales, means, exact)
-        symbols = coder.symbols(y, means)  # the anchors' are unchanged: their means are
-        indexes = coder.indexes(scales)
-        order = lambda t: torch.cat([t[:, :, a].flatten(1), t[:, :, ~a].flatten(1)], dim=1)  # noqa: E731
-        strings = coder.gaussian_conditional.encode(order(symbols).int(), order(indexes))
-        for st in strings:
-            check_string(st, indexes[0].numel())
-        return strings, coder.dequantize(symbols, means)
+        scales, means = self._context_params(b, y_anchor, scales, means, exact)  # the anchors' are unchanged
+        return coder.compress(y, scales, means, first=a)
 
     def _decompress_checkerboard(self, b: dict[str, Any], strings: list[bytes], scales: Tensor, means: Tensor,
                                  exact: bool) -> Tensor:
