@@ -304,8 +304,24 @@ class LatentCoder(nn.Module):
             check_string(st, indexes[0].numel())
         return strings, self.dequantize(symbols, means)
 
-    def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
+    def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor, first: Tensor | None = None,
+                   refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        """The dequantized ``y`` of ``strings``. With ``first`` (strings from ``compress(first=...)``): the
+        first part is read with ``scales``/``means``, then ``refine(y_first)`` (its values, zero elsewhere)
+        gives the scales and means the rest is read with."""
         indexes = self.indexes(scales)
         n = indexes[0].numel()
-        symbols = self.gaussian_conditional.decompress([safe_string(s, n) for s in strings], indexes)
-        return self.dequantize(symbols, means)
+        if first is None:
+            symbols = self.gaussian_conditional.decompress([safe_string(s, n) for s in strings], indexes)
+            return self.dequantize(symbols, means)
+        if refine is None or len(strings) != scales.shape[0]:
+            raise ValueError("a two-part decode needs refine and one string per batch item")
+        readers = [self.gaussian_conditional.reader(safe_string(s, n)) for s in strings]
+        y_hat = torch.zeros_like(means)
+        for i, rd in enumerate(readers):
+            y_hat[i][:, first] = self.dequantize(rd.read(indexes[i][:, first]), means[i][:, first])
+        scales, means = refine(y_hat)
+        indexes = self.indexes(scales)
+        for i, rd in enumerate(readers):
+            y_hat[i][:, ~first] = self.dequantize(rd.read(indexes[i][:, ~first]), means[i][:, ~first])
+        return y_hat

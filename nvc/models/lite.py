@@ -27,7 +27,7 @@ from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes,
-                     run_light, safe_string, same_halo, scale_table, ste_round)
+                     run_light, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -583,23 +583,6 @@ class NvcLite(nn.Module):
         scales, means = self._context_params(b, y_anchor, scales, means, exact)  # the anchors' are unchanged
         return coder.compress(y, scales, means, first=a)
 
-    def _decompress_checkerboard(self, b: dict[str, Any], strings: list[bytes], scales: Tensor, means: Tensor,
-                                 exact: bool) -> Tensor:
-        a = anchors(scales.shape[-2], scales.shape[-1], scales.device)
-        coder, n = b["y"], scales[0].numel()
-        if len(strings) != scales.shape[0]:
-            raise ValueError("one string per batch item is needed")
-        y_hat = torch.zeros_like(means)
-        readers = [coder.gaussian_conditional.reader(safe_string(s, n)) for s in strings]
-        idx = coder.indexes(scales)
-        for i, rd in enumerate(readers):
-            y_hat[i][:, a] = coder.dequantize(rd.read(idx[i][:, a]), means[i][:, a])
-        scales, means = self._context_params(b, y_hat, scales, means, exact)
-        idx = coder.indexes(scales)
-        for i, rd in enumerate(readers):
-            y_hat[i][:, ~a] = coder.dequantize(rd.read(idx[i][:, ~a]), means[i][:, ~a])
-        return y_hat
-
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
     context_is_frame = True  # the context is the padded reconstruction (the encoder pads P frames from it)
@@ -661,6 +644,8 @@ class NvcLite(nn.Module):
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
         if b["ctx"] is None:
             y_hat = b["y"].decompress(strings[0], scales, means)
-        else:
-            y_hat = self._decompress_checkerboard(b, strings[0], scales, means, exact)
+        else:  # checkerboard: the anchors, then the rest with parameters refined from them
+            a = anchors(scales.shape[-2], scales.shape[-1], scales.device)
+            y_hat = b["y"].decompress(strings[0], scales, means, first=a,
+                                      refine=lambda y_a: self._context_params(b, y_a, scales, means, exact))
         return {"x_hat": self._decode_frame(b, y_hat, ref, q, exact)}
