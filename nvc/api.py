@@ -107,7 +107,7 @@ def encode(
     (see :func:`nvc.models.load`); the decoder reads what it needs from the stream.
     ``numeric``: ``"exact"`` (fixed point: any device decodes the stream identically; the default for
     models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine).
-    ``quality`` is the P frames' quality; I frames get 2 more and every 4th P frame 1 more, up to the model's
+    ``quality`` is the P frames' quality; I frames get 3 more and every 4th P frame 1 more, up to the model's
     top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
     ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new)."""

@@ -2,7 +2,7 @@
 
 >>> enc = Encoder(model, quality=3, gop=32, width=w, height=h)
 >>> coded = enc.encode(frame)          # -> CodedFrame(frame_type, quality, payload, recon)
-                                       # (I frames at quality 5, every 4th P frame at 4: DEFAULT_LADDER)
+                                       # (I frames at quality 6, every 4th P frame at 4: DEFAULT_LADDER)
 >>> dec = Decoder(model, width=w, height=h)
 >>> frame = dec.decode(record)         # equals coded.recon bit for bit (same device)
 """
@@ -100,9 +100,9 @@ class QualityLadder:
         return min(base + step, top) if base <= top else base
 
 
-# Measured on training clips (benchmarks/train_clip_check.py, see the model card): I frames +2, every 4th P
+# Measured on training clips (benchmarks/train_clip_check.py, see the model card): I frames +3, every 4th P
 # frame +1.
-DEFAULT_LADDER = QualityLadder(intra=2, period=4, boost=1)
+DEFAULT_LADDER = QualityLadder(intra=3, period=4, boost=1)
 FLAT = QualityLadder()
 
 

@@ -129,7 +129,7 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
     from nvc.models import load
 
     assert first["protocol"]["weights"] == load("nvc-lite").weights_digest.hex()
-    assert first["protocol"]["quality_ladder"].startswith("I frames +2")
+    assert first["protocol"]["quality_ladder"].startswith("I frames +3")
     with pytest.raises(InputError, match="quality_ladder"):
         run(clips, out, anchors=("x264",), qualities=range(5), flat_quality=True)
     with pytest.raises(InputError, match="refine"):  # refinement too

@@ -30,7 +30,7 @@ def test_encode_decode_info(tmp_path):
     assert "3 frames" in r.output and "bpp" in r.output and "PSNR" in r.output
     r = runner.invoke(app, ["info", str(out), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["frame_count"] == 3
-    assert [f["quality"] for f in json.loads(r.output)["frames"]] == [2, 0, 0]  # the I frame gets +2
+    assert [f["quality"] for f in json.loads(r.output)["frames"]] == [3, 0, 0]  # the I frame gets +3
     r = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "d.y4m"), "--quiet"])
     assert r.exit_code == 0, r.output
     flat = tmp_path / "flat.nvc"

@@ -90,13 +90,13 @@ def test_bounded_memory_float_path_decodes_like_the_encoder(lite, monkeypatch):
 
 
 def test_quality_ladder(lite):
-    """By default I frames get 2 more quality and every 4th P frame 1 more, capped at the top; the decoder
+    """By default I frames get 3 more quality and every 4th P frame 1 more, capped at the top; the decoder
     reads each frame's quality from its record and reconstructs exactly."""
     frames = make_frames(6, 64, 64, seed=7)
     enc = Encoder(lite, quality=3, gop=32, width=64, height=64)
     assert enc.ladder == DEFAULT_LADDER
     coded = [enc.encode(f) for f in frames]
-    assert [c.quality for c in coded] == [5, 3, 3, 3, 4, 3]
+    assert [c.quality for c in coded] == [6, 3, 3, 3, 4, 3]
     dec = Decoder(lite, width=64, height=64)
     for i, c in enumerate(coded):
         assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
@@ -107,7 +107,7 @@ def test_quality_ladder(lite):
     assert {flat.encode(f).quality for f in frames} == {3}
     assert [QualityLadder(1, 2, 2).quality(0, k, 5) for k in range(5)] == [1, 0, 2, 0, 2]
     assert QualityLadder(3, 0, 1).quality(1, 4, 5) == 1  # no period: P frames stay
-    assert FLAT.describe() == "flat" and DEFAULT_LADDER.describe().startswith("I frames +2, P frames at GoP positions 4, 8")
+    assert FLAT.describe() == "flat" and DEFAULT_LADDER.describe().startswith("I frames +3, P frames at GoP positions 4, 8")
     with pytest.raises(InputError, match="0 or more"):
         QualityLadder(-1)
 

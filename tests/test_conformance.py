@@ -26,7 +26,7 @@ SPECS = [
     ("ipip-q4-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 4, 2, True),
     ("odd-q8-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 8, 32, True),
     ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3, True),
-    ("ladder-q2-64x64", "per-frame qualities 4 2 2 2 3 2 (I +2, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
+    ("ladder-q2-64x64", "per-frame qualities 5 2 2 2 3 2 (I +3, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
 ]
 
 
@@ -134,4 +134,4 @@ def test_seek_into_second_gop(manifest, tmp_path):
 def test_ladder_vector_carries_per_frame_qualities(manifest):
     with bitstream.open(VECTORS / "ladder-q2-64x64.nvc") as r:
         assert r.header.quality == 2
-        assert [f.quality for f in r.frames] == [4, 2, 2, 2, 3, 2]
+        assert [f.quality for f in r.frames] == [5, 2, 2, 2, 3, 2]
