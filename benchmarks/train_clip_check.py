@@ -12,7 +12,7 @@ An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-
 (medium, zerolatency, keyint = GoP, CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same
 frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
-default is :data:`nvc.codec.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default every other one and the top one), ``refine=N``
+default is :data:`nvc.ladder.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default every other one and the top one), ``refine=N``
 (encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
 ``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size), ``overlap=0..3``
 (overlapped compensation over block/8, /4, /2 pixels of each edge; 0: none) and ``penalty=K``
@@ -60,7 +60,8 @@ def spread(n: int) -> tuple[int, ...]:
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
               ladder=None, per_frame: dict | None = None, refine: int = 0) -> list[tuple[float, float]]:
     """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs."""
-    from nvc.codec import DEFAULT_LADDER, Encoder
+    from nvc.codec import Encoder
+    from nvc.ladder import DEFAULT_LADDER
     from nvc.metrics import psnr_planes
 
     pts = []
@@ -93,7 +94,7 @@ def x264_points(frames: list, h: int, w: int, gop: int = 32) -> list[tuple[float
 
 def parse_entry(entry: str) -> tuple[str, dict]:
     """``path[:opt,opt=value,...]`` -> (path, options); see the module docstring."""
-    from nvc.codec import FLAT, QualityLadder
+    from nvc.ladder import FLAT, QualityLadder
 
     ck, _, rest = entry.partition(":")
     opts: dict = {}

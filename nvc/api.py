@@ -20,6 +20,7 @@ from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
 from .io import Frame, VideoInfo, VideoReader
 from .io import open as open_video
+from .ladder import ladder_for
 from .metrics import psnr_planes
 
 Progress = Callable[[int, int | None], None]  # (frames done, total or None)
@@ -107,13 +108,14 @@ def encode(
     (see :func:`nvc.models.load`); the decoder reads what it needs from the stream.
     ``numeric``: ``"exact"`` (fixed point: any device decodes the stream identically; the default for
     models that have it) or ``"fast"`` (float32: decode on the same kind of device and machine).
-    ``quality`` is the P frames' quality; I frames get 3 more and every 4th P frame 1 more, up to the model's
-    top quality (:data:`nvc.codec.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
+    ``quality`` is the P frames' quality; the I frames and some P frames get more, up to the model's top quality
+    (:data:`nvc.ladder.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
     ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new)."""
-    from .codec import Encoder, ladder_for, resolve_device
+    from .codec import Encoder, resolve_device
     from .color import padded_size
     from .models import load
+    from .models.base import default_quality
 
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
@@ -126,8 +128,8 @@ def encode(
     with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
-        if quality is None:  # the model's middle quality (0 for single-rate models)
-            quality = net.qualities // 2
+        if quality is None:
+            quality = default_quality(net.qualities)
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
                       numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
         pw, ph = padded_size(info.width, info.height, net.alignment)

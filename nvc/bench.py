@@ -41,6 +41,7 @@ from typing import Any
 
 from .datasets import Sequence, find_sequences
 from .errors import InputError, NvcError
+from .ladder import ladder_for
 
 __all__ = ["run_bench", "run_point", "BenchConfig", "Point", "BD_METRICS", "PROTOCOL_VERSION"]
 
@@ -596,7 +597,6 @@ def run_bench(
             raise InputError(f"--qualities: {model} has qualities 0..{n_q - 1}, not {bad[0]}")
     dev = _resolve_device(device)
     rank, world = _shard()
-    from .codec import ladder_for
 
     protocol = {
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,

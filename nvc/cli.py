@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from .errors import NvcError
+from .ladder import DEFAULT_LADDER
 
 app = typer.Typer(
     name="nvc",
@@ -92,8 +93,8 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
     size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
-    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Quality index: 0 = smallest file ... highest = best (default: the model's middle one). I frames get 3 more and every 4th P frame 1 more, up to the top."),
-    flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no higher-quality I frames and every-4th P frames)."),
+    quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: the model's middle one). {DEFAULT_LADDER.sentence().capitalize()}."),
+    flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
     refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; 6-18 % fewer bits with 20, which encodes ~6x slower; 5 gets most of it at ~2.4x; any decoder reads the stream; frames up to 1920x1088)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),

@@ -2,7 +2,7 @@
 
 >>> enc = Encoder(model, quality=3, gop=32, width=w, height=h)
 >>> coded = enc.encode(frame)          # -> CodedFrame(frame_type, quality, payload, recon)
-                                       # (I frames at quality 6, every 4th P frame at 4: DEFAULT_LADDER)
+                                       # (I frames and every 4th P frame higher: DEFAULT_LADDER)
 >>> dec = Decoder(model, width=w, height=h)
 >>> frame = dec.decode(record)         # equals coded.recon bit for bit (same device)
 """
@@ -19,6 +19,7 @@ from .bitstream import FramePayload, FrameType, NumericMode
 from .color import pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 from .errors import BitstreamError, InputError, WeightsMismatchError
 from .io import Frame
+from .ladder import DEFAULT_LADDER, FLAT, QualityLadder, ladder_for  # noqa: F401 - also nvc.codec.* since 0.1
 
 
 def resolve_device(device: str) -> torch.device:
@@ -65,50 +66,6 @@ def check_refine(model: Any, refine: int, padded: tuple[int, int] | None = None)
     if refine and padded is not None and padded[0] * padded[1] > MAX_REFINE_PIXELS:
         raise InputError(f"--refine needs about 2 KB of memory per pixel: frames up to 1920x1088 (padded), "
                          f"not {padded[0]}x{padded[1]}")
-
-
-@dataclass(frozen=True)
-class QualityLadder:
-    """Per-frame quality offsets over a session's quality, capped at the model's top quality.
-
-    I frames get ``intra`` more; P frames at positions ``period``, ``2 * period``, ... of a GoP get ``boost``
-    more (a better reference for the frames after them). The decoder reads each frame's quality from its
-    record, so a ladder is the encoder's choice alone, like x264's I/P ratio.
-    """
-
-    intra: int = 0
-    period: int = 0
-    boost: int = 0
-
-    def __post_init__(self) -> None:
-        if min(self.intra, self.period, self.boost) < 0:
-            raise InputError(f"quality ladder offsets must be 0 or more: {self}")
-
-    def describe(self) -> str:
-        """In words, e.g. for a benchmark's protocol."""
-        parts = [f"I frames +{self.intra}"] if self.intra else []
-        if self.period and self.boost:
-            parts.append(f"P frames at GoP positions {self.period}, {2 * self.period}, ... +{self.boost}")
-        return ", ".join(parts) + ", up to the top quality" if parts else "flat"
-
-    def quality(self, base: int, position: int, top: int) -> int:
-        """The quality of the frame at ``position`` of its GoP (0: the I frame)."""
-        if position == 0:
-            step = self.intra
-        else:
-            step = self.boost if self.period and position % self.period == 0 else 0
-        return min(base + step, top) if base <= top else base
-
-
-# Measured on training clips (benchmarks/train_clip_check.py, see the model card): I frames +3, every 4th P
-# frame +1.
-DEFAULT_LADDER = QualityLadder(intra=3, period=4, boost=1)
-FLAT = QualityLadder()
-
-
-def ladder_for(flat_quality: bool) -> QualityLadder:
-    """The ladder the ``flat_quality`` switch of the API, CLI and bench selects."""
-    return FLAT if flat_quality else DEFAULT_LADDER
 
 
 @dataclass

@@ -8,7 +8,8 @@ import torch
 
 from nvc import bitstream
 from nvc.bitstream import FrameRecord, FrameType
-from nvc.codec import DEFAULT_LADDER, FLAT, Decoder, Encoder, QualityLadder
+from nvc.codec import Decoder, Encoder
+from nvc.ladder import DEFAULT_LADDER, FLAT
 from nvc.errors import BitstreamError, InputError
 
 from .conftest import make_frames
@@ -105,11 +106,6 @@ def test_quality_ladder(lite):
     assert [top.encode(f).quality for f in frames[:3]] == [hi, hi, hi]  # I P I: capped
     flat = Encoder(lite, quality=3, gop=32, width=64, height=64, ladder=FLAT)
     assert {flat.encode(f).quality for f in frames} == {3}
-    assert [QualityLadder(1, 2, 2).quality(0, k, 5) for k in range(5)] == [1, 0, 2, 0, 2]
-    assert QualityLadder(3, 0, 1).quality(1, 4, 5) == 1  # no period: P frames stay
-    assert FLAT.describe() == "flat" and DEFAULT_LADDER.describe().startswith("I frames +3, P frames at GoP positions 4, 8")
-    with pytest.raises(InputError, match="0 or more"):
-        QualityLadder(-1)
 
 
 def _cost(model, frames, coded, quality):

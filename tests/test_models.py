@@ -17,6 +17,13 @@ def test_registry():
         models.create("nope")
 
 
+
+def test_default_quality_is_the_middle():
+    from nvc.models.base import default_quality
+
+    assert [default_quality(n) for n in (1, 2, 6, 9, 10)] == [0, 1, 3, 4, 5]
+
+
 def test_forward_contract():
     torch.manual_seed(0)
     m = models.create("nvc-lite", n=16, m=16, c=8)

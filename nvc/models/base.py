@@ -12,6 +12,12 @@ from typing import Any, Protocol
 from torch import Tensor
 
 
+def default_quality(qualities: int) -> int:
+    """The quality an encoder uses when none is given: the middle one (of an even count, the upper of the two);
+    0 for single-rate models."""
+    return qualities // 2
+
+
 class FrameCodec(Protocol):
     name: str
     alignment: int  # frames are padded to a multiple of this

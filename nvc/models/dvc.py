@@ -45,6 +45,8 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.ops.bound_ops import LowerBoundFunction
 from torch import Tensor, nn
 
+from .base import default_quality
+
 
 # Channel counts of the official model.
 MV_CHANNELS = 128  # motion latent
@@ -332,7 +334,7 @@ class DVC(nn.Module):
         self.lmbda = float(lmbda)  # rate-distortion weight of training (MSE on [0, 1]); 256, 512, 1024, 2048
         # I-frame coder (runtime options, not weights; see configure)
         self.intra, self.intra_qp = "nvc", 27
-        self.intra_quality: int | None = None  # None: nvc-lite's middle quality (qualities // 2)
+        self.intra_quality: int | None = None  # None: nvc-lite's middle quality (base.default_quality)
         self._stream_intra: str | None = None  # the intra coder a decoded stream's header digest names
         self._lite: dict[str, Any] = {}  # the nvc intra model, loaded on first use; not a submodule
         # Registration order reproduces the official state_dict order (CompressionModel's bottleneck first).
@@ -524,7 +526,7 @@ class DVC(nn.Module):
             x_hat = x265_decode(data, w, h, x.device)
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         lite = self._lite_model(x.device)
-        q = lite.qualities // 2 if self.intra_quality is None else self.intra_quality
+        q = default_quality(lite.qualities) if self.intra_quality is None else self.intra_quality
         strings, lshape, x_hat, _ = lite.compress_frame(x, None, q)
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames

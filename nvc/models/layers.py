@@ -289,20 +289,32 @@ class LatentCoder(nn.Module):
         """Scale-table index per element."""
         return self.gaussian_conditional.indexes(scales)
 
-    def compress(self, y: Tensor, scales: Tensor, means: Tensor, first: Tensor | None = None) -> tuple[list[bytes], Tensor]:
-        """rANS strings of ``y`` and its dequantized values. ``first``: a (H, W) mask of the positions coded
-        first (every channel's, channel by channel, each in raster order), then the others in the same
-        order, so that a decoder can read the first part before it knows the others' tables."""
+    def compress(self, y: Tensor, scales: Tensor, means: Tensor, first: Tensor | None = None,
+                 refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> tuple[list[bytes], Tensor]:
+        """rANS strings of ``y`` and its dequantized values (each symbol rounded once: coded, and dequantized
+        for the reconstruction). ``first``: a (H, W) mask of the positions coded first (every channel's,
+        channel by channel, each in raster order) with ``scales``/``means``; ``refine(y_first)`` (their
+        dequantized values, zero elsewhere) gives the scales and means of the others, coded after them in the
+        same order. The twin of :meth:`decompress`, which reads the first part before it knows the rest's."""
         indexes = self.indexes(scales)
-        symbols = self.symbols(y, means)  # rounded once: coded, and dequantized for the reconstruction
+        symbols = self.symbols(y, means)
         if first is None:
             strings = self.gaussian_conditional.encode(symbols.int(), indexes)
+            y_hat = self.dequantize(symbols, means)
         else:
-            order = lambda t: torch.cat([t[:, :, first].flatten(1), t[:, :, ~first].flatten(1)], dim=1)  # noqa: E731
+            if refine is None:
+                raise ValueError("a two-part code needs refine")
+            y_hat = torch.where(first, self.dequantize(symbols, means), torch.zeros_like(means))
+            scales_r, means_r = refine(y_hat)
+            rest = ~first
+            indexes = torch.where(rest, self.indexes(scales_r), indexes)
+            symbols = torch.where(rest, self.symbols(y, means_r), symbols)
+            y_hat = torch.where(rest, self.dequantize(symbols, means_r), y_hat)
+            order = lambda t: torch.cat([t[:, :, first].flatten(1), t[:, :, rest].flatten(1)], dim=1)  # noqa: E731
             strings = self.gaussian_conditional.encode(order(symbols).int(), order(indexes))
         for st in strings:
             check_string(st, indexes[0].numel())
-        return strings, self.dequantize(symbols, means)
+        return strings, y_hat
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor, first: Tensor | None = None,
                    refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:

@@ -568,20 +568,12 @@ class NvcLite(nn.Module):
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
         if b["ctx"] is None:
             y_strings, y_hat = b["y"].compress(y, scales, means)
-        else:
-            y_strings, y_hat = self._compress_checkerboard(b, y, scales, means, exact)
+        else:  # checkerboard: the anchors, then the rest with parameters refined from them (as decompress)
+            a = anchors(y.shape[-2], y.shape[-1], y.device)
+            y_strings, y_hat = b["y"].compress(y, scales, means, first=a,
+                                               refine=lambda y_a: self._context_params(b, y_a, scales, means, exact))
         x_hat = self._decode_frame(b, y_hat, ref, q, exact)
         return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
-
-    # Checkerboard coding: one rANS string per frame holds the anchors' symbols (channel by channel, each in
-    # raster order of the anchor positions), then the non-anchors' in the same order.
-    def _compress_checkerboard(self, b: dict[str, Any], y: Tensor, scales: Tensor, means: Tensor,
-                               exact: bool) -> tuple[list[bytes], Tensor]:
-        a = anchors(y.shape[-2], y.shape[-1], y.device)
-        coder = b["y"]
-        y_anchor = torch.where(a, coder.dequantize(coder.symbols(y, means), means), torch.zeros_like(means))
-        scales, means = self._context_params(b, y_anchor, scales, means, exact)  # the anchors' are unchanged
-        return coder.compress(y, scales, means, first=a)
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
