@@ -23,8 +23,8 @@ REGEN = os.environ.get("NVC_REGEN_GOLDEN") == "1"
 # name, description, crop (w, h), frames, quality, gop, flat quality (else the encoder's default ladder)
 SPECS = [
     ("intra-q0-96x64", "one I frame, lowest quality", (96, 64), 1, 0, 1, True),
-    ("ipip-q4-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 4, 2, True),
-    ("odd-q8-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 8, 32, True),
+    ("ipip-q5-128x96", "I P I P (GoP 2), middle quality", (128, 96), 4, 5, 2, True),
+    ("odd-q9-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 9, 32, True),
     ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3, True),
     ("ladder-q2-64x64", "per-frame qualities 5 2 2 2 3 2 (I +3, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
 ]
@@ -60,13 +60,13 @@ def _regenerate(tmp: Path) -> None:
                         "height": crop[1], "frames": frames, "quality": q, "gop": gop, "expect": "ok",
                         "stream_sha256": hashlib.sha256(stream.read_bytes()).hexdigest(), "decoded_md5": _md5(out)})
     # A damaged stream: one payload byte flipped in frame 1; a decoder must refuse it naming the frame.
-    good = (VECTORS / "ipip-q4-128x96.nvc").read_bytes()
-    with bitstream.open(VECTORS / "ipip-q4-128x96.nvc") as rd:
+    good = (VECTORS / "ipip-q5-128x96.nvc").read_bytes()
+    with bitstream.open(VECTORS / "ipip-q5-128x96.nvc") as rd:
         off = rd.frames[1].offset
     bad = bytearray(good)
     bad[off + 2] ^= 0x01
     (VECTORS / "damaged-crc-frame1.nvc").write_bytes(bytes(bad))
-    entries.append({"name": "damaged-crc-frame1", "description": "ipip-q4-128x96 with one bit flipped in frame 1",
+    entries.append({"name": "damaged-crc-frame1", "description": "ipip-q5-128x96 with one bit flipped in frame 1",
                     "stream": "damaged-crc-frame1.nvc", "expect": "ChecksumError", "decoded_frames": 1,
                     "stream_sha256": hashlib.sha256(bytes(bad)).hexdigest()})
     version = ".".join(map(str, bitstream.FORMAT_VERSION))

@@ -183,7 +183,7 @@ def _planes(path: Path) -> list[bytes]:
 
 
 INTRA_CASES = [
-    ({}, (0, 4)),  # nvc-lite's middle quality (4 of 0..8)
+    ({}, (0, 5)),  # nvc-lite's middle quality (5 of 0..9)
     ({"intra": "nvc", "intra_quality": 1}, (0, 1)),
     ({"intra": "x265", "intra_qp": 37}, (1, 37)),
     ({"intra": "x265"}, (1, 27)),
@@ -281,8 +281,9 @@ def test_intra_options_validated(dvc_ckpt) -> None:
         load("dvc", dvc_ckpt, intra="jpeg")
     with pytest.raises(ModelError, match="0..51"):
         load("dvc", dvc_ckpt, intra="x265", intra_qp=60)
-    with pytest.raises(ModelError, match="0..8"):
-        load("dvc", dvc_ckpt, intra_quality=9)
+    n = load("nvc-lite").qualities
+    with pytest.raises(ModelError, match=f"0..{n - 1}"):
+        load("dvc", dvc_ckpt, intra_quality=n)
     with pytest.raises(ModelError, match="does not take --intra"):
         load("nvc-lite", intra="x265")
 
