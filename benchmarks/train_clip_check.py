@@ -7,6 +7,7 @@ every other quality and the top one (0/2/4/6/7 of nvc-lite's eight; 0/2/4/5 of s
     python benchmarks/train_clip_check.py shipped runs/train/nvc-lite-cont1/nvc-lite.safetensors
     python benchmarks/train_clip_check.py shipped shipped:replicate --size 176x144   # P-frame padding A/B
     python benchmarks/train_clip_check.py x264 shipped --gop 1     # the intra codec against x264's I frames
+    python benchmarks/train_clip_check.py shipped:q=0/1 --clips bigbuckbunny_CG.mp4=720x1280 --frames 16   # 720p rates
 
 An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-separated options, or ``x264``
 (medium, zerolatency, keyint = GoP, CRF 17-42, through :mod:`nvc.anchors`: the gap to the goal on the same
@@ -143,6 +144,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--gop", type=int, default=32, help="GoP (1: intra frames only)")
     ap.add_argument("--size", default=None, help="HxW crop for every clip (default: per clip)")
+    ap.add_argument("--clips", default=None, help="comma-separated clips of --data, each NAME or NAME=HxW (the crop; "
+                    "needed for clips other than the default three), e.g. bigbuckbunny_CG.mp4=720x1280")
     ap.add_argument("--ceiling", action="store_true", help="intra transforms without quantization (see above)")
     ap.add_argument("--per-frame", action="store_true", help="also print and store each frame's (bpp, PSNR-YUV)")
     ap.add_argument("--json", default=None)
@@ -151,7 +154,15 @@ def main() -> None:
     from nvc.metrics import bd_rate
     from nvc.models import load
 
-    sizes = {k: tuple(int(s) for s in a.size.split("x")) if a.size else v for k, v in CLIPS.items()}
+    chosen = dict(CLIPS)
+    if a.clips:
+        chosen = {}
+        for item in a.clips.split(","):
+            name, _, hw = item.partition("=")
+            if not hw and name not in CLIPS:
+                ap.error(f"--clips: give {name}'s crop as {name}=HxW")
+            chosen[name] = tuple(int(v) for v in hw.split("x")) if hw else CLIPS[name]
+    sizes = {k: tuple(int(s) for s in a.size.split("x")) if a.size else v for k, v in chosen.items()}
     results: dict[str, dict] = {}
     for clip, (h, w) in sizes.items():
         frames = crops(Path(a.data) / clip, h, w, 1 if a.ceiling else a.frames)
