@@ -131,6 +131,24 @@ def test_field_round_trip(bh, bw, block, precision, overlap, seed, spread):
     assert (f.block, f.precision, f.overlap) == (block, precision, overlap) and torch.equal(f.mv, mv)
 
 
+@pytest.mark.parametrize("precision", motion.PRECISIONS)
+def test_tables_are_the_exact_rational_definition(precision):
+    """The residual tables (part of the format) equal their definition in exact rationals, term by term."""
+    from fractions import Fraction
+
+    span = motion._SPAN * precision
+    n = 2 * span + 1
+    cdfs, lengths, offsets = motion._tables(precision)
+    for num, cdf in zip(motion._THETA, cdfs):
+        theta = Fraction(num, 1 << 16)
+        weights = [theta ** abs(v) for v in range(-span, span + 1)]
+        total = sum(weights)
+        freq = [max(1, int(w * ((1 << 16) - 1 - n) / total)) for w in weights]
+        freq[span] += (1 << 16) - 1 - sum(freq)
+        assert list(np.diff(cdf)) == freq + [1] and cdf[0] == 0 and cdf[-1] == 1 << 16
+    assert lengths == [n + 2] * len(motion._THETA) and offsets == [-span] * len(motion._THETA)
+
+
 def test_smooth_fields_are_cheap():
     still = torch.zeros(1, 2, 40, 48, dtype=torch.long)
     pan = still.clone()

@@ -219,18 +219,18 @@ MIN_FIELD_BLOCKS = 3
 @lru_cache(maxsize=None)
 def _tables(precision: int = 1) -> tuple[list[list[int]], list[int], list[int]]:
     """16-bit CDFs (rANS layout: symbols, then an escape of frequency 1) of every ratio over the residuals
-    of vectors in 1/``precision`` pixels, exact integers."""
-    from fractions import Fraction
-
+    of vectors in 1/``precision`` pixels, exact integers: each frequency is the floor of
+    ``theta^|v| * (65535 - n) / sum(theta^|u|)``, computed over the common denominator ``2^(16 * span)``
+    (the same integers as exact rationals give, without their cost)."""
     span = _SPAN * precision
     n = 2 * span + 1
     budget = (1 << 16) - 1  # the escape takes 1
     cdfs = []
     for num in _THETA:
-        theta = Fraction(num, 1 << 16)
-        weights = [theta ** abs(v) for v in range(-span, span + 1)]
+        by_size = [num**k << 16 * (span - k) for k in range(span + 1)]  # theta^k * 2^(16 span), k = |v|
+        weights = by_size[:0:-1] + by_size  # v = -span .. span
         total = sum(weights)
-        freq = [max(1, int(w * (budget - n) / total)) for w in weights]
+        freq = [max(1, w * (budget - n) // total) for w in weights]
         freq[span] += budget - sum(freq)  # the rest to the zero residual (the mode)
         cdf = [0]
         for f in freq + [1]:
