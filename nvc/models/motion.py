@@ -220,8 +220,9 @@ MIN_FIELD_BLOCKS = 3
 def _tables(precision: int = 1) -> tuple[list[list[int]], list[int], list[int]]:
     """16-bit CDFs (rANS layout: symbols, then an escape of frequency 1) of every ratio over the residuals
     of vectors in 1/``precision`` pixels, exact integers: each frequency is the floor of
-    ``theta^|v| * (65535 - n) / sum(theta^|u|)``, computed over the common denominator ``2^(16 * span)``
-    (the same integers as exact rationals give, without their cost)."""
+    ``theta^|v| * (65535 - n) / sum(theta^|u|)``, at least 1, and the zero residual also takes what is left of
+    65535; computed over the common denominator ``2^(16 * span)`` (the integers exact rationals give, without
+    their cost)."""
     span = _SPAN * precision
     n = 2 * span + 1
     budget = (1 << 16) - 1  # the escape takes 1
