@@ -73,6 +73,12 @@ class TrainConfig:
     # name prefixes of the only parameters trained (e.g. ["i_ctx.", "p_ctx."]: a new module on a frozen model);
     # empty: all of them
     train_only: list[str] = field(default_factory=list)
+    # relative sampling weight of each quality (one per quality of the model); empty: uniform
+    # (e.g. more samples for a quality just added in front of trained ones)
+    quality_weights: list[float] = field(default_factory=list)
+    # learning-rate multipliers by parameter-name substring (TOML table, e.g. {"_gain." = 10.0}: the
+    # per-quality gain vectors, nearly frozen at a fine-tuning lr, move at 10x the stage's lr); first match wins
+    lr_scales: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     batch: int = 8
     crop: int = 128
@@ -135,6 +141,16 @@ class TrainConfig:
             if len(d) < 8 or len(d) > 32 or any(ch not in "0123456789abcdef" for ch in d):
                 raise InputError(f"{p}: init_digest must be 8 to 32 hex digits, not {cfg.init_digest!r}")
             cfg.init_digest = d
+        if cfg.lr_scales:
+            sc = cfg.lr_scales
+            if not isinstance(sc, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in sc.values()):
+                raise InputError(f"{p}: lr_scales must be a table of name substrings to numbers > 0")
+            cfg.lr_scales = {str(k): float(v) for k, v in sc.items()}
+        if cfg.quality_weights:
+            w = cfg.quality_weights
+            if not isinstance(w, list) or not all(isinstance(v, (int, float)) and v >= 0 for v in w) or sum(w) <= 0:
+                raise InputError(f"{p}: quality_weights must be a list of numbers >= 0 with a positive sum")
+            cfg.quality_weights = [float(v) for v in w]
         return cfg
 
 
@@ -241,6 +257,21 @@ def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = No
             tdist.destroy_process_group()
 
 
+def _param_groups(model: torch.nn.Module, skip: set[str], scales: dict[str, float]) -> list[dict[str, Any]]:
+    """Adam parameter groups: the trained parameters not in ``skip``, grouped by the first ``scales``
+    substring their name contains (``scale`` multiplies the stage's lr); the rest in a group of scale 1."""
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for n, p in model.named_parameters():
+        if n in skip or not p.requires_grad:
+            continue
+        scale = next((v for k, v in scales.items() if k in n), 1.0)
+        groups.setdefault(scale, []).append(p)
+    unmatched = [k for k in scales if not any(k in n for n, _ in model.named_parameters())]
+    if unmatched:
+        raise InputError(f"lr_scales {unmatched}: no parameter of the model has such a name")
+    return [{"params": ps, "scale": sc} for sc, ps in sorted(groups.items())]
+
+
 def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.device, dist: Dist,
            on_log: Callable[[dict[str, Any]], None] | None, max_steps: int | None) -> Path:
     from .data import open_sampler
@@ -261,7 +292,7 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             raise InputError(f"train_only {cfg.train_only}: no parameter of model {cfg.model!r} has such a name")
     params = [p for n, p in model.named_parameters() if n not in aux_names and p.requires_grad]
     aux = [p for n, p in model.named_parameters() if n in aux_names]
-    opt = torch.optim.Adam(params, lr=cfg.stages[0].lr)
+    opt = torch.optim.Adam(_param_groups(model, aux_names, cfg.lr_scales), lr=cfg.stages[0].lr)
     aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
     step = 0
     ckpt = out / "last.pt"
@@ -315,6 +346,12 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
                     raise InputError(f"{cfg.init}: weights do not fit model {cfg.model!r}")
         if dist.rank:
             torch.manual_seed(shard_seed(cfg.seed, dist.rank))
+    q_weights = None
+    if cfg.quality_weights:
+        if len(cfg.quality_weights) != model.qualities:
+            raise InputError(f"quality_weights has {len(cfg.quality_weights)} entries; model {cfg.model!r} "
+                             f"has {model.qualities} qualities")
+        q_weights = torch.tensor(cfg.quality_weights, dtype=torch.float64)
     sampler = open_sampler(cfg.data, photo_prob=cfg.photo_prob, seed=shard_seed(cfg.seed + step, dist.rank))
     if dist.main:
         (out / "config.json").write_text(json.dumps({**cfg.__dict__, "stages": [s.__dict__ for s in cfg.stages]},
@@ -335,11 +372,14 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     while step < end:
         stage = cfg.stage_at(step)
         for g in opt.param_groups:
-            g["lr"] = stage.lr
+            g["lr"] = stage.lr * g.get("scale", 1.0)
         if stage.prefix:  # this step's prefix: 0..prefix frames coded before the loss's frames
             stage = dataclasses.replace(stage, prefix=int(torch.randint(0, stage.prefix + 1, ())))
         clip = sampler.batch(cfg.batch, stage.prefix + stage.frames, cfg.crop).to(device)
-        q = torch.randint(0, model.qualities, (cfg.batch,)).to(device)
+        if q_weights is None:
+            q = torch.randint(0, model.qualities, (cfg.batch,)).to(device)
+        else:
+            q = torch.multinomial(q_weights, cfg.batch, replacement=True).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             res = loss_fn(clip, q, stage)
         opt.zero_grad(set_to_none=True)

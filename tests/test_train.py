@@ -132,6 +132,51 @@ def test_bad_config(tmp_path):
     assert TrainConfig.from_toml(p).init_digest == "58e2d450"
 
 
+def test_quality_weights_and_lr_scales(tmp_path):
+    """``quality_weights`` draws only the weighted qualities; ``lr_scales`` gives matching parameters their
+    own Adam group at a multiple of the stage's lr."""
+    from nvc.models import load
+
+    data = _data(tmp_path / "data")
+    p = tmp_path / "q.toml"
+    base = f"""
+model = "nvc-lite"
+model_args = {{ n = 8, m = 8, c = 4 }}
+data = "{data}"
+batch = 2
+crop = 64
+bf16 = false
+checkpoint_every = 2
+export_every = 2
+"""
+    p.write_text(base + f"""out = "{tmp_path / 'run'}"
+quality_weights = [1, 0, 0, 0, 0, 0]
+lr_scales = {{ "_gain." = 10 }}
+[[stages]]
+steps = 2
+frames = 2
+lr = 0.001
+""")
+    cfg = TrainConfig.from_toml(p)
+    first = load("nvc-lite", train(cfg, max_steps=1)).state_dict()
+    after = load("nvc-lite", train(cfg)).state_dict()
+    gain = after["i_y_gain.gain"] - first["i_y_gain.gain"]
+    assert gain[0].abs().max() > 0 and gain[1:].abs().max() == 0  # only quality 0 was drawn
+    opt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["opt"]
+    assert [(g["scale"], g["lr"]) for g in opt["param_groups"]] == [(1.0, 0.001), (10.0, 0.01)]
+    for bad, msg in (("quality_weights = [-1, 1]", "quality_weights must be"),
+                     ("quality_weights = [0, 0]", "quality_weights must be"),
+                     ('lr_scales = { "_gain." = 0 }', "lr_scales must be")):
+        p.write_text(base + bad + "\n")
+        with pytest.raises(InputError, match=msg):
+            TrainConfig.from_toml(p)
+    for bad, msg in (("quality_weights = [1, 1]", "has 6 qualities"),
+                     ('lr_scales = { "no_such_name" = 2 }', "no parameter of the model")):
+        p.write_text(base + f'out = "{tmp_path / "bad"}"\n' + bad + "\n")
+        with pytest.raises(InputError, match=msg):
+            train(TrainConfig.from_toml(p), max_steps=1)
+
+
 def test_stage_prefix(tmp_path):
     """``prefix`` codes up to that many frames without gradient before the loss's frames."""
     import torch
