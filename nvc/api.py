@@ -129,7 +129,7 @@ def encode(
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
         if quality is None:
-            quality = default_quality(net.qualities)
+            quality = default_quality(net.qualities, getattr(net, "config", {}).get("lambdas", ()))
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
                       numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
         pw, ph = padded_size(info.width, info.height, net.alignment)

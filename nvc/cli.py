@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from .errors import NvcError
-from .ladder import DEFAULT_LADDER
+from .ladder import DEFAULT_LADDER, DEFAULT_LAMBDA
 
 app = typer.Typer(
     name="nvc",
@@ -33,6 +33,10 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _sentence(text: str) -> str:
+    """``text`` with its first letter upper-cased (str.capitalize would lower-case the rest: "P frame")."""
+    return text[:1].upper() + text[1:]
 
 def _command(fn: F) -> F:
     """Registers a command whose NvcErrors become one line on stderr and exit code 2."""
@@ -93,7 +97,7 @@ def encode(
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
     size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
-    quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: the model's middle one). {DEFAULT_LADDER.sentence().capitalize()}."),
+    quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
     refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; 6-18 % fewer bits with 20, which encodes ~6x slower; 5 gets most of it at ~2.4x; any decoder reads the stream; frames up to 1920x1088)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
@@ -108,7 +112,7 @@ def encode(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
     intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
-    intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default its middle; `nvc models` lists how many)."),
+    intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default as for --quality; `nvc models` lists them)."),
 ) -> None:
     """Encode a video to an .nvc stream."""
     from . import api
@@ -177,6 +181,7 @@ def models() -> None:
     from rich.table import Table
 
     from . import models as registry
+    from .models.base import default_quality
 
     t = Table("model", "qualities", "parameters", "weights", "kMAC/px")
     # what stream headers, bench protocols and training configs (init_digest) name the weights by
@@ -196,7 +201,8 @@ def models() -> None:
             weights, digest = "none (--checkpoint)", "-"
         params = sum(p.numel() for p in m.parameters())
         kmac = getattr(m, "kmac_per_pixel", None)
-        t.add_row(name, str(getattr(m, "qualities", 1)), f"{params / 1e6:.2f} M", weights,
+        q = getattr(m, "qualities", 1)
+        t.add_row(name, f"{q} (default {default_quality(q, getattr(m, 'config', {}).get('lambdas', ()))})", f"{params / 1e6:.2f} M", weights,
                   f"{kmac():.1f}" if callable(kmac) else "-", digest)
     out.print(t)
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
+# The rate-distortion weight of the default quality of models with per-quality lambdas (nvc-lite,
+# :func:`nvc.models.base.default_quality`): the operating point the default has coded at since run 15 (the
+# middle of its eight qualities, as of runs 16 and 20), kept when qualities are added at either end.
+DEFAULT_LAMBDA = 0.0075
+
 
 @dataclass(frozen=True)
 class QualityLadder:

@@ -75,7 +75,11 @@ def test_models_lists_default():
 
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "nvc-lite" in r.output
-    assert load("nvc-lite").weights_digest.hex()[:8] in r.output  # what configs pin with init_digest
+    m = load("nvc-lite")
+    assert m.weights_digest.hex()[:8] in r.output  # what configs pin with init_digest
+    from nvc.models.base import default_quality
+
+    assert f"{m.qualities} (default {default_quality(m.qualities, m.config['lambdas'])})" in r.output
 
 
 def test_sample_encode(tmp_path):

@@ -46,4 +46,8 @@ def test_cli_help_states_the_default_ladder():
 
     res = CliRunner().invoke(app, ["encode", "--help"], env={"COLUMNS": "400"})
     assert res.exit_code == 0
-    assert out.capitalize() in " ".join(res.output.split())
+    text = " ".join(res.output.split())
+    assert out[:1].upper() + out[1:] in text and "P frame" in text  # as written, not lower-cased
+    from nvc.ladder import DEFAULT_LAMBDA
+
+    assert f"lambda {DEFAULT_LAMBDA:g}" in text

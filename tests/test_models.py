@@ -18,10 +18,20 @@ def test_registry():
 
 
 
-def test_default_quality_is_the_middle():
-    from nvc.models.base import default_quality
+def test_default_quality():
+    """The middle quality; with per-quality lambdas, the one nearest DEFAULT_LAMBDA, wherever qualities are added."""
+    from nvc.models.base import DEFAULT_LAMBDA, default_quality
+    from nvc.models.lite import DEFAULT_LAMBDAS
 
     assert [default_quality(n) for n in (1, 2, 6, 9, 10)] == [0, 1, 3, 4, 5]
+    ladder = [0.00025, 0.0005, 0.001, 0.002, 0.004, 0.0075, 0.014, 0.026, 0.048, 0.066]  # run 20's
+    assert default_quality(10, ladder) == 5
+    assert default_quality(11, [0.000125] + ladder) == 6
+    assert default_quality(12, [0.000125] + ladder + [0.09]) == 6
+    assert default_quality(2, [0.005, 0.01]) == 1 and default_quality(2, [0.004, 0.015]) == 0  # nearest in log
+    assert DEFAULT_LAMBDA in DEFAULT_LAMBDAS
+    with pytest.raises(ValueError):
+        default_quality(3, [0.001, 0.002])
 
 
 def test_forward_contract():

@@ -7,14 +7,24 @@ means "start of a GoP": the frame is coded intra.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from torch import Tensor
 
+from ..ladder import DEFAULT_LAMBDA
 
-def default_quality(qualities: int) -> int:
-    """The quality an encoder uses when none is given: the middle one (of an even count, the upper of the two);
-    0 for single-rate models."""
+
+def default_quality(qualities: int, lambdas: Sequence[float] = ()) -> int:
+    """The quality an encoder uses when none is given: with per-quality ``lambdas``, the one nearest
+    :data:`DEFAULT_LAMBDA` in log-lambda (the lower on a tie); otherwise the middle one (of an even count, the
+    upper of the two); 0 for single-rate models."""
+    if lambdas:
+        if len(lambdas) != qualities or min(lambdas) <= 0:
+            raise ValueError(f"default_quality: {qualities} qualities, lambdas {list(lambdas)}")
+        dist = [abs(math.log(v / DEFAULT_LAMBDA)) for v in lambdas]
+        return dist.index(min(dist))
     return qualities // 2
 
 

@@ -17,7 +17,7 @@ The module is stateless: the reference frame lives in the codec session. DVC has
 its own (the paper uses an image codec for I-frames): :meth:`DVC.compress_frame` with ``ctx=None`` codes
 the frame with the intra coder chosen by :meth:`DVC.configure` (``nvc.models.load("dvc", ckpt,
 intra="x265", intra_qp=27)``): ``nvc`` (default), the intra branch of the shipped ``nvc-lite`` weights at
-``intra_quality`` (one of its qualities; default the middle one, as ``nvc encode``), or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
+``intra_quality`` (one of its qualities; default as ``nvc encode``: the quality of lambda 0.0075), or ``x265``, libx265 intra at ``intra_qp`` (see :mod:`nvc.models.intra`). The
 I-frame payload starts with a tag substream naming the coder; the weights digest covers the nvc-lite
 weights when they are used.
 
@@ -334,7 +334,7 @@ class DVC(nn.Module):
         self.lmbda = float(lmbda)  # rate-distortion weight of training (MSE on [0, 1]); 256, 512, 1024, 2048
         # I-frame coder (runtime options, not weights; see configure)
         self.intra, self.intra_qp = "nvc", 27
-        self.intra_quality: int | None = None  # None: nvc-lite's middle quality (base.default_quality)
+        self.intra_quality: int | None = None  # None: nvc-lite's default quality (base.default_quality)
         self._stream_intra: str | None = None  # the intra coder a decoded stream's header digest names
         self._lite: dict[str, Any] = {}  # the nvc intra model, loaded on first use; not a submodule
         # Registration order reproduces the official state_dict order (CompressionModel's bottleneck first).
@@ -463,7 +463,7 @@ class DVC(nn.Module):
     def configure(self, intra: str | None = None, intra_qp: int | None = None,
                   intra_quality: int | None = None) -> None:
         """Chooses the I-frame coder: ``intra="nvc"`` (default; ``intra_quality`` one of its qualities, default
-        nvc-lite's middle quality) or
+        nvc-lite's default quality, :func:`nvc.models.base.default_quality`) or
         ``"x265"`` (``intra_qp`` 0..51, default 27; the paper uses 22, 27, 32, 37). Sets ``weights_digest``:
         the DVC weights' digest, combined with the nvc-lite weights' when those code the I frames."""
         from ..errors import ModelError
@@ -526,7 +526,7 @@ class DVC(nn.Module):
             x_hat = x265_decode(data, w, h, x.device)
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         lite = self._lite_model(x.device)
-        q = default_quality(lite.qualities) if self.intra_quality is None else self.intra_quality
+        q = default_quality(lite.qualities, lite.config["lambdas"]) if self.intra_quality is None else self.intra_quality
         strings, lshape, x_hat, _ = lite.compress_frame(x, None, q)
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
