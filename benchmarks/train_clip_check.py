@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
+    from nvc.errors import NvcError
     from nvc.metrics import bd_rate
     from nvc.models import load
 
@@ -198,7 +199,12 @@ def main() -> None:
         base = res["points"][a.entries[0]]
         for entry in a.entries[1:] if len(base) > 1 else []:  # one quality (--per-frame at q=2): no curve
             o = res["points"][entry]
-            r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
+            try:
+                r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
+            except NvcError as e:  # e.g. a quality that broke down (more bits, less PSNR): keep the points
+                res["bd_rate_psnr_yuv"][entry] = None
+                print(f"  BD-rate {entry} vs {a.entries[0]}: none ({e})", flush=True)
+                continue
             res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
             print(f"  BD-rate {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
     if a.json:
