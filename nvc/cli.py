@@ -38,6 +38,7 @@ def _sentence(text: str) -> str:
     """``text`` with its first letter upper-cased (str.capitalize would lower-case the rest: "P frame")."""
     return text[:1].upper() + text[1:]
 
+
 def _command(fn: F) -> F:
     """Registers a command whose NvcErrors become one line on stderr and exit code 2."""
 
@@ -202,7 +203,8 @@ def models() -> None:
         params = sum(p.numel() for p in m.parameters())
         kmac = getattr(m, "kmac_per_pixel", None)
         q = getattr(m, "qualities", 1)
-        t.add_row(name, f"{q} (default {default_quality(q, getattr(m, 'config', {}).get('lambdas', ()))})", f"{params / 1e6:.2f} M", weights,
+        dq = default_quality(q, getattr(m, "config", {}).get("lambdas", ()))
+        t.add_row(name, f"{q} (default {dq})", f"{params / 1e6:.2f} M", weights,
                   f"{kmac():.1f}" if callable(kmac) else "-", digest)
     out.print(t)
 
