@@ -115,7 +115,7 @@ def encode(
     from .codec import Encoder, resolve_device
     from .color import padded_size
     from .models import load
-    from .models.base import default_quality
+    from .models.base import model_default_quality
 
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
@@ -129,7 +129,7 @@ def encode(
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
         if quality is None:
-            quality = default_quality(net.qualities, getattr(net, "config", {}).get("lambdas", ()))
+            quality = model_default_quality(net)
         enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
                       numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
         pw, ph = padded_size(info.width, info.height, net.alignment)

@@ -182,7 +182,7 @@ def models() -> None:
     from rich.table import Table
 
     from . import models as registry
-    from .models.base import default_quality
+    from .models.base import model_default_quality
 
     t = Table("model", "qualities", "parameters", "weights", "kMAC/px")
     # what stream headers, bench protocols and training configs (init_digest) name the weights by
@@ -203,8 +203,7 @@ def models() -> None:
         params = sum(p.numel() for p in m.parameters())
         kmac = getattr(m, "kmac_per_pixel", None)
         q = getattr(m, "qualities", 1)
-        dq = default_quality(q, getattr(m, "config", {}).get("lambdas", ()))
-        t.add_row(name, f"{q} (default {dq})", f"{params / 1e6:.2f} M", weights,
+        t.add_row(name, f"{q} (default {model_default_quality(m)})", f"{params / 1e6:.2f} M", weights,
                   f"{kmac():.1f}" if callable(kmac) else "-", digest)
     out.print(t)
 

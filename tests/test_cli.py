@@ -77,9 +77,9 @@ def test_models_lists_default():
     assert r.exit_code == 0 and "nvc-lite" in r.output
     m = load("nvc-lite")
     assert m.weights_digest.hex()[:8] in r.output  # what configs pin with init_digest
-    from nvc.models.base import default_quality
+    from nvc.models.base import model_default_quality
 
-    assert f"{m.qualities} (default {default_quality(m.qualities, m.config['lambdas'])})" in r.output
+    assert f"{m.qualities} (default {model_default_quality(m)})" in r.output
 
 
 def test_sample_encode(tmp_path):

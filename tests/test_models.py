@@ -32,6 +32,9 @@ def test_default_quality():
     assert DEFAULT_LAMBDA in DEFAULT_LAMBDAS
     with pytest.raises(ValueError):
         default_quality(3, [0.001, 0.002])
+    from nvc.models.base import model_default_quality
+
+    assert model_default_quality(models.create("nvc-lite", n=8, m=8, c=4)) == DEFAULT_LAMBDAS.index(DEFAULT_LAMBDA)
 
 
 def test_forward_contract():

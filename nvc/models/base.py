@@ -28,6 +28,11 @@ def default_quality(qualities: int, lambdas: Sequence[float] = ()) -> int:
     return qualities // 2
 
 
+def model_default_quality(model: Any) -> int:
+    """:func:`default_quality` of a loaded model: its ``qualities``, and the ``lambdas`` of its config if any."""
+    return default_quality(getattr(model, "qualities", 1), getattr(model, "config", {}).get("lambdas", ()))
+
+
 class FrameCodec(Protocol):
     name: str
     alignment: int  # frames are padded to a multiple of this

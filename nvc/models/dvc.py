@@ -45,7 +45,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.ops.bound_ops import LowerBoundFunction
 from torch import Tensor, nn
 
-from .base import default_quality
+from .base import model_default_quality
 
 
 # Channel counts of the official model.
@@ -526,7 +526,7 @@ class DVC(nn.Module):
             x_hat = x265_decode(data, w, h, x.device)
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         lite = self._lite_model(x.device)
-        q = default_quality(lite.qualities, lite.config["lambdas"]) if self.intra_quality is None else self.intra_quality
+        q = model_default_quality(lite) if self.intra_quality is None else self.intra_quality
         strings, lshape, x_hat, _ = lite.compress_frame(x, None, q)
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
