@@ -17,7 +17,10 @@ default is :data:`nvc.ladder.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to cod
 (encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
 ``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size), ``overlap=0..3``
 (overlapped compensation over block/8, /4, /2 pixels of each edge; 0: none) and ``penalty=K``
-(the motion search's cost per unit of vector distance, times lambda: ``NvcLite.motion_penalty_k``).
+(the motion search's cost per unit of vector distance, times lambda: ``NvcLite.motion_penalty_k``);
+``nosettle`` (code the latent positions that cover only padding as the analysis made them, not at their
+means: ``NvcLite.settle_padding``), ``margin=K`` (settle only positions K or more positions past the visible
+part: ``NvcLite.settle_margin``) and ``irefine=N`` (refinement steps for I frames: ``NvcLite.intra_refine``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
@@ -101,8 +104,8 @@ def parse_entry(entry: str) -> tuple[str, dict]:
     opts: dict = {}
     for o in filter(None, rest.split(",")):
         key, _, value = o.partition("=")
-        if key == "replicate":
-            opts["replicate"] = True
+        if key in ("replicate", "nosettle"):
+            opts[key] = True
         elif key == "flat":
             opts["ladder"] = FLAT
         elif key == "ladder":
@@ -111,7 +114,7 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["q"] = tuple(int(v) for v in value.split("/"))
         elif key == "refine":
             opts["refine"] = int(value)
-        elif key in ("precision", "block", "overlap"):
+        elif key in ("precision", "block", "overlap", "margin", "irefine"):
             opts[key] = int(value)
         elif key == "penalty":
             opts[key] = float(value)
@@ -189,6 +192,12 @@ def main() -> None:
                     model.motion_overlap = opts["overlap"]
                 if "penalty" in opts:
                     model.motion_penalty_k = opts["penalty"]
+                if "margin" in opts:
+                    model.settle_margin = opts["margin"]
+                if "irefine" in opts:
+                    model.intra_refine = opts["irefine"]
+                if "nosettle" in opts:
+                    model.settle_padding = False
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
                 pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
                                 opts.get("refine", 0))

@@ -54,8 +54,10 @@ CSV_FIELDS = (
     "encode_fps", "decode_fps", "peak_rss_mb", "rss_delta_mb", "peak_gpu_mb", "device", "stream",
 )
 # protocol fields that must match for a rerun to reuse stored points
-_RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder", "refine")
-_RESUME_DEFAULTS = {"refine": 0}  # what a protocol.json written before the key existed meant
+_RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder", "refine",
+                "encoder")
+# what a protocol.json written before the key existed meant ("encoder": unrecorded, so never the same)
+_RESUME_DEFAULTS = {"refine": 0}
 
 
 @dataclass(frozen=True)
@@ -492,15 +494,17 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _model_info(model: str, checkpoint: str | None, refine: int = 0) -> tuple[int, str]:
-    """The model's number of qualities and its weights digest (hex), after checking it can ``refine``."""
+def _model_info(model: str, checkpoint: str | None, refine: int = 0) -> tuple[int, str, dict[str, Any] | None]:
+    """The model's number of qualities, its weights digest (hex) and its encoder's choices (None if it
+    states none), after checking it can ``refine``."""
     from .models import load
 
     from .codec import check_refine
 
     net = load(model, checkpoint=checkpoint)
     check_refine(net, refine)
-    return int(net.qualities), bytes(net.weights_digest).hex()
+    choices = net.encoder_choices() if hasattr(net, "encoder_choices") else None
+    return int(net.qualities), bytes(net.weights_digest).hex(), choices
 
 
 def _check_protocol(out: Path, protocol: dict[str, Any]) -> None:
@@ -588,9 +592,9 @@ def run_bench(
     seqs = find_sequences(dataset, root, list(sequences) if sequences else None)
     ckpt = str(checkpoint) if checkpoint is not None else None
     qs = sorted({int(q) for q in qualities}) if qualities is not None else None
-    digest = None
+    digest = choices = None
     if qs is None or qs:  # loading the model also checks the model name and checkpoint before any work
-        n_q, digest = _model_info(model, ckpt, refine)
+        n_q, digest, choices = _model_info(model, ckpt, refine)
         qs = list(range(n_q)) if qs is None else qs
         bad = [q for q in qs if not 0 <= q < n_q]
         if bad:
@@ -602,7 +606,7 @@ def run_bench(
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
         "model": model, "checkpoint": ckpt, "weights": digest, "qualities": qs, "anchors": crf_map, "frames": frames,
         "gop": gop, "numeric": numeric,
-        "quality_ladder": ladder_for(flat_quality).describe(), "refine": refine,
+        "quality_ladder": ladder_for(flat_quality).describe(), "refine": refine, "encoder": choices,
         "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",

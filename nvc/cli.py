@@ -100,7 +100,7 @@ def encode(
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
-    refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; 6-18 % fewer bits with 20, which encodes ~6x slower; 5 gets most of it at ~2.4x; any decoder reads the stream; frames up to 1920x1088)."),
+    refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; 6-18 % fewer bits with 20, which encodes ~6x slower; 5 gets most of it at ~2.4x; any decoder reads the stream; frames up to 1920x1088). I frames up to 1024x512 always get 10 or more."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),

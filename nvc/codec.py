@@ -130,8 +130,10 @@ class Encoder(_Session):
             from_ref = not intra and getattr(self.model, "context_is_frame", False)
             x = pad_from_reference(rgb, self._ctx) if from_ref else pad(rgb, self.model.alignment)
             opts = self._coding_options()
+            if getattr(self.model, "refinable", False):  # models that take the visible size (and refine)
+                opts["visible"] = (self.height, self.width)
             if self.refine:
-                opts.update(refine=self.refine, visible=(self.height, self.width))
+                opts["refine"] = self.refine
             strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
             recon = self._to_frame(x_hat)
         self._ctx = ctx

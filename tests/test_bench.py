@@ -139,6 +139,14 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
     del proto["refine"]  # a folder from before the key: no refinement, so it resumes
     (out / "protocol.json").write_text(json.dumps(proto))
     run(clips, out, anchors=("x264",), qualities=range(5))
+    # so are the encoder's choices; a folder from before they were recorded does not resume
+    assert proto["encoder"] == load("nvc-lite").encoder_choices() and proto["encoder"]["intra_refine"] == 10
+    (out / "protocol.json").write_text(json.dumps({**proto, "encoder": {**proto["encoder"], "settle_margin": 0}}))
+    with pytest.raises(InputError, match="encoder"):
+        run(clips, out, anchors=("x264",), qualities=range(5))
+    (out / "protocol.json").write_text(json.dumps({k: v for k, v in proto.items() if k != "encoder"}))
+    with pytest.raises(InputError, match="encoder"):
+        run(clips, out, anchors=("x264",), qualities=range(5))
     (out / "protocol.json").write_text(json.dumps({**proto, "weights": "00" * 16}))
     with pytest.raises(InputError, match="weights"):
         run(clips, out, anchors=("x264",), qualities=range(5))

@@ -227,3 +227,37 @@ def test_refine_latent(lite):
 
     assert cost(lite.refine_latent(x, None, 1, 6, visible=(100, 150))) < cost(y0)
     assert not any(p.grad is not None for p in lite.parameters())  # the weights are left alone
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_settle_padding_latent(lite, exact):
+    """Latent positions over padding only, one position (16 pixels) or more away from the visible part,
+    take their means: the frame costs fewer bits, the visible pixels change little, nothing changes when
+    nothing is padding, and the decoder still follows the encoder."""
+    from nvc.sample import sample_frames
+    from nvc.color import pad, yuv420_to_rgb
+
+    frames = iter(sample_frames(2))
+    xs = [pad(yuv420_to_rgb(f.y, f.u, f.v, torch.device("cpu")), lite.alignment)[..., :128, :192].contiguous()
+          for f in (next(frames), next(frames))]
+    ref = xs[0]
+    # replicated edges, as the encoder pads I frames (here to 192x128)
+    x = torch.nn.functional.pad(xs[1][..., :60, :100], (0, 92, 0, 68), mode="replicate")
+    assert lite.settle_margin == 1
+    for r in (None, ref):
+        b = lite._branch(r is not None)
+        with torch.no_grad():
+            y0 = b["yg"](lite._analysis(x, r), torch.tensor([8]))
+        assert lite.settle_padding_latent(x, r, 8, (128, 192)) is None
+        assert torch.equal(lite.settle_padding_latent(x, r, 8, (113, 177), y0), y0)  # the margin only
+        y = lite.settle_padding_latent(x, r, 8, (60, 100))
+        changed = (y != y0).any(dim=1)[0]
+        rows, cols = torch.arange(8)[:, None] >= 5, torch.arange(12)[None, :] >= 8  # 16 pixels past 60 and 100
+        assert torch.equal(changed, rows | cols)
+        a, s = lite.compress(x, r, 8, exact=exact), lite.compress(x, r, 8, exact=exact, y=y)
+        assert sum(map(len, s["strings"][0])) < 0.95 * sum(map(len, a["strings"][0]))
+        err = [float(((o["x_hat"].clamp(0, 1) - x)[..., :60, :100] ** 2).mean()) for o in (a, s)]
+        assert err[1] < 1.1 * err[0]
+        assert torch.equal(lite.decompress(s["strings"], s["shape"], r, 8, exact=exact)["x_hat"], s["x_hat"])
+    # refinement starts from the settled latent (no steps: that latent itself)
+    assert torch.equal(lite.refine_latent(x, ref, 8, 0, (60, 100), start=y), y)
