@@ -38,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 CLIPS = {"bikes.mp4": (256, 352), "vtest.avi": (288, 352), "tree.avi": (144, 176)}
+# entry options that set one of the encoder's choices on the model (NvcLite's attribute of that name)
+ENCODER_OPTIONS = {"precision": "motion_precision", "block": "motion", "overlap": "motion_overlap",
+                   "penalty": "motion_penalty_k", "margin": "settle_margin", "irefine": "intra_refine"}
 
 
 def crops(path: Path, h: int, w: int, n: int) -> list:
@@ -184,18 +187,9 @@ def main() -> None:
                 ck, opts = parse_entry(entry)
                 model = load("nvc-lite", checkpoint=None if ck == "shipped" else ck)
                 model.context_is_frame = "replicate" not in opts
-                if "precision" in opts:
-                    model.motion_precision = opts["precision"]
-                if "block" in opts:
-                    model.motion = opts["block"]
-                if "overlap" in opts:
-                    model.motion_overlap = opts["overlap"]
-                if "penalty" in opts:
-                    model.motion_penalty_k = opts["penalty"]
-                if "margin" in opts:
-                    model.settle_margin = opts["margin"]
-                if "irefine" in opts:
-                    model.intra_refine = opts["irefine"]
+                for key, attr in ENCODER_OPTIONS.items():
+                    if key in opts:
+                        setattr(model, attr, opts[key])
                 if "nosettle" in opts:
                     model.settle_padding = False
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None

@@ -616,9 +616,9 @@ class NvcLite(nn.Module):
     settle_margin: int = 1
 
     @torch.inference_mode()
-    def settle_padding_latent(self, x: Tensor, ref: Tensor | None, quality: int, visible: tuple[int, int],
-                              y: Tensor | None = None) -> Tensor:
-        """``y`` (default: the analysis transform's) with every position whose 16x16 block lies wholly in
+    def settle_padding_latent(self, x: Tensor, ref: Tensor | None, quality: int,
+                              visible: tuple[int, int]) -> Tensor | None:
+        """The analysis transform's ``y`` with every position whose 16x16 block lies wholly in
         the padding (right of or below the ``visible`` (height, width) part), ``settle_margin`` positions or
         more away from it, set to its predicted mean. (The first ring of padding positions, next to the
         visible part, shapes the visible edge through the synthesis: settling it cost more than it saved.)
@@ -629,7 +629,8 @@ class NvcLite(nn.Module):
         hyper-latent is recomputed from the settled ``y`` (as :meth:`compress` will), then the means
         again; with a context the non-anchors take the means refined from the settled anchors. The means
         come from the float32 path, also for EXACT streams: the fixed-point means differ by far less than
-        the half step that would change a symbol. Frames with no such position return ``y`` (or None)."""
+        the half step that would change a symbol. Frames with no such position return None (code the
+        analysis' latent as it is)."""
         stride = 16  # y's positions per pixel, each way (four stride-2 stages)
         hh, ww = x.shape[-2] // stride, x.shape[-1] // stride
         k = self.settle_margin
@@ -637,11 +638,10 @@ class NvcLite(nn.Module):
         cols = torch.arange(ww, device=x.device)[None, :] * stride >= visible[1] + k * stride
         pad = rows | cols
         if not bool(pad.any()):
-            return y
+            return None
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
-        if y is None:
-            y = b["yg"](self._analysis(x, ref, light=True), q)
+        y = b["yg"](self._analysis(x, ref, light=True), q)
         a = anchors(hh, ww, y.device)
         medians = b["z"].entropy_bottleneck.medians().detach()
         temporal = None if ref is None else self.p_temporal(ref)
