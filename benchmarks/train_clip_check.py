@@ -25,6 +25,11 @@ part: ``NvcLite.settle_margin``) and ``irefine=N`` (refinement steps for I frame
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
 
+``--split`` also stores each quality's bits per frame type and substream (where a stream's bits go); every
+nvc entry's ``encode_s`` (seconds to code all its qualities) is stored too, comparable within one idle run:
+
+    python benchmarks/train_clip_check.py shipped:q=0 --clips bigbuckbunny_CG.mp4=720x1280 --frames 8 --split
+
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
 on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
 """
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +70,16 @@ def spread(n: int) -> tuple[int, ...]:
     return tuple(sorted(set(range(0, n, 2)) | {n - 1}))
 
 
+SUBSTREAMS = ("y", "z", "motion")  # nvc-lite's substreams, in payload order
+
+
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
-              ladder=None, per_frame: dict | None = None, refine: int = 0) -> list[tuple[float, float]]:
-    """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs."""
+              ladder=None, per_frame: dict | None = None, refine: int = 0,
+              split: dict | None = None) -> list[tuple[float, float]]:
+    """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs,
+    ``split`` (if given) each quality's bpp per frame type (I, P) and substream (:data:`SUBSTREAMS`, plus
+    the payload's own framing as ``header``), averaged over the frames of that type."""
+    from nvc import bitstream
     from nvc.codec import Encoder
     from nvc.ladder import DEFAULT_LADDER
     from nvc.metrics import psnr_planes
@@ -76,11 +89,23 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
         enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
                       ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine)
         bits, psnr = [], []
+        parts: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
             bits.append(8 * len(cf.payload))
             psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
+            if split is not None:
+                kind = cf.frame_type.name
+                counts[kind] = counts.get(kind, 0) + 1
+                row = parts.setdefault(kind, {})
+                strings = bitstream.decode_payload(cf.payload).strings
+                for name, s in zip(SUBSTREAMS, strings):
+                    row[name] = row.get(name, 0.0) + 8 * len(s)
+                row["header"] = row.get("header", 0.0) + 8 * (len(cf.payload) - sum(len(s) for s in strings))
         pts.append((sum(bits) / (len(frames) * h * w), float(np.mean(psnr))))
+        if split is not None:
+            split[q] = {k: {n: round(v / (counts[k] * h * w), 5) for n, v in row.items()} for k, row in parts.items()}
         if per_frame is not None:
             per_frame[q] = [(round(b / (h * w), 4), round(float(p), 2)) for b, p in zip(bits, psnr)]
     return pts
@@ -154,6 +179,8 @@ def main() -> None:
                     "needed for clips other than the default three), e.g. bigbuckbunny_CG.mp4=720x1280")
     ap.add_argument("--ceiling", action="store_true", help="intra transforms without quantization (see above)")
     ap.add_argument("--per-frame", action="store_true", help="also print and store each frame's (bpp, PSNR-YUV)")
+    ap.add_argument("--split", action="store_true", help="also print and store each quality's bpp per frame type "
+                    "(I, P) and substream (y, z, motion, header)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -193,10 +220,15 @@ def main() -> None:
                 if "nosettle" in opts:
                     model.settle_padding = False
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
+                split = res.setdefault("split_bpp", {}).setdefault(entry, {}) if a.split else None
+                t0 = time.perf_counter()
                 pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
-                                opts.get("refine", 0))
+                                opts.get("refine", 0), split)
+                res.setdefault("encode_s", {})[entry] = round(time.perf_counter() - t0, 1)
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)
+                for q, row in (split or {}).items():
+                    print(clip, entry, f"q{q} bpp per frame type and substream:", row, flush=True)
             res["points"][entry] = pts
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
         base = res["points"][a.entries[0]]

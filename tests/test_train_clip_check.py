@@ -1,0 +1,42 @@
+"""benchmarks/train_clip_check.py: its RD points and the --split bookkeeping add up to the stream's bits."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .conftest import make_frames
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_clip_check.py"
+
+
+def _check():
+    spec = importlib.util.spec_from_file_location("nvc_bench_train_clip_check", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_split_adds_up_to_the_points(lite) -> None:
+    mod = _check()
+    h, w = 48, 80
+    frames = make_frames(3, w, h)
+    split: dict = {}
+    (bpp, psnr), = mod.rd_points(lite, frames, h, w, (0,), gop=32, split=split)
+    assert psnr > 20
+    row = split[0]
+    assert set(row) == {"I", "P"}
+    for kind in ("I", "P"):
+        assert set(row[kind]) == {*mod.SUBSTREAMS, "header"}
+    assert row["I"]["motion"] == 0  # I frames carry an empty motion field
+    # one I frame and two P frames: the per-type means, weighted by their counts, give the stream's bpp
+    total = sum(row["I"].values()) + 2 * sum(row["P"].values())
+    assert abs(total / 3 - bpp) < 1e-3
+
+
+def test_parse_entry_options() -> None:
+    mod = _check()
+    ck, opts = mod.parse_entry("shipped:refine=3,irefine=5,nosettle,q=0/2")
+    assert ck == "shipped"
+    assert opts == {"refine": 3, "irefine": 5, "nosettle": True, "q": (0, 2)}
