@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from .conftest import make_frames, write_y4m
+from .conftest import load_script, make_frames, write_y4m
 
-_spec = importlib.util.spec_from_file_location(
-    "device_kit", Path(__file__).resolve().parents[1] / "benchmarks" / "device_kit.py"
-)
-kit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kit)
+kit = load_script("device_kit")
 
 
 def _clip(path: Path, n: int) -> Path:

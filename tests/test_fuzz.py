@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-_spec = importlib.util.spec_from_file_location(
-    "fuzz_decode", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_decode.py"
-)
-fuzz = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fuzz)
+from .conftest import load_script
+
+fuzz = load_script("fuzz_decode")
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+from .conftest import load_script
 
 
 def _speed():
-    spec = importlib.util.spec_from_file_location("nvc_bench_speed", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("speed")
 
 
 def test_speed_script_json(tmp_path: Path) -> None:

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-from .conftest import make_frames
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_clip_check.py"
+from .conftest import load_script, make_frames
 
 
 def _check():
-    spec = importlib.util.spec_from_file_location("nvc_bench_train_clip_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train_clip_check")
 
 
 def test_split_adds_up_to_the_points(lite) -> None:
