@@ -13,7 +13,10 @@ import tempfile
 from pathlib import Path
 
 
-def evaluate(clip: Path, gop: int, frames: int | None, model: str, checkpoint: str | None) -> list[dict]:
+def evaluate(clip: Path, gop: int, frames: int | None, model: str, checkpoint: str | None,
+             numeric: str | None = None) -> list[dict]:
+    """Every quality of ``model`` on ``clip``, encoded and decoded back (``numeric``: None, the model's
+    default mode, ``exact`` or ``fast``; the rate and distortion barely depend on it, the speed does)."""
     from nvc import api
     from nvc.models import load
 
@@ -23,7 +26,7 @@ def evaluate(clip: Path, gop: int, frames: int | None, model: str, checkpoint: s
         for q in range(qualities):
             out = Path(d) / f"q{q}.nvc"
             r = api.encode(clip, out, model=model, checkpoint=checkpoint, quality=q, gop=gop, frames=frames,
-                           device="cpu")
+                           device="cpu", numeric=numeric)
             dec = api.decode(out, Path(d) / f"q{q}.yuv", checkpoint=checkpoint, device="cpu")
             rows.append({"quality": q, "frames": r.frames, "bpp": round(r.bpp, 4), "kbps": round(r.kbps, 1),
                          "psnr_y": round(r.psnr_y, 2), "psnr_u": round(r.psnr_u, 2), "psnr_v": round(r.psnr_v, 2),
@@ -39,9 +42,10 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--model", default="nvc-lite")
     ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--numeric", choices=("exact", "fast"), default=None, help="default: the model's mode")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    rows = evaluate(a.clip, a.gop, a.frames, a.model, a.checkpoint)
+    rows = evaluate(a.clip, a.gop, a.frames, a.model, a.checkpoint, a.numeric)
     print("| quality | frames | bpp | kbps | PSNR-Y | PSNR-U | PSNR-V | PSNR-YUV | enc fps | dec fps |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -14,13 +14,15 @@ An entry is ``shipped``, a weights path, optionally followed by ``:`` and comma-
 frames). Options: ``replicate`` (replicate padding for P frames instead of :func:`nvc.color.pad_from_reference`),
 ``flat`` (every frame at its quality) or ``ladder=I/P/B`` (I frames +I, every P-th P frame +B; the encoder's
 default is :data:`nvc.ladder.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to code; default every other one and the top one), ``refine=N``
-(encoder-side latent refinement, N steps per frame: ``nvc encode --refine``); for weights with block motion,
+(encoder-side latent refinement, N steps on every frame, 0: none: ``nvc encode --refine``; default: the model's
+``intra_refine`` / ``inter_refine``); for weights with block motion,
 ``precision=1/2`` (whole- or half-pixel vectors), ``block=8/16`` (the encoder's block size), ``overlap=0..3``
 (overlapped compensation over block/8, /4, /2 pixels of each edge; 0: none) and ``penalty=K``
 (the motion search's cost per unit of vector distance, times lambda: ``NvcLite.motion_penalty_k``);
 ``nosettle`` (code the latent positions that cover only padding as the analysis made them, not at their
 means: ``NvcLite.settle_padding``), ``margin=K`` (settle only positions K or more positions past the visible
-part: ``NvcLite.settle_margin``) and ``irefine=N`` (refinement steps for I frames: ``NvcLite.intra_refine``).
+part: ``NvcLite.settle_margin``) ``irefine=N`` (refinement steps for I frames: ``NvcLite.intra_refine``) and ``prefine=N`` (for P frames:
+``NvcLite.inter_refine``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
@@ -46,7 +48,8 @@ import numpy as np
 CLIPS = {"bikes.mp4": (256, 352), "vtest.avi": (288, 352), "tree.avi": (144, 176)}
 # entry options that set one of the encoder's choices on the model (NvcLite's attribute of that name)
 ENCODER_OPTIONS = {"precision": "motion_precision", "block": "motion", "overlap": "motion_overlap",
-                   "penalty": "motion_penalty_k", "margin": "settle_margin", "irefine": "intra_refine"}
+                   "penalty": "motion_penalty_k", "margin": "settle_margin", "irefine": "intra_refine",
+                   "prefine": "inter_refine"}
 
 
 def crops(path: Path, h: int, w: int, n: int) -> list:
@@ -74,7 +77,7 @@ SUBSTREAMS = ("y", "z", "motion")  # nvc-lite's substreams, in payload order
 
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
-              ladder=None, per_frame: dict | None = None, refine: int = 0,
+              ladder=None, per_frame: dict | None = None, refine: int | None = None,
               split: dict | None = None) -> list[tuple[float, float]]:
     """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs,
     ``split`` (if given) each quality's bpp per frame type (I, P) and substream (:data:`SUBSTREAMS`, plus
@@ -142,7 +145,7 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["q"] = tuple(int(v) for v in value.split("/"))
         elif key == "refine":
             opts["refine"] = int(value)
-        elif key in ("precision", "block", "overlap", "margin", "irefine"):
+        elif key in ("precision", "block", "overlap", "margin", "irefine", "prefine"):
             opts[key] = int(value)
         elif key == "penalty":
             opts[key] = float(value)
@@ -223,7 +226,7 @@ def main() -> None:
                 split = res.setdefault("split_bpp", {}).setdefault(entry, {}) if a.split else None
                 t0 = time.perf_counter()
                 pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
-                                opts.get("refine", 0), split)
+                                opts.get("refine"), split)
                 res.setdefault("encode_s", {})[entry] = round(time.perf_counter() - t0, 1)
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)

@@ -100,7 +100,7 @@ def encode(
     model_options: dict[str, Any] | None = None,
     numeric: str | None = None,
     flat_quality: bool = False,
-    refine: int = 0,
+    refine: int | None = None,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
 
@@ -111,7 +111,8 @@ def encode(
     ``quality`` is the P frames' quality; the I frames and some P frames get more, up to the model's top quality
     (:data:`nvc.ladder.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
     ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
-    at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new)."""
+    at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new; 0: none;
+    None: the model's defaults, see :class:`nvc.codec.Encoder`)."""
     from .codec import Encoder, resolve_device
     from .color import padded_size
     from .models import load

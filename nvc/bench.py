@@ -57,7 +57,7 @@ CSV_FIELDS = (
 _RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder", "refine",
                 "encoder")
 # what a protocol.json written before the key existed meant ("encoder": unrecorded, so never the same)
-_RESUME_DEFAULTS = {"refine": 0}
+_RESUME_DEFAULTS = {"refine": None}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class BenchConfig:
     anchor_codecs: tuple[str, ...] = field(default_factory=tuple)
     numeric: str | None = None  # nvc's numeric mode (None: the model's default)
     flat_quality: bool = False  # every frame at its point's quality (else the encoder's quality ladder)
-    refine: int = 0  # nvc's encoder-side latent refinement steps per frame
+    refine: int | None = None  # nvc's encoder-side latent refinement steps per frame (None: the model's defaults)
 
 
 def _safe(name: str) -> str:
@@ -494,7 +494,7 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _model_info(model: str, checkpoint: str | None, refine: int = 0) -> tuple[int, str, dict[str, Any] | None]:
+def _model_info(model: str, checkpoint: str | None, refine: int | None = None) -> tuple[int, str, dict[str, Any] | None]:
     """The model's number of qualities, its weights digest (hex) and its encoder's choices (None if it
     states none), after checking it can ``refine``."""
     from .models import load
@@ -542,7 +542,7 @@ def run_bench(
     metrics_device: str = "auto",
     numeric: str | None = None,
     flat_quality: bool = False,
-    refine: int = 0,
+    refine: int | None = None,
 ) -> dict[str, Any]:
     """Runs the benchmark and returns the results dict (also written to ``out/results.json``).
 
@@ -551,7 +551,7 @@ def run_bench(
     ``sequences``: a subset of the dataset by name. Finished points in ``out`` are reused.
     ``numeric``: nvc's numeric mode, ``exact`` or ``fast`` (None: the model's default; the rate and
     distortion do not depend on it, the speed does). ``refine``: nvc's encoder-side latent refinement
-    steps per frame (:meth:`nvc.models.lite.NvcLite.refine_latent`).
+    steps per frame (:meth:`nvc.models.lite.NvcLite.refine_latent`; 0: none; None: the model's defaults).
     """
     from . import anchors as anchor_mod
 

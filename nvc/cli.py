@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from .errors import NvcError
-from .ladder import DEFAULT_LADDER, DEFAULT_LAMBDA
+from .ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, DEFAULT_LAMBDA
 
 app = typer.Typer(
     name="nvc",
@@ -32,6 +32,8 @@ out = Console()
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+REFINE_DEFAULTS = (f"nvc-lite refines I frames {DEFAULT_INTRA_REFINE} steps and P frames {DEFAULT_INTER_REFINE}, "
+                   "on frames up to 1024x512")
 
 
 def _sentence(text: str) -> str:
@@ -100,7 +102,7 @@ def encode(
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
-    refine: int = typer.Option(0, "--refine", help="Encoder-side latent refinement: N gradient steps per frame (nvc-lite; 6-18 % fewer bits with 20, which encodes ~6x slower; 5 gets most of it at ~2.4x; any decoder reads the stream; frames up to 1920x1088). I frames up to 1024x512 always get 10 or more."),
+    refine: Optional[int] = typer.Option(None, "--refine", help=f"Encoder-side latent refinement: N gradient steps per frame, 0 for none (nvc-lite; any decoder reads the stream; frames up to 1920x1088). Default: {REFINE_DEFAULTS}; 20 on every frame codes 6-18 % fewer bits than none but encodes ~6x slower."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
@@ -251,7 +253,7 @@ def bench(
     device: str = typer.Option("auto", "--device"),
     numeric: Optional[str] = typer.Option(None, "--numeric", help="nvc's numeric mode: exact (default) or fast (float32; same RD, faster)."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="nvc codes every frame at the point's quality (see 'nvc encode --help')."),
-    refine: int = typer.Option(0, "--refine", help="nvc's encoder-side latent refinement steps per frame (see 'nvc encode --help')."),
+    refine: Optional[int] = typer.Option(None, "--refine", help="nvc's encoder-side latent refinement steps per frame, 0 for none (default: the model's; see 'nvc encode --help')."),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench

@@ -56,10 +56,12 @@ MAX_REFINE = 1000  # the most refinement steps per frame an encoder accepts
 MAX_REFINE_PIXELS = 1920 * 1088
 
 
-def check_refine(model: Any, refine: int, padded: tuple[int, int] | None = None) -> None:
+def check_refine(model: Any, refine: int | None, padded: tuple[int, int] | None = None) -> None:
     """Raises :class:`InputError` unless ``refine`` is a valid step count that ``model`` (when given) can
-    refine per frame (of ``padded`` size, when given)."""
-    if isinstance(refine, bool) or not 0 <= refine <= MAX_REFINE:
+    refine per frame (of ``padded`` size, when given); None (the model's defaults) always is."""
+    if refine is None:
+        return
+    if isinstance(refine, bool) or not isinstance(refine, int) or not 0 <= refine <= MAX_REFINE:
         raise InputError(f"--refine must be 0..{MAX_REFINE} steps, not {refine}")
     if refine and model is not None and not getattr(model, "refinable", False):
         raise InputError(f"model {model.name} has no encoder-side refinement; drop --refine")
@@ -104,10 +106,11 @@ class Encoder(_Session):
 
     def __init__(self, model: Any, *, quality: int, gop: int, width: int, height: int,
                  device: torch.device | None = None, numeric: str | None = None,
-                 ladder: QualityLadder = DEFAULT_LADDER, refine: int = 0) -> None:
+                 ladder: QualityLadder = DEFAULT_LADDER, refine: int | None = None) -> None:
         """``quality``: the P frames' quality; ``ladder`` raises some frames' (``FLAT``: none);
-        ``refine``: gradient steps of encoder-side latent refinement per frame (0: none; the stream
-        decodes with any decoder either way, only encoding is slower)."""
+        ``refine``: gradient steps of encoder-side latent refinement per frame (0: none; None: the model's
+        defaults, e.g. :attr:`nvc.models.lite.NvcLite.intra_refine`; the stream decodes with any decoder
+        either way, only encoding is slower)."""
         dev = device or torch.device("cpu")
         self.numeric_mode = numeric_mode(dev, numeric or default_numeric(model))
         super().__init__(model, width, height, dev, self.numeric_mode == NumericMode.EXACT)
@@ -130,10 +133,10 @@ class Encoder(_Session):
             from_ref = not intra and getattr(self.model, "context_is_frame", False)
             x = pad_from_reference(rgb, self._ctx) if from_ref else pad(rgb, self.model.alignment)
             opts = self._coding_options()
-            if getattr(self.model, "refinable", False):  # models that take the visible size (and refine)
+            if getattr(self.model, "refinable", False):  # models that take the visible size and refine
                 opts["visible"] = (self.height, self.width)
-            if self.refine:
-                opts["refine"] = self.refine
+                if self.refine is not None:
+                    opts["refine"] = self.refine
             strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
             recon = self._to_frame(x_hat)
         self._ctx = ctx

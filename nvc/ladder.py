@@ -1,4 +1,5 @@
-"""Quality ladders: the encoder's per-frame quality offsets (torch-free, so the CLI's help can read them)."""
+"""Quality ladders (the encoder's per-frame quality offsets) and its default refinement steps (torch-free, so
+the CLI's help can read them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from .errors import InputError
 # :func:`nvc.models.base.default_quality`): the operating point the default has coded at since run 15 (the
 # middle of its eight qualities, as of runs 16 and 20), kept when qualities are added at either end.
 DEFAULT_LAMBDA = 0.0075
+
+# The encoder's default latent refinement steps for nvc-lite's I and P frames of up to 2^19 pixels
+# (NvcLite.intra_refine / inter_refine; chosen on training clips, the model card has the measurements).
+DEFAULT_INTRA_REFINE = 10
+DEFAULT_INTER_REFINE = 4
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 import nvc.bench as bench
 from nvc.errors import InputError, NvcError
 from nvc.io import Frame, frame_bytes
+from nvc.ladder import DEFAULT_INTER_REFINE
 
 from .conftest import write_y4m
 
@@ -134,13 +135,16 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
         run(clips, out, anchors=("x264",), qualities=range(5), flat_quality=True)
     with pytest.raises(InputError, match="refine"):  # refinement too
         run(clips, out, anchors=("x264",), qualities=range(5), refine=3)
+    with pytest.raises(InputError, match="refine"):  # none at all is another encoder than the default
+        run(clips, out, anchors=("x264",), qualities=range(5), refine=0)
     proto = json.loads((out / "protocol.json").read_text())
-    assert proto["refine"] == 0
-    del proto["refine"]  # a folder from before the key: no refinement, so it resumes
+    assert proto["refine"] is None
+    del proto["refine"]  # a folder from before the key: the default refinement, so it resumes
     (out / "protocol.json").write_text(json.dumps(proto))
     run(clips, out, anchors=("x264",), qualities=range(5))
     # so are the encoder's choices; a folder from before they were recorded does not resume
     assert proto["encoder"] == load("nvc-lite").encoder_choices() and proto["encoder"]["intra_refine"] == 10
+    assert proto["encoder"]["inter_refine"] == DEFAULT_INTER_REFINE
     (out / "protocol.json").write_text(json.dumps({**proto, "encoder": {**proto["encoder"], "settle_margin": 0}}))
     with pytest.raises(InputError, match="encoder"):
         run(clips, out, anchors=("x264",), qualities=range(5))
@@ -264,7 +268,7 @@ def test_nvc_point_uses_the_real_bitstream_size(tmp_path, monkeypatch):
                           progress=False)
     (p,) = res["sequences"]["c"]["nvc-lite"]
     assert seen == {"model": "nvc-lite", "quality": 2, "gop": 8, "frames": 3,
-                    "kw": {"numeric": None, "flat_quality": False, "refine": 0}}
+                    "kw": {"numeric": None, "flat_quality": False, "refine": None}}
     assert p["bytes"] == 102 and p["bits"] == 816 and p["psnr_y"] == 100.0 and p["ms_ssim"] == pytest.approx(1.0)
     assert p["encode_fps"] == pytest.approx(6.0) and p["decode_fps"] == pytest.approx(12.0)
     assert not list((tmp_path / "run" / "tmp").iterdir())  # decoded .yuv removed

@@ -9,8 +9,8 @@ import torch
 from nvc import bitstream
 from nvc.bitstream import FrameRecord, FrameType
 from nvc.codec import Decoder, Encoder
-from nvc.ladder import DEFAULT_LADDER, FLAT
 from nvc.errors import BitstreamError, InputError
+from nvc.ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, FLAT
 
 from .conftest import make_frames
 
@@ -125,18 +125,24 @@ def _cost(model, frames, coded, quality):
 
 def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     """Encoder-side refinement changes only what the encoder writes: any decoder reconstructs the
-    encoder's frames exactly, the I frame costs less, and the same input gives the same bytes. Small I
-    frames are refined by default (``NvcLite.intra_refine`` steps, also under a smaller ``refine``)."""
+    encoder's frames exactly, the frames cost less, and the same input gives the same bytes. Small
+    frames are refined by default (``NvcLite.intra_refine`` / ``inter_refine`` steps); ``refine`` sets the
+    steps of every frame, 0 none."""
     from nvc.sample import sample_frames
 
     frames = list(sample_frames(2))
     w, h = frames[0].width, frames[0].height
-    assert lite.intra_refine == 10
-    default = [Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT).encode(f) for f in frames[:1]]
-    monkeypatch.setattr(lite, "intra_refine", 0)
-    plain = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT)
+    assert (lite.intra_refine, lite.inter_refine) == (DEFAULT_INTRA_REFINE, DEFAULT_INTER_REFINE)
+    enc = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT)
+    default = [enc.encode(f) for f in frames]
+    plain = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=0)
     base = [plain.encode(f) for f in frames]
-    assert _cost(lite, frames[:1], default, 2) < _cost(lite, frames[:1], base[:1], 2)
+    assert _cost(lite, frames[:1], default[:1], 2) < _cost(lite, frames[:1], base[:1], 2)
+    assert _cost(lite, frames, default, 2) < _cost(lite, frames, base, 2)
+    monkeypatch.setattr(lite, "inter_refine", 0)  # the defaults are the model's attributes
+    assert Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT).encode(frames[0]).payload == default[0].payload
+    monkeypatch.setattr(lite, "intra_refine", 0)
+    assert Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT).encode(frames[0]).payload == base[0].payload
     monkeypatch.undo()
     enc = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=4)
     coded = [enc.encode(f) for f in frames]
@@ -146,7 +152,7 @@ def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     assert _cost(lite, frames[:1], coded[:1], 2) < _cost(lite, frames[:1], base[:1], 2)
     again = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=4)
     assert [again.encode(f).payload for f in frames] == [c.payload for c in coded]
-    assert coded[0].payload == default[0].payload  # I frames: the default's 10 steps, more than 4
+    assert coded[0].payload != default[0].payload  # I frames: 4 steps, not the default's 10
     small = make_frames(3, 70, 50, seed=2)  # float32 mode, odd padding
     fast = Encoder(lite, quality=4, gop=8, width=70, height=50, numeric="fast", refine=3)
     dec = Decoder(lite, width=70, height=50, exact=False)

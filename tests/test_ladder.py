@@ -51,3 +51,16 @@ def test_cli_help_states_the_default_ladder():
     from nvc.ladder import DEFAULT_LAMBDA
 
     assert f"lambda {DEFAULT_LAMBDA:g}" in text
+
+
+def test_default_refinement_steps_are_the_models_and_the_helps():
+    from typer.testing import CliRunner
+
+    from nvc.cli import app
+    from nvc.ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
+    from nvc.models.lite import NvcLite
+
+    assert (NvcLite.intra_refine, NvcLite.inter_refine) == (DEFAULT_INTRA_REFINE, DEFAULT_INTER_REFINE)
+    res = CliRunner().invoke(app, ["encode", "--help"], env={"COLUMNS": "400"})
+    text = " ".join(res.output.split())
+    assert f"I frames {DEFAULT_INTRA_REFINE} steps and P frames {DEFAULT_INTER_REFINE}" in text

@@ -527,7 +527,7 @@ class DVC(nn.Module):
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         lite = self._lite_model(x.device)
         q = model_default_quality(lite) if self.intra_quality is None else self.intra_quality
-        strings, lshape, x_hat, _ = lite.compress_frame(x, None, q, intra_refine=0)
+        strings, lshape, x_hat, _ = lite.compress_frame(x, None, q, refine=0)
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
         return [tag + bytes([q]), *strings[:2]], shape, x_hat, x_hat

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
+from ..ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes,
                      run_light, same_halo, scale_table, ste_round)
 
@@ -583,11 +584,12 @@ class NvcLite(nn.Module):
 
     refinable = True  # compress_frame takes ``refine`` (steps of refine_latent) and ``visible``
 
-    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False, refine: int = 0,
-                       visible: tuple[int, int] | None = None, intra_refine: int | None = None,
+    def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False,
+                       refine: int | None = None, visible: tuple[int, int] | None = None,
                        ) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        """``refine``: refinement steps (:meth:`refine_latent`); I frames of up to ``LIGHT_PIXELS`` pixels get
-        at least ``intra_refine`` (default: :attr:`intra_refine`)."""
+        """``refine``: refinement steps (:meth:`refine_latent`; 0: none); None: the encoder's defaults,
+        :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of up to ``LIGHT_PIXELS``
+        pixels (larger frames keep the memory-light path: none)."""
         ref, extra = ctx, []
         if self.motion:  # P frames: find, code and apply the block motion; I frames carry an empty field
             extra = [b""]
@@ -599,17 +601,20 @@ class NvcLite(nn.Module):
         y = None
         if visible is not None and self.settle_padding:
             y = self.settle_padding_latent(x, ref, quality, visible)
-        if ctx is None and x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS:
-            refine = max(refine, self.intra_refine if intra_refine is None else intra_refine)
+        if refine is None:
+            light = x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS
+            refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
         if refine > 0:
             y = self.refine_latent(x, ref, quality, refine, visible, start=y)
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         return [out["strings"][0][0], out["strings"][1][0], *extra], tuple(out["shape"]), x_hat, x_hat
 
-    # the encoder's choice: refinement steps for every I frame of up to LIGHT_PIXELS pixels (P frames: none
-    # unless asked for), where the full-memory path runs anyway; about 1.5 % fewer bits on training clips
-    intra_refine: int = 10
+    # the encoder's default choices (compress_frame's refine=None): refinement steps for every I frame and
+    # every P frame of up to LIGHT_PIXELS pixels, where the full-memory path runs anyway (the model card has
+    # their measurements on training clips)
+    intra_refine: int = DEFAULT_INTRA_REFINE
+    inter_refine: int = DEFAULT_INTER_REFINE
     # the encoder's choice: latent positions that only cover padding, settle_margin positions or more past the
     # visible part, code their predicted means (settle_padding_latent)
     settle_padding: bool = True
@@ -665,7 +670,7 @@ class NvcLite(nn.Module):
     def encoder_choices(self) -> dict[str, Any]:
         """The encoder's choices that change its bytes but not the format (e.g. for a benchmark's protocol)."""
         out: dict[str, Any] = {"settle_padding": self.settle_padding, "settle_margin": self.settle_margin,
-                               "intra_refine": self.intra_refine}
+                               "intra_refine": self.intra_refine, "inter_refine": self.inter_refine}
         if self.motion:
             out.update(motion_block=self.motion, motion_radius=self.motion_radius, motion_penalty_k=self.motion_penalty_k,
                        motion_precision=self.motion_precision, motion_overlap=self.motion_overlap)
