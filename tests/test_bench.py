@@ -14,7 +14,7 @@ import pytest
 import nvc.bench as bench
 from nvc.errors import InputError, NvcError
 from nvc.io import Frame, frame_bytes
-from nvc.ladder import DEFAULT_INTER_REFINE
+from nvc.ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
 
 from .conftest import write_y4m
 
@@ -143,7 +143,7 @@ def test_resume_skips_finished_points(clips, tmp_path, counting):
     (out / "protocol.json").write_text(json.dumps(proto))
     run(clips, out, anchors=("x264",), qualities=range(5))
     # so are the encoder's choices; a folder from before they were recorded does not resume
-    assert proto["encoder"] == load("nvc-lite").encoder_choices() and proto["encoder"]["intra_refine"] == 10
+    assert proto["encoder"] == load("nvc-lite").encoder_choices() and proto["encoder"]["intra_refine"] == DEFAULT_INTRA_REFINE
     assert proto["encoder"]["inter_refine"] == DEFAULT_INTER_REFINE
     (out / "protocol.json").write_text(json.dumps({**proto, "encoder": {**proto["encoder"], "settle_margin": 0}}))
     with pytest.raises(InputError, match="encoder"):
