@@ -145,10 +145,8 @@ def parse_entry(entry: str) -> tuple[str, dict]:
             opts["q"] = tuple(int(v) for v in value.split("/"))
         elif key == "refine":
             opts["refine"] = int(value)
-        elif key in ("precision", "block", "overlap", "margin", "irefine", "prefine"):
-            opts[key] = int(value)
-        elif key == "penalty":
-            opts[key] = float(value)
+        elif key in ENCODER_OPTIONS:
+            opts[key] = float(value) if key == "penalty" else int(value)
         else:
             raise SystemExit(f"{entry}: unknown option {key!r}")
     return ck, opts
