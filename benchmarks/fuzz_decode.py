@@ -56,6 +56,35 @@ def _fix_header_crc(buf: bytearray) -> None:
         struct.pack_into("<I", buf, n - 4, zlib.crc32(bytes(buf[: n - 4])))
 
 
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128, shortest form (the 2.0 record's payload length)."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _records(buf: bytes, hlen: int) -> list[tuple[int, int, int]]:
+    """(record offset, head size, payload length) of each complete 2.0 record (sync "Nf", type, quality,
+    seq, LEB128 length; then the payload and a CRC32)."""
+    off, out = hlen, []
+    while off + 10 <= len(buf) and buf[off : off + 2] == b"Nf":
+        length, k = 0, 0
+        while k < 5 and off + 5 + k < len(buf):
+            length |= (buf[off + 5 + k] & 0x7F) << (7 * k)
+            k += 1
+            if buf[off + 4 + k] < 0x80:
+                break
+        head = 5 + k
+        if off + head + length + 4 > len(buf):
+            break
+        out.append((off, head, length))
+        off += head + length + 4
+    return out
+
+
 def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
     buf = bytearray(data)
     hlen = _header_len(data)
@@ -79,9 +108,10 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
         _fix_header_crc(buf)
         return bytes(buf)
     if kind == "lie_length":
-        # the first frame record's payload length (record: sync4 idx4 type1 q1 flags2 len4)
-        struct.pack_into("<I", buf, hlen + 12, rng.choice([2**32 - 1, 2**28, len(buf), rng.randrange(2**32)]))
-        return bytes(buf)
+        # a frame record's payload length (its LEB128 at record offset 5), replaced by a lie
+        off, head, _ = rng.choice(_records(data, hlen))
+        lie = rng.choice([2**32 - 1, 2**28, len(buf), rng.randrange(2**32), rng.randrange(64)])
+        return bytes(buf[: off + 5]) + _varint(lie) + bytes(buf[off + head :])
     if kind == "payload_crc_fixed":
         return _mutate_payload_fix_crc(buf, hlen, rng)
     if kind == "rans_escape":
@@ -119,17 +149,11 @@ def _rans_escape(payload: bytes, rng: random.Random) -> bytes:
 
 def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random, how: str | None = None) -> bytes:
     """Damages one frame's payload and recomputes that record's CRC: hostile data reaches the decoder."""
-    off, records = hlen, []
-    while off + 20 <= len(buf) and buf[off : off + 4] == b"NVfr":
-        length = struct.unpack_from("<I", buf, off + 12)[0]
-        if off + 20 + length > len(buf):
-            break
-        records.append((off, length))
-        off += 20 + length
+    records = _records(bytes(buf), hlen)
     if not records:
         return bytes(buf)
-    off, length = rng.choice(records)
-    p0, p1 = off + 16, off + 16 + length
+    off, head, length = rng.choice(records)
+    p0, p1 = off + head, off + head + length
     payload = bytearray(buf[p0:p1])
     if how == "rans_escape":
         payload = bytearray(_rans_escape(bytes(payload), rng))

@@ -1,8 +1,10 @@
 """The nvc container: a versioned, checksummed, seekable file of coded frames.
 
-The layout is declared once, with ``construct``, in the ``HEADER``, ``FRAME_RECORD``, ``INDEX``,
-``TRAILER`` (and, for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md`` is the
-human-readable specification of the same bytes.  All integers are little-endian.
+The layout is declared once, with ``construct``, in the ``HEADER``, ``FRAME_RECORD`` and ``PAYLOAD`` (and,
+for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md`` is the human-readable
+specification of the same bytes.  All integers are little-endian.  This module writes format 2.0 (compact
+frame records, no index); it still reads 1.x streams (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``,
+``PAYLOAD_V1``, ``NVC_STREAM_V1``).
 
 ``nvc.bitstream.open(path, "w", header=...)`` gives a :class:`StreamWriter` (output written through a
 temporary file renamed on success); ``nvc.bitstream.open(path)`` gives a :class:`StreamReader`, which
@@ -51,9 +53,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (1, 3)
+FORMAT_VERSION: tuple[int, int] = (2, 0)
+READ_MAJORS = (1, 2)  # the major versions this reader reads
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
-FRAME_SYNC = b"NVfr"
+FRAME_SYNC = b"Nf"  # 2.x
+FRAME_SYNC_V1 = b"NVfr"
 INDEX_MAGIC = b"NVix"
 TRAILER_MAGIC = b"NVtr"
 
@@ -68,9 +72,10 @@ MAX_GOP = 65535
 HEADER_PREFIX_SIZE = 8  # magic, major, minor, header_len
 HEADER_FIXED_SIZE = 59  # bytes before the model name in a 1.x header
 HEADER_MIN_SIZE = HEADER_FIXED_SIZE + 1 + 4  # one-byte model name + CRC
-RECORD_HEAD_SIZE = 16
+RECORD_HEAD_MAX = 10  # 2.x: a five-byte length (payloads up to 2^28 bytes need at most five)
+RECORD_HEAD_SIZE_V1 = 16
 RECORD_CRC_SIZE = 4
-RECORD_OVERHEAD = RECORD_HEAD_SIZE + RECORD_CRC_SIZE
+RECORD_OVERHEAD_V1 = RECORD_HEAD_SIZE_V1 + RECORD_CRC_SIZE
 INDEX_HEAD_SIZE = 8
 INDEX_ENTRY_SIZE = 14
 TRAILER_SIZE = 20
@@ -113,7 +118,7 @@ def _crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-_HEADER_V1 = cs.Struct(
+_HEADER_V1 = cs.Struct(  # the header fields of 1.x and 2.x
     "weights_digest" / cs.Bytes(16),  # 8
     "numeric_mode" / cs.Enum(cs.Int8ul, NumericMode),  # 24
     "quality" / cs.Int8ul,  # 25
@@ -135,7 +140,7 @@ _HEADER_BODY = cs.Struct(
     "version_major" / cs.Int8ul,  # 4
     "version_minor" / cs.Int8ul,  # 5
     "header_len" / cs.Int16ul,  # 6: whole header, magic to CRC inclusive
-    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1}, default=cs.Error),
+    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1}, default=cs.Error),
     "fields_end" / cs.Tell,
     cs.Check(cs.this.header_len >= cs.this.fields_end + 4),
     # fields added by later minor versions; a 1.0 reader skips them
@@ -147,8 +152,23 @@ HEADER = cs.Struct(
     "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),
 )
 
+# 2.x: a compact record (the per-frame bytes are most of a small, low-rate stream's overhead)
 _RECORD_HEAD = cs.Struct(
     "sync" / cs.Const(FRAME_SYNC),  # 0
+    "frame_type" / cs.Enum(cs.Int8ul, FrameType),  # 2
+    "quality" / cs.Int8ul,  # 3
+    "seq" / cs.Int8ul,  # 4: frame number mod 256
+    "length" / cs.VarInt,  # 5: payload length, unsigned LEB128, shortest form, 1..5 bytes
+)
+
+FRAME_RECORD = cs.Struct(
+    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD, "payload" / cs.Bytes(cs.this.head.length))),
+    "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),  # covers sync..end of payload
+)
+
+# 1.x: fixed 16-byte record heads, an index and a trailer
+_RECORD_HEAD_V1 = cs.Struct(
+    "sync" / cs.Const(FRAME_SYNC_V1),  # 0
     "index" / cs.Int32ul,  # 4: frame number, 0-based
     "frame_type" / cs.Enum(cs.Int8ul, FrameType),  # 8
     "quality" / cs.Int8ul,  # 9
@@ -156,8 +176,8 @@ _RECORD_HEAD = cs.Struct(
     "length" / cs.Int32ul,  # 12: payload length
 )
 
-FRAME_RECORD = cs.Struct(
-    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD, "payload" / cs.Bytes(cs.this.head.length))),
+FRAME_RECORD_V1 = cs.Struct(
+    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD_V1, "payload" / cs.Bytes(cs.this.head.length))),
     "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),  # covers sync..end of payload
 )
 
@@ -190,22 +210,36 @@ TRAILER = cs.Struct(
 NVC_STREAM = cs.Struct(
     "header" / HEADER,
     "frames" / cs.GreedyRange(FRAME_RECORD),
+    cs.Terminated,
+)
+NVC_STREAM_V1 = cs.Struct(
+    "header" / HEADER,
+    "frames" / cs.GreedyRange(FRAME_RECORD_V1),
     "index" / INDEX,
     "trailer" / TRAILER,
     cs.Terminated,
 )
 
-PAYLOAD = cs.Struct(
+PAYLOAD = cs.Struct(  # 2.x
+    "ndim" / cs.Int8ul,
+    cs.Check(cs.this.ndim <= MAX_SHAPE_DIMS),
+    "count" / cs.Int8ul,
+    cs.Check(cs.this.count <= MAX_SUBSTREAMS),
+    "shape" / cs.Array(cs.this.ndim, cs.VarInt),  # unsigned LEB128, shortest form
+    "lengths" / cs.Array(cs.this.count, cs.VarInt),
+    "data" / cs.GreedyBytes,  # the substreams, concatenated in order
+)
+PAYLOAD_V1 = cs.Struct(
     "ndim" / cs.Int8ul,
     cs.Check(cs.this.ndim <= MAX_SHAPE_DIMS),
     "count" / cs.Int8ul,
     cs.Check(cs.this.count <= MAX_SUBSTREAMS),
     "shape" / cs.Array(cs.this.ndim, cs.Int16ul),
     "lengths" / cs.Array(cs.this.count, cs.Int32ul),
-    "data" / cs.GreedyBytes,  # the substreams, concatenated in order
+    "data" / cs.GreedyBytes,
 )
 
-assert _RECORD_HEAD.sizeof() == RECORD_HEAD_SIZE
+assert _RECORD_HEAD_V1.sizeof() == RECORD_HEAD_SIZE_V1
 assert _INDEX_ENTRY.sizeof() == INDEX_ENTRY_SIZE
 assert TRAILER.sizeof() == TRAILER_SIZE
 
@@ -303,10 +337,11 @@ def _validate_header(h: StreamHeader) -> None:
 
 
 def _check_version(major: int, minor: int) -> None:
-    if major != FORMAT_VERSION[0]:
+    if major not in READ_MAJORS:
+        known = " and ".join(f"{m}.x" for m in READ_MAJORS)
         raise VersionError(
-            f"stream format version {major}.{minor} is not supported: this nvc reads {FORMAT_VERSION[0]}.x"
-            + (" (upgrade nvc)" if major > FORMAT_VERSION[0] else "")
+            f"stream format version {major}.{minor} is not supported: this nvc reads {known}"
+            + (" (upgrade nvc)" if major > max(READ_MAJORS) else "")
         )
 
 
@@ -398,7 +433,13 @@ class FramePayload:
     strings: list[bytes] = field(default_factory=list)
 
 
-def encode_payload(p: FramePayload) -> bytes:
+def _payload_struct(version: tuple[int, int]) -> cs.Construct:
+    _check_version(*version)
+    return PAYLOAD_V1 if version[0] == 1 else PAYLOAD
+
+
+def encode_payload(p: FramePayload, version: tuple[int, int] = FORMAT_VERSION) -> bytes:
+    """The payload's bytes in format ``version``'s layout."""
     shape, strings = tuple(p.shape), list(p.strings)
     if len(shape) > MAX_SHAPE_DIMS or not all(isinstance(s, int) and 0 <= s <= 0xFFFF for s in shape):
         raise BitstreamError(f"payload: shape {shape!r} must be at most {MAX_SHAPE_DIMS} values in 0..65535")
@@ -409,17 +450,25 @@ def encode_payload(p: FramePayload) -> bytes:
         raise BitstreamError(f"payload: {total} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
     lengths = [len(s) for s in strings]
     value = dict(ndim=len(shape), count=len(strings), shape=list(shape), lengths=lengths, data=b"".join(strings))
-    return _build(PAYLOAD, value, "payload")
+    return _build(_payload_struct(version), value, "payload")
 
 
-def decode_payload(b: bytes) -> FramePayload:
+def decode_payload(b: bytes, version: tuple[int, int] = FORMAT_VERSION) -> FramePayload:
+    """Parses a payload in format ``version``'s layout (a record's :attr:`FrameRecord.version`)."""
     b = bytes(b)
-    if len(b) > MAX_PAYLOAD + 2 + 2 * MAX_SHAPE_DIMS + 4 * MAX_SUBSTREAMS:
+    con = _payload_struct(version)
+    if len(b) > MAX_PAYLOAD + 2 + 3 * MAX_SHAPE_DIMS + 5 * MAX_SUBSTREAMS:
         raise BitstreamError(f"payload: {len(b)} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
-    p = _parse(PAYLOAD, b, "payload")
+    p = _parse(con, b, "payload")
     lengths = list(p.lengths)
     if sum(lengths) != len(p.data):
         raise BitstreamError(f"payload: substream lengths add up to {sum(lengths)} bytes, {len(p.data)} present")
+    if not all(s <= 0xFFFF for s in p.shape):
+        raise BitstreamError(f"payload: shape {list(p.shape)} has a value over 65535")
+    if con is PAYLOAD:  # varints must be in their shortest form: one byte string per payload
+        prefix = _build(con, dict(ndim=p.ndim, count=p.count, shape=list(p.shape), lengths=lengths, data=b""), "payload")
+        if b[: len(prefix)] != prefix or len(prefix) + len(p.data) != len(b):
+            raise BitstreamError("payload: a shape value or length is not in its shortest form")
     strings, pos = [], 0
     for n in lengths:
         strings.append(p.data[pos : pos + n])
@@ -438,10 +487,11 @@ class FrameInfo:
     quality: int
     offset: int  # file offset of the payload
     length: int  # payload length
+    head_size: int = RECORD_HEAD_SIZE_V1  # bytes of the record before its payload
 
     @property
     def record_offset(self) -> int:
-        return self.offset - RECORD_HEAD_SIZE
+        return self.offset - self.head_size
 
 
 @dataclass(frozen=True)
@@ -450,6 +500,7 @@ class FrameRecord:
     frame_type: FrameType
     quality: int
     payload: bytes
+    version: tuple[int, int] = FORMAT_VERSION  # the stream's format version (its payload layout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,7 +515,7 @@ class StreamWriter:
         self._header_bytes = encode_header(self.header)  # validates before any file is created
         self.path = Path(path)
         self._atomic = AtomicFile(path, force=force)
-        self._entries: list[dict[str, Any]] = []
+        self._count = 0
         self._pos = 0
         self.closed = False
         try:
@@ -481,12 +532,12 @@ class StreamWriter:
 
     @property
     def frame_count(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def write(self, frame_type: FrameType, quality: int, payload: bytes) -> None:
         if self.closed:
             raise BitstreamError(f"{self.path}: writer is closed")
-        i = len(self._entries)
+        i = self._count
         try:
             ft = FrameType(frame_type)
         except ValueError:
@@ -500,14 +551,13 @@ class StreamWriter:
             raise BitstreamError(f"frame {i}: payload of {len(payload)} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
         if i >= MAX_FRAMES:
             raise BitstreamError(f"frame {i}: over the limit of {MAX_FRAMES} frames")
-        head = dict(sync=FRAME_SYNC, index=i, frame_type=ft.name, quality=quality, flags=0, length=len(payload))
+        head = dict(sync=FRAME_SYNC, frame_type=ft.name, quality=quality, seq=i & 0xFF, length=len(payload))
         record = _build(FRAME_RECORD, dict(body=dict(value=dict(head=head, payload=payload)), crc=None), f"frame {i}")
-        entry = dict(offset=self._pos, length=len(payload), frame_type=ft.name, quality=quality)
         self._put(record)
-        self._entries.append(entry)
+        self._count += 1
 
     def close(self, ok: bool = True) -> None:
-        """``ok``: writes the index and trailer, patches the header's frame count, renames; else deletes."""
+        """``ok``: patches the header's frame count and renames; else deletes."""
         if self.closed:
             return
         self.closed = True
@@ -515,13 +565,7 @@ class StreamWriter:
             self._atomic.close(ok=False)
             return
         try:
-            n = len(self._entries)
-            index_offset = self._pos
-            index = dict(magic=INDEX_MAGIC, count=n, entries=self._entries)
-            self._put(_build(INDEX, dict(body=dict(value=index), crc=None), "index"))
-            trailer = dict(index_offset=index_offset, frame_count=n)
-            self._put(_build(TRAILER, dict(body=dict(value=trailer), crc=None, magic=TRAILER_MAGIC), "trailer"))
-            self.header = replace(self.header, frame_count=n)
+            self.header = replace(self.header, frame_count=self._count)
             patched = encode_header(self.header)
             assert len(patched) == len(self._header_bytes)
             self._f.seek(0)
@@ -579,9 +623,12 @@ class StreamReader:
             )
         self.header = decode_header(self._pread(0, header_len))
         self.header_size = header_len
-        problem = self._load_index()
-        if problem is not None:
-            self._scan(problem)
+        if self.header.version[0] == 1:
+            problem = self._load_index()
+            if problem is not None:
+                self._scan_v1(problem)
+        else:
+            self._scan()
         self._intra = []
         last_i = -1
         for fi in self.frames:
@@ -619,32 +666,86 @@ class StreamReader:
         for i, e in enumerate(idx.entries):
             if e.offset != expected or e.length > MAX_PAYLOAD or not isinstance(e.frame_type, cs.EnumIntegerString):
                 return f"index unusable (entry {i} is inconsistent)"
-            frames.append(FrameInfo(i, FrameType[str(e.frame_type)], e.quality, e.offset + RECORD_HEAD_SIZE, e.length))
-            expected = e.offset + RECORD_OVERHEAD + e.length
+            frames.append(FrameInfo(i, FrameType[str(e.frame_type)], e.quality, e.offset + RECORD_HEAD_SIZE_V1, e.length))
+            expected = e.offset + RECORD_OVERHEAD_V1 + e.length
         if expected != index_offset:
             return "index unusable (frames do not end where the index starts)"
         self.frames = frames
         return None
 
-    def _scan(self, index_problem: str) -> None:
-        """Walks the frame records from the header on; stops at the first incomplete or damaged one."""
+    def _head(self, raw: bytes, i: int) -> tuple[Any, int]:
+        """A 2.x record head from the first bytes of a record: (parsed, its size); refuses a damaged one."""
+        try:
+            head = _parse(_RECORD_HEAD, raw, f"frame {i}")
+        except TruncatedStreamError:  # the length's last byte is missing (the caller read RECORD_HEAD_MAX)
+            if len(raw) < RECORD_HEAD_MAX:
+                raise
+            raise BitstreamError(f"frame {i}: payload length longer than 5 bytes") from None
+        if head.length > MAX_PAYLOAD:
+            raise BitstreamError(f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit")
+        if not isinstance(head.frame_type, cs.EnumIntegerString):
+            raise BitstreamError(f"frame {i}: unknown frame type {int(head.frame_type)}")
+        built = _build(_RECORD_HEAD, head, f"frame {i}")
+        if raw[: len(built)] != built:
+            raise BitstreamError(f"frame {i}: payload length not in its shortest form")
+        if head.seq != i & 0xFF:
+            raise BitstreamError(f"frame {i}: record is numbered {head.seq} (mod 256), expected {i & 0xFF}")
+        return head, len(built)
+
+    def _scan(self) -> None:
+        """2.x: walks the frame records from the header on; stops at the first incomplete or damaged one."""
         size, pos, i = self.file_size, self.header_size, 0
         frames: list[FrameInfo] = []
         reason: str | None = None
         while pos < size and i < MAX_FRAMES:
             left = size - pos
-            raw = self._pread(pos, min(RECORD_HEAD_SIZE, left))
-            sig = raw[:4]
-            if sig == INDEX_MAGIC or (i >= self.header.frame_count and INDEX_MAGIC.startswith(sig)):
-                break  # the (unusable) index, or its first bytes
+            raw = self._pread(pos, min(RECORD_HEAD_MAX, left))
             if not FRAME_SYNC.startswith(raw[: len(FRAME_SYNC)]):
                 reason = f"frame {i}: bad sync marker at offset {pos}"
                 break
-            if left < RECORD_HEAD_SIZE:
-                reason = f"stream truncated in frame {i} (record header needs {RECORD_HEAD_SIZE} bytes, {left} left)"
+            try:
+                head, head_size = self._head(raw, i)
+            except TruncatedStreamError:
+                reason = f"stream truncated in frame {i} (record header incomplete, {left} bytes left)"
+                break
+            except BitstreamError as e:
+                reason = str(e)
+                break
+            need = head.length + RECORD_CRC_SIZE
+            if need > left - head_size:
+                reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - head_size} left)"
+                break
+            frames.append(FrameInfo(i, FrameType[str(head.frame_type)], head.quality, pos + head_size, head.length,
+                                    head_size))
+            pos += head_size + need
+            i += 1
+        announced = self.header.frame_count
+        if reason is None and len(frames) < announced:
+            reason = f"stream truncated after {len(frames)} frames (header announces {announced})"
+        elif reason is None and len(frames) > announced:
+            reason = f"stream has {len(frames)} frames, its header announces {announced}"
+        self.frames = frames
+        self.truncated = reason
+
+    def _scan_v1(self, index_problem: str) -> None:
+        """1.x: walks the frame records from the header on; stops at the first incomplete or damaged one."""
+        size, pos, i = self.file_size, self.header_size, 0
+        frames: list[FrameInfo] = []
+        reason: str | None = None
+        while pos < size and i < MAX_FRAMES:
+            left = size - pos
+            raw = self._pread(pos, min(RECORD_HEAD_SIZE_V1, left))
+            sig = raw[:4]
+            if sig == INDEX_MAGIC or (i >= self.header.frame_count and INDEX_MAGIC.startswith(sig)):
+                break  # the (unusable) index, or its first bytes
+            if not FRAME_SYNC_V1.startswith(raw[: len(FRAME_SYNC_V1)]):
+                reason = f"frame {i}: bad sync marker at offset {pos}"
+                break
+            if left < RECORD_HEAD_SIZE_V1:
+                reason = f"stream truncated in frame {i} (record header needs {RECORD_HEAD_SIZE_V1} bytes, {left} left)"
                 break
             try:
-                head = _parse(_RECORD_HEAD, raw, f"frame {i}")
+                head = _parse(_RECORD_HEAD_V1, raw, f"frame {i}")
             except BitstreamError as e:
                 reason = str(e)
                 break
@@ -658,12 +759,12 @@ class StreamReader:
                 reason = f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit"
                 break
             need = head.length + RECORD_CRC_SIZE
-            if need > left - RECORD_HEAD_SIZE:
-                reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - RECORD_HEAD_SIZE} left)"
+            if need > left - RECORD_HEAD_SIZE_V1:
+                reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - RECORD_HEAD_SIZE_V1} left)"
                 break
             ft = FrameType[str(head.frame_type)]
-            frames.append(FrameInfo(i, ft, head.quality, pos + RECORD_HEAD_SIZE, head.length))
-            pos += RECORD_OVERHEAD + head.length
+            frames.append(FrameInfo(i, ft, head.quality, pos + RECORD_HEAD_SIZE_V1, head.length))
+            pos += RECORD_OVERHEAD_V1 + head.length
             i += 1
         announced = self.header.frame_count
         if reason is None and len(frames) < announced:
@@ -683,20 +784,26 @@ class StreamReader:
     def read(self, i: int) -> FrameRecord:
         """Frame ``i``, its CRC32 verified (ChecksumError naming the frame on mismatch)."""
         fi = self._info(i)
-        n = RECORD_OVERHEAD + fi.length
+        n = fi.head_size + fi.length + RECORD_CRC_SIZE
         raw = self._pread(fi.record_offset, n)
         if len(raw) < n:
             raise TruncatedStreamError(f"frame {i}: truncated (needs {n} bytes, {len(raw)} left)")
-        head = _parse(_RECORD_HEAD, raw[:RECORD_HEAD_SIZE], f"frame {i}")
-        expected = (i, fi.length, fi.quality, fi.frame_type.name)
-        if (head.index, head.length, head.quality, str(head.frame_type)) != expected:
-            raise BitstreamError(f"frame {i}: record header does not match the index")
-        payload = raw[RECORD_HEAD_SIZE : RECORD_HEAD_SIZE + fi.length]
+        if self.header.version[0] == 1:
+            head = _parse(_RECORD_HEAD_V1, raw[:RECORD_HEAD_SIZE_V1], f"frame {i}")
+            got = (head.index, head.length, head.quality, str(head.frame_type))
+            if got != (i, fi.length, fi.quality, fi.frame_type.name):
+                raise BitstreamError(f"frame {i}: record header does not match the index")
+        else:  # listed by the scan, so only a file changed since then differs
+            head, head_size = self._head(raw[:RECORD_HEAD_MAX], i)
+            got = (head_size, head.length, head.quality, str(head.frame_type))
+            if got != (fi.head_size, fi.length, fi.quality, fi.frame_type.name):
+                raise BitstreamError(f"frame {i}: record header changed since the stream was opened")
+        payload = raw[fi.head_size : fi.head_size + fi.length]
         (stored,) = struct.unpack_from("<I", raw, n - RECORD_CRC_SIZE)
         computed = _crc32(raw[: n - RECORD_CRC_SIZE])
         if stored != computed:
             raise ChecksumError(f"frame {i}: CRC mismatch (stored {stored:08x}, computed {computed:08x})")
-        return FrameRecord(i, fi.frame_type, fi.quality, payload)
+        return FrameRecord(i, fi.frame_type, fi.quality, payload, self.header.version)
 
     def gop_start(self, i: int) -> int:
         """Index of the last I frame at or before frame ``i``."""

@@ -161,7 +161,7 @@ def info(
     input: Path = typer.Argument(..., help="The .nvc stream."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Print a stream's header and frame index."""
+    """Print a stream's header and its frames (type, quality, bytes, offset)."""
     from . import api
 
     d = api.info(input)

@@ -187,7 +187,7 @@ class Decoder(_Session):
         intra = record.frame_type == FrameType.I
         if not intra and self._ctx is None:
             raise BitstreamError(f"frame {record.index}: P frame without a preceding I frame")
-        p = bitstream.decode_payload(record.payload)
+        p = bitstream.decode_payload(record.payload, record.version)
         self._check_shape(record.index, p.shape, len(p.strings))
         with torch.inference_mode():
             try:

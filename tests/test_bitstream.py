@@ -55,8 +55,23 @@ def write_stream(path: Path, header: bs.StreamHeader = HEADER, frames=FRAMES, fo
     return path.read_bytes()
 
 
+def v1_stream(frames=FRAMES, header: bytes | None = None) -> bytes:
+    """A 1.3 stream (nvc writes 2.0 and still reads 1.x), built from the 1.x construct declarations."""
+    hb = header or bs.encode_header(replace(HEADER, version=(1, 3), frame_count=len(frames)))
+    out, entries = bytearray(hb), []
+    for i, (ft, q, p) in enumerate(frames):
+        head = dict(sync=bs.FRAME_SYNC_V1, index=i, frame_type=ft.name, quality=q, flags=0, length=len(p))
+        entries.append(dict(offset=len(out), length=len(p), frame_type=ft.name, quality=q))
+        out += bs.FRAME_RECORD_V1.build(dict(body=dict(value=dict(head=head, payload=p)), crc=None))
+    index = dict(magic=bs.INDEX_MAGIC, count=len(frames), entries=entries)
+    trailer = dict(index_offset=len(out), frame_count=len(frames))
+    out += bs.INDEX.build(dict(body=dict(value=index), crc=None))
+    out += bs.TRAILER.build(dict(body=dict(value=trailer), crc=None, magic=bs.TRAILER_MAGIC))
+    return bytes(out)
+
+
 def reheader(data: bytes, **changes: int) -> bytes:
-    """``data`` with fields of its (1.0) header changed and the header CRC recomputed (a forger's stream)."""
+    """``data`` with fields of its header changed and the header CRC recomputed (a forger's stream)."""
     offsets = {"width": (28, "<I"), "height": (32, "<I"), "frame_count": (52, "<I"), "gop": (56, "<H"),
                "header_len": (6, "<H"), "major": (4, "<B"), "minor": (5, "<B"), "matrix": (26, "<B"),
                "numeric_mode": (24, "<B"), "model_len": (58, "<B")}
@@ -69,10 +84,27 @@ def reheader(data: bytes, **changes: int) -> bytes:
     return bytes(b)
 
 
+@pytest.fixture(params=["2.0", "1.3"])
+def stream(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes]:
+    """The stream of FRAMES as this nvc writes it (2.0), and as a 1.3 writer did (still read)."""
+    p = tmp_path / "s.nvc"
+    if request.param == "2.0":
+        return p, write_stream(p)
+    p.write_bytes(v1_stream())
+    return p, p.read_bytes()
+
+
 @pytest.fixture
-def stream(tmp_path: Path) -> tuple[Path, bytes]:
+def stream_v2(tmp_path: Path) -> tuple[Path, bytes]:
     p = tmp_path / "s.nvc"
     return p, write_stream(p)
+
+
+@pytest.fixture
+def stream_v1(tmp_path: Path) -> tuple[Path, bytes]:
+    p = tmp_path / "s1.nvc"
+    p.write_bytes(v1_stream())
+    return p, p.read_bytes()
 
 
 def load(tmp_path: Path, data: bytes, name: str = "x.nvc") -> bs.StreamReader:
@@ -144,31 +176,52 @@ def test_header_property_roundtrip(h: bs.StreamHeader) -> None:
     assert bs.decode_header(bs.encode_header(h)) == h
 
 
+VERSIONS = [(2, 0), (1, 3)]
+
+
 @FAST
 @given(
     st.lists(st.integers(0, 65535), max_size=4).map(tuple),
     st.lists(st.binary(max_size=64), max_size=16),
+    st.sampled_from(VERSIONS),
 )
-def test_payload_property_roundtrip(shape: tuple[int, ...], strings: list[bytes]) -> None:
+def test_payload_property_roundtrip(shape: tuple[int, ...], strings: list[bytes], version: tuple[int, int]) -> None:
     p = bs.FramePayload(shape=shape, strings=strings)
-    assert bs.decode_payload(bs.encode_payload(p)) == p
+    assert bs.decode_payload(bs.encode_payload(p, version), version) == p
 
 
-def test_payload_refusals() -> None:
-    good = bs.encode_payload(bs.FramePayload((4, 6), [b"yyyy", b"zz"]))
+def test_payload_layouts() -> None:
+    """2.x: u8 ndim, u8 count, then LEB128 shape values and lengths; 1.x: u16 shape values, u32 lengths."""
+    p = bs.FramePayload((3, 300), [b"y" * 200, b"zz", b""])
+    assert bs.encode_payload(p) == bytes([2, 3, 3, 0xAC, 0x02, 0xC8, 0x01, 2, 0]) + b"y" * 200 + b"zz"
+    assert bs.encode_payload(p, (1, 3)) == struct.pack("<BBHHIII", 2, 3, 3, 300, 200, 2, 0) + b"y" * 200 + b"zz"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_payload_refusals(version: tuple[int, int]) -> None:
+    good = bs.encode_payload(bs.FramePayload((4, 6), [b"yyyy", b"zz"]), version)
     for bad in (good[:-1], good + b"!", b"", b"\x05\x00", b"\x00\x11", b"\x00\x01\xff\xff\xff\xff"):
         with pytest.raises(BitstreamError):
-            bs.decode_payload(bad)
+            bs.decode_payload(bad, version)
     for p in (bs.FramePayload((1, 2, 3, 4, 5), []), bs.FramePayload((70000,), []), bs.FramePayload((), [b""] * 17)):
         with pytest.raises(BitstreamError):
-            bs.encode_payload(p)
+            bs.encode_payload(p, version)
+    with pytest.raises(VersionError):
+        bs.decode_payload(good, (3, 0))
+
+
+def test_payload_refuses_non_shortest_varints() -> None:
+    assert bs.decode_payload(b"\x01\x01\x05\x02zz") == bs.FramePayload((5,), [b"zz"])
+    for bad in (b"\x01\x01\x85\x00\x02zz", b"\x01\x01\x05\x82\x00zz", b"\x01\x00\xf0\xa2\x04"):  # 5, 2; 70000
+        with pytest.raises(BitstreamError):
+            bs.decode_payload(bad)
 
 
 @FAST
-@given(st.binary(max_size=80))
-def test_payload_random_bytes(b: bytes) -> None:
+@given(st.binary(max_size=80), st.sampled_from(VERSIONS))
+def test_payload_random_bytes(b: bytes, version: tuple[int, int]) -> None:
     try:
-        bs.decode_payload(b)
+        bs.decode_payload(b, version)
     except BitstreamError as e:
         assert "\n" not in str(e)
 
@@ -178,27 +231,40 @@ def test_stream_roundtrip(stream: tuple[Path, bytes]) -> None:
     with bs.open(path) as r:
         assert isinstance(r, bs.StreamReader)
         assert r.truncated is None
-        assert r.header == replace(HEADER, frame_count=len(FRAMES))
+        assert replace(r.header, version=bs.FORMAT_VERSION) == replace(HEADER, frame_count=len(FRAMES))
         assert [(f.frame_type, f.quality, f.length) for f in r.frames] == [(t, q, len(p)) for t, q, p in FRAMES]
         for f, (_, _, p) in zip(r.frames, FRAMES):
             assert data[f.offset : f.offset + f.length] == p
         recs = list(r)
         assert [(x.index, x.frame_type, x.quality, x.payload) for x in recs] == [(i, *f) for i, f in enumerate(FRAMES)]
+        assert {x.version for x in recs} == {r.header.version}
         assert r.read(3).payload == bytes(range(256))
         assert [r.gop_start(i) for i in range(5)] == [0, 0, 2, 2, 4]
         with pytest.raises(IndexError):
             r.read(5)
         info = bs.info_dict(r)
     assert json.loads(json.dumps(info)) == info
-    assert info["version"] == "{}.{}".format(*bs.FORMAT_VERSION) and info["fps"] == "30000/1001" and info["weights_digest"] == bytes(range(16)).hex()
+    assert info["version"] == "{}.{}".format(*r.header.version) and info["fps"] == "30000/1001" and info["weights_digest"] == bytes(range(16)).hex()
     assert info["file_size"] == len(data) and info["truncated"] is None and info["frame_count"] == 5
     assert info["frames"][1] == {"index": 1, "type": "P", "quality": 3, "bytes": 2, "offset": r.frames[1].offset}
     assert info["model"] == "nvc-lite" and info["matrix"] == "bt709" and info["color_range"] == "limited"
 
 
-def test_whole_file_matches_the_construct_declaration(stream: tuple[Path, bytes]) -> None:
-    _, data = stream
+def test_whole_file_matches_the_construct_declaration(stream_v2: tuple[Path, bytes]) -> None:
+    _, data = stream_v2
     s = bs.NVC_STREAM.parse(data)
+    assert s.header.body.value.fields.frame_count == 5 == len(s.frames)
+    assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
+    assert [r.body.value.head.seq for r in s.frames] == [0, 1, 2, 3, 4]
+    # 2.0 records: 2 sync + type + quality + seq + LEB128 length + payload + CRC; nothing after them
+    hl = struct.unpack_from("<H", data, 6)[0]
+    assert len(data) == hl + sum(5 + (1 if len(p) < 128 else 2) + len(p) + 4 for _, _, p in FRAMES)
+    assert data[hl : hl + 6] == b"Nf\x00\x03\x00\x23"  # frame 0: I, quality 3, seq 0, 35 bytes
+
+
+def test_whole_1x_file_matches_its_construct_declaration(stream_v1: tuple[Path, bytes]) -> None:
+    _, data = stream_v1
+    s = bs.NVC_STREAM_V1.parse(data)
     assert s.header.body.value.fields.frame_count == 5 == len(s.frames) == s.index.body.value.count
     assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
     assert s.trailer.body.value.index_offset == len(data) - 20 - (8 + 14 * 5 + 4)
@@ -289,7 +355,7 @@ def test_bad_magic(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
 
 def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
     _, data = stream
-    for major in (0, 2, 255):
+    for major in (0, 3, 255):
         with pytest.raises(VersionError, match=rf"version {major}\.\d+ is not supported"):
             load(tmp_path, reheader(data, major=major))
         # refused from the version bytes alone, before anything else is looked at
@@ -299,32 +365,21 @@ def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> No
             load(tmp_path, bs.MAGIC + bytes([major, 0]))
 
 
-def test_newer_minor_version_is_readable(tmp_path: Path) -> None:
-    newer = replace(HEADER, version=(1, 7), frame_count=len(FRAMES))
+@pytest.mark.parametrize("version", [(2, 7), (1, 7)])
+def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int]) -> None:
+    newer = replace(HEADER, version=version, frame_count=len(FRAMES))
     hb = bs.encode_header(newer, extra=b"future fields")
     assert len(hb) == len(bs.encode_header(HEADER)) + 13
     assert bs.decode_header(hb) == newer
-    # splice the longer header in front of a 1.0 stream's frames, index and trailer (offsets shift)
-    p = tmp_path / "n.nvc"
-    write_stream(p)
-    old = p.read_bytes()
-    ohl = struct.unpack_from("<H", old, 6)[0]
-    shift = len(hb) - ohl
-    body = bytearray(old[ohl:])
-    index_offset, count = struct.unpack_from("<QI", old, len(old) - 20)
-    io = index_offset - ohl
-    for k in range(count):
-        off = io + 8 + 14 * k
-        struct.pack_into("<Q", body, off, struct.unpack_from("<Q", body, off)[0] + shift)
-    ilen = 8 + 14 * count
-    struct.pack_into("<I", body, io + ilen, zlib.crc32(bytes(body[io : io + ilen])))
-    tr = len(body) - 20
-    struct.pack_into("<QI", body, tr, index_offset + shift, count)
-    struct.pack_into("<I", body, tr + 12, zlib.crc32(bytes(body[tr : tr + 12])))
-    with load(tmp_path, hb + bytes(body)) as r:
-        assert r.truncated is None and r.header.version == (1, 7)
+    if version[0] == 1:
+        data = v1_stream(header=hb)
+    else:  # the longer header in front of a 2.0 stream's records (they hold no offsets)
+        old = write_stream(tmp_path / "n.nvc")
+        data = hb + old[struct.unpack_from("<H", old, 6)[0] :]
+    with load(tmp_path, data) as r:
+        assert r.truncated is None and r.header.version == version
         assert [x.payload for x in r] == [f[2] for f in FRAMES]
-        assert bs.info_dict(r)["version"] == "1.7"
+        assert bs.info_dict(r)["version"] == "{}.7".format(version[0])
 
 
 def test_header_crc_flip(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
@@ -371,6 +426,7 @@ def test_truncation_at_every_offset(tmp_path: Path, stream: tuple[Path, bytes]) 
             with pytest.raises(BitstreamError):
                 load(tmp_path, data[:cut])
             continue
+        v1 = r.header.version[0] == 1
         with load(tmp_path, data[:cut]) as r:
             complete = sum(e <= cut for e in ends)
             assert len(r.frames) == complete, cut
@@ -378,10 +434,13 @@ def test_truncation_at_every_offset(tmp_path: Path, stream: tuple[Path, bytes]) 
             assert [x.payload for x in r] == [f[2] for f in FRAMES[:complete]]
             if complete < len(FRAMES):
                 assert "truncated" in r.truncated
-                if cut > ends[complete - 1] + 4 if complete else cut > hl + 4:
+                last_end = ends[complete - 1] if complete else hl
+                if cut > last_end + (4 if v1 else 0):
                     assert f"in frame {complete}" in r.truncated, (cut, r.truncated)
+                elif not v1:  # cut at a record boundary
+                    assert r.truncated == f"stream truncated after {complete} frames (header announces 5)"
             else:
-                assert r.truncated == "index missing", (cut, r.truncated)
+                assert v1 and r.truncated == "index missing", (cut, r.truncated)
     assert time.perf_counter() - t0 < 10
 
 
@@ -396,8 +455,8 @@ def test_truncation_message(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
         assert r.truncated == "stream truncated after 3 frames (header announces 5)"
 
 
-def test_damaged_index_falls_back_to_scanning(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
-    _, data = stream
+def test_damaged_index_falls_back_to_scanning(tmp_path: Path, stream_v1: tuple[Path, bytes]) -> None:
+    _, data = stream_v1
     index_offset = struct.unpack_from("<Q", data, len(data) - 20)[0]
     for off in (index_offset + 5, index_offset + 20, len(data) - 10, len(data) - 1):
         bad = bytearray(data)
@@ -412,16 +471,55 @@ def _record_starts(path: Path) -> list[int]:
         return [f.record_offset for f in r.frames]
 
 
-def test_lying_lengths_refused_quickly(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
-    path, data = stream
-    starts = _record_starts(path)
-    t0 = time.perf_counter()
+def test_lying_header_fields_refused(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
+    _, data = stream
     # header fields (CRC recomputed, so only the limits can catch them)
     for field, value in (("width", 2**32 - 1), ("height", 16385), ("frame_count", 2**32 - 1), ("frame_count", 2**24 + 1),
                          ("gop", 0), ("header_len", 0xFFFF), ("model_len", 255), ("model_len", 0), ("matrix", 9),
                          ("numeric_mode", 200), ("header_len", 10)):
         with pytest.raises(BitstreamError):
             load(tmp_path, reheader(data, **{field: value}))
+
+
+def _with_head(data: bytes, start: int, **head: int) -> bytes:
+    """A 2.0 stream with the record head at ``start`` rewritten (fields in ``head``; "raw_length": the
+    length's bytes as given), its payload and CRC left as they are."""
+    old_len = data[start + 5 :]
+    n = next(k for k, b in enumerate(old_len) if b < 0x80) + 1
+    fixed = bytearray(data[start : start + 5])
+    for k, off in (("frame_type", 2), ("quality", 3), ("seq", 4)):
+        if k in head:
+            fixed[off] = head[k]
+    raw = head.get("raw_length")
+    if raw is None:
+        raw = bs.cs.VarInt.build(head["length"]) if "length" in head else data[start + 5 : start + 5 + n]
+    return data[:start] + bytes(fixed) + raw + data[start + 5 + n :]
+
+
+def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v2: tuple[Path, bytes]) -> None:
+    """2.0: a record head that lies stops the scan there; the frames before it survive."""
+    path, data = stream_v2
+    starts = _record_starts(path)
+    t0 = time.perf_counter()
+    for head, why in (({"length": 2**32 - 1}, "limit"), ({"length": 2**20}, "truncated in frame 2"),
+                      ({"raw_length": b"\x82\x80\x00"}, "shortest form"),  # 2 in three bytes
+                      ({"raw_length": b"\xff" * 5 + b"\x01"}, "longer than 5 bytes"),
+                      ({"seq": 7}, "numbered 7"), ({"frame_type": 9}, "unknown frame type 9")):
+        with load(tmp_path, _with_head(data, starts[2], **head)) as r:
+            assert len(r.frames) == 2 and why in r.truncated, (head, r.truncated)
+    bad = bytearray(data)
+    bad[starts[2]] = ord("X")
+    with load(tmp_path, bytes(bad)) as r:
+        assert len(r.frames) == 2 and r.truncated == f"frame 2: bad sync marker at offset {starts[2]}"
+    with load(tmp_path, data + b"Nf\x01\x03\x05\x00" + bytes(4)) as r:  # a record the header does not announce
+        assert len(r.frames) == 6 and r.truncated == "stream has 6 frames, its header announces 5"
+    assert time.perf_counter() - t0 < 5
+
+
+def test_lying_lengths_refused_quickly(tmp_path: Path, stream_v1: tuple[Path, bytes]) -> None:
+    path, data = stream_v1
+    starts = _record_starts(path)
+    t0 = time.perf_counter()
     # a payload length of 2**32-1 in frame 2, index gone: the scan stops there, frames 0-1 survive
     bad = bytearray(data[: struct.unpack_from("<Q", data, len(data) - 20)[0]])
     struct.pack_into("<I", bad, starts[2] + 12, 2**32 - 1)
@@ -460,26 +558,26 @@ def test_random_bytes(tmp_path: Path, b: bytes) -> None:
     t0 = time.perf_counter()
     read_everything(tmp_path, b)
     read_everything(tmp_path, bs.MAGIC + b"\x01\x00" + b)
+    read_everything(tmp_path, bs.MAGIC + b"\x02\x00" + b)
     assert time.perf_counter() - t0 < 1
 
 
-_VALID = None
+_VALID: dict[str, bytes] = {}
 
 
-def _valid_stream() -> bytes:
-    global _VALID
-    if _VALID is None:
+def _valid_stream(version: str) -> bytes:
+    if version not in _VALID:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            _VALID = write_stream(Path(d) / "v.nvc")
-    return _VALID
+            _VALID[version] = write_stream(Path(d) / "v.nvc") if version == "2.0" else v1_stream()
+    return _VALID[version]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data())
-def test_random_damage(tmp_path: Path, data: st.DataObject) -> None:
-    b = bytearray(_valid_stream())
+@given(st.data(), st.sampled_from(["2.0", "1.3"]))
+def test_random_damage(tmp_path: Path, data: st.DataObject, version: str) -> None:
+    b = bytearray(_valid_stream(version))
     for _ in range(data.draw(st.integers(1, 4))):
         pos = data.draw(st.integers(0, len(b) - 1))
         b[pos] = data.draw(st.integers(0, 255))

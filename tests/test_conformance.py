@@ -4,6 +4,9 @@ Regenerate them (after a change of weights, of the encoder's choices, or of the 
 its version) with:
 
     NVC_REGEN_GOLDEN=1 python -m pytest tests/test_conformance.py
+
+Streams of earlier format versions a decoder must still read stay in formats/vectors/<version>/ with their
+own manifest (never regenerated): they decode to the same MD5s with today's decoder.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from nvc import api, bitstream, errors
 
 VECTORS = Path(__file__).resolve().parents[1] / "formats" / "vectors"
 MANIFEST = VECTORS / "manifest.json"
+LEGACY = sorted(p.parent for p in VECTORS.glob("*/manifest.json"))
 REGEN = os.environ.get("NVC_REGEN_GOLDEN") == "1"
 
 # name, description, crop (w, h), frames, quality, gop, flat quality (else the encoder's default ladder)
@@ -100,7 +104,11 @@ def test_vector_decodes_to_expected(manifest, name, tmp_path):
     assert hashlib.sha256(stream.read_bytes()).hexdigest() == v["stream_sha256"]
     with bitstream.open(stream) as r:  # exact mode: the expected MD5s hold on every device and machine
         assert r.header.numeric_mode == bitstream.NumericMode.EXACT
-    out = tmp_path / "out.yuv"
+    _expect(v, stream, tmp_path / "out.yuv")
+
+
+def _expect(v: dict, stream: Path, out: Path) -> None:
+    """Decodes ``stream`` as the manifest entry ``v`` expects: its MD5, or the named error at frame 1."""
     if v["expect"] == "ok":
         api.decode(stream, out, device="auto")
         assert _md5(out) == v["decoded_md5"]
@@ -108,6 +116,23 @@ def test_vector_decodes_to_expected(manifest, name, tmp_path):
         with pytest.raises(getattr(errors, v["expect"]), match="frame 1"):
             api.decode(stream, out, device="cpu")
         assert out.stat().st_size == v["decoded_frames"] * 128 * 96 * 3 // 2
+
+
+@pytest.mark.parametrize("folder", LEGACY, ids=[p.name for p in LEGACY])
+def test_earlier_versions_still_decode(folder, tmp_path):
+    """Streams an earlier nvc wrote (format 1.3: 16-byte records, an index) decode as they did then."""
+    legacy = json.loads((folder / "manifest.json").read_text())
+    assert legacy["format_version"] == folder.name != manifest_version()
+    for v in legacy["vectors"]:
+        stream = folder / v["stream"]
+        assert hashlib.sha256(stream.read_bytes()).hexdigest() == v["stream_sha256"]
+        with bitstream.open(stream) as r:
+            assert ".".join(map(str, r.header.version)) == folder.name
+        _expect(v, stream, tmp_path / f"{v['name']}.yuv")
+
+
+def manifest_version() -> str:
+    return ".".join(map(str, bitstream.FORMAT_VERSION))
 
 
 @pytest.mark.parametrize("name", [s[0] for s in SPECS])
