@@ -15,7 +15,8 @@ What it measures, per frame size (CIF 352x288, 720p, 1080p, or any WxH; ``NAME:N
   The time is split, with timers monkeypatched in by this script, into: ``network`` (the analysis,
   synthesis, hyper, temporal-prior and fusion nets: every ``nn.Sequential`` of the model), ``entropy``
   (CompressAI's ``GaussianConditional``/``EntropyBottleneck`` ``compress``/``decompress``: rANS plus the
-  symbol/index preparation they do), ``model_other`` (the rest of ``compress_frame``/``decompress_frame``:
+  symbol/index preparation they do; for format 2.0's one string per frame, ``nvc.entropy.encode_parts`` and
+  ``SymbolReader.read``: rANS alone), ``model_other`` (the rest of ``compress_frame``/``decompress_frame``:
   gains, index building, padding of the rANS strings, clamps), ``colour`` (``nvc.color``: yuv420<->RGB,
   padding), ``io`` (video reader/writer, .nvc writer/reader, payload (de)serialisation), ``psnr`` (the
   encoder's per-frame PSNR bookkeeping in ``nvc.api``) and ``other`` (the remainder). Per-frame times give
@@ -243,10 +244,16 @@ def instrument(model: Any, timers: Timers) -> Patches:
     import nvc.codec
     import nvc.io
 
+    import nvc.models.lite
+
     p = Patches()
     for cls in (em.GaussianConditional, em.EntropyBottleneck):
         for name in ("compress", "decompress"):
             p.set(cls, name, timers.wrap(getattr(cls, name), "entropy"))
+    # format 2.0's one string per frame: coded by encode_parts, read by SymbolReader
+    p.set(em.SymbolReader, "read", timers.wrap(em.SymbolReader.read, "entropy"))
+    for mod in (em, nvc.models.lite):
+        p.set(mod, "encode_parts", timers.wrap(em.encode_parts, "entropy"))
     for name in ("yuv420_to_rgb", "rgb_to_yuv420", "pad"):
         p.set(nvc.codec, name, timers.wrap(getattr(nvc.codec, name), "colour"))
     # the model: whole frame calls, and every nn.Sequential (the networks) with forward hooks

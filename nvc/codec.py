@@ -188,7 +188,7 @@ class Decoder(_Session):
         if not intra and self._ctx is None:
             raise BitstreamError(f"frame {record.index}: P frame without a preceding I frame")
         p = bitstream.decode_payload(record.payload, record.version)
-        self._check_shape(record.index, p.shape, len(p.strings))
+        self._check_shape(record.index, p.shape, len(p.strings), record.version)
         with torch.inference_mode():
             try:
                 x_hat, ctx = self.model.decompress_frame(p.strings, p.shape, None if intra else self._ctx,
@@ -200,11 +200,14 @@ class Decoder(_Session):
         self.index = record.index + 1
         return frame
 
-    def _check_shape(self, index: int, shape: tuple[int, ...], n: int) -> None:
+    def _check_shape(self, index: int, shape: tuple[int, ...], n: int,
+                     version: tuple[int, int] = bitstream.FORMAT_VERSION) -> None:
         pw, ph = self.padded
         expect = getattr(self.model, "latent_shape", None)
         if expect is not None and tuple(shape) != tuple(expect(ph, pw)):
             raise BitstreamError(f"frame {index}: latent shape {tuple(shape)} does not match the frame size")
         expect_n = getattr(self.model, "substreams", None)
+        if version[0] == 1:  # models whose frames were laid out otherwise in format 1.x
+            expect_n = getattr(self.model, "legacy_substreams", expect_n)
         if expect_n is not None and n != expect_n:
             raise BitstreamError(f"frame {index}: {n} substreams, expected {expect_n}")

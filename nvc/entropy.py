@@ -151,10 +151,14 @@ class _EntropyModel(nn.Module):
             out[i] = torch.tensor(values, dtype=torch.int32).reshape(out[i].shape)
         return out.to(indexes.device)
 
+    def tables(self) -> Tables:
+        """The CDF tables as the rANS coder takes them (for :func:`encode_parts` and :class:`SymbolReader`)."""
+        return self._tables()
+
     def reader(self, string: bytes) -> SymbolReader:
         """Reads one rANS string in parts (each coded with its own tables), in the order they were
         coded: what a decoder needs when later parts' tables depend on earlier parts' symbols."""
-        return SymbolReader(self, string)
+        return SymbolReader(string, {"": self._tables()})
 
     @staticmethod
     def _noisy_or_rounded(x: Tensor, training: bool, means: Tensor | None) -> Tensor:
@@ -269,19 +273,49 @@ def _normal_cdf(x: Tensor) -> Tensor:
     return 0.5 * torch.erfc(-(2**-0.5) * x)
 
 
-class SymbolReader:
-    """A rANS string read part by part (:meth:`_EntropyModel.reader`): ``read(indexes)`` returns the next
-    ``indexes.numel()`` symbols (int32, shaped and placed like ``indexes``). An encoder writes the parts
-    as one string: :meth:`_EntropyModel.encode` of their concatenation."""
+Tables = tuple[list[list[int]], list[int], list[int]]  # quantized CDFs, their lengths, offsets (rANS coder's)
 
-    def __init__(self, model: _EntropyModel, string: bytes) -> None:
-        self._tables = model._tables()
+
+def _join(tables: dict[str, Tables]) -> tuple[Tables, dict[str, int]]:
+    """Several sets of tables as one (each set's rows after the previous sets'), and each set's first row."""
+    cdf: list[list[int]] = []
+    lengths: list[int] = []
+    offsets: list[int] = []
+    base = {}
+    for name, (c, n, o) in tables.items():
+        base[name] = len(cdf)
+        cdf, lengths, offsets = cdf + c, lengths + n, offsets + o
+    return (cdf, lengths, offsets), base
+
+
+def encode_parts(parts: list[tuple[str, Tables, list[int], list[int]]]) -> bytes:
+    """One rANS string of several parts, each ``(name, tables, symbols, indexes)`` (indexes into its own
+    tables; one name per set of tables). A :class:`SymbolReader` over the same named tables reads the parts
+    back in this order. One string pays the coder's flush (8 bytes and a 32-bit alignment) once."""
+    joined, base = _join({name: t for name, t, _, _ in parts})
+    symbols: list[int] = []
+    indexes: list[int] = []
+    for name, _, sym, idx in parts:
+        symbols += sym
+        indexes += [i + base[name] for i in idx]
+    return extension("ans").RansEncoder().encode_with_indexes(symbols, indexes, *joined)
+
+
+class SymbolReader:
+    """A rANS string read part by part: ``read(indexes, name)`` returns the next ``indexes.numel()``
+    symbols (int32, shaped and placed like ``indexes``) coded with the tables called ``name``.
+    :meth:`_EntropyModel.reader` reads a string of one model's tables (:meth:`_EntropyModel.encode` of the
+    parts' concatenation); ``SymbolReader(string, {name: tables, ...})`` one of :func:`encode_parts`."""
+
+    def __init__(self, string: bytes, tables: dict[str, Tables]) -> None:
+        self._tables, self._base = _join(tables)
         self._coder = extension("ans").RansDecoder()
         self._coder.set_stream(string)
 
-    def read(self, indexes: Tensor) -> Tensor:
+    def read(self, indexes: Tensor, name: str = "") -> Tensor:
         cdf, lengths, offsets = self._tables
-        values = self._coder.decode_stream(indexes.int().cpu().reshape(-1).tolist(), cdf, lengths, offsets)
+        idx = indexes.int().cpu().reshape(-1) + self._base[name]
+        values = self._coder.decode_stream(idx.tolist(), cdf, lengths, offsets)
         return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape).to(indexes.device)
 
 

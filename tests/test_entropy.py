@@ -99,6 +99,28 @@ def test_reader_reads_a_string_in_parts() -> None:
     assert torch.equal(torch.cat([parts[0], parts[1].reshape(1, -1)], dim=1), sym.int())
 
 
+def test_parts_of_several_models_share_one_string() -> None:
+    """encode_parts codes symbols of two models' tables in one string (one flush instead of two); a reader
+    over the same named tables reads them back in order, and each part alone would cost more in total."""
+    from nvc.entropy import SymbolReader, encode_parts
+
+    gc = GaussianConditional()
+    gc.update_scale_table(scale_table(), force=True)
+    _, eb = _pair_bottleneck()
+    eb.update(force=True)
+    torch.manual_seed(4)
+    z_sym, z_idx = torch.randint(-3, 4, (48,)).tolist(), [i % 16 for i in range(48)]
+    y_sym, y_idx = torch.randint(-9, 10, (200,)).tolist(), torch.randint(0, 64, (200,)).tolist()
+    tables = {"z": eb.tables(), "y": gc.tables()}
+    s = encode_parts([("z", tables["z"], z_sym, z_idx), ("y", tables["y"], y_sym, y_idx)])
+    rd = SymbolReader(s, tables)
+    assert rd.read(torch.tensor(z_idx), "z").tolist() == z_sym
+    assert rd.read(torch.tensor(y_idx[:50]), "y").tolist() == y_sym[:50]
+    assert rd.read(torch.tensor(y_idx[50:]).reshape(10, 15), "y").reshape(-1).tolist() == y_sym[50:]
+    apart = len(eb.encode(torch.tensor([z_sym]), torch.tensor([z_idx]))[0]) + len(gc.encode(torch.tensor([y_sym]), torch.tensor([y_idx]))[0])
+    assert len(s) <= apart - 8
+
+
 def test_bottleneck_likelihood_of_given_values() -> None:
     _, ours = _pair_bottleneck()
     x = torch.randn(2, 16, 3, 4) * 4

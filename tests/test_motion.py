@@ -218,9 +218,10 @@ def test_model_config_checks():
         models.create("nvc-lite", n=16, m=16, c=8, motion=4)
     with pytest.raises(ModelError, match="radius"):
         models.create("nvc-lite", n=16, m=16, c=8, motion=8, motion_radius=65)
-    assert models.create("nvc-lite", n=16, m=16, c=8).substreams == 2
+    m = models.create("nvc-lite", n=16, m=16, c=8)
+    assert (m.substreams, m.legacy_substreams) == (1, 2)
     m = models.create("nvc-lite", n=16, m=16, c=8, motion=16)
-    assert m.substreams == 3 and m.config["motion"] == 16
+    assert (m.substreams, m.legacy_substreams) == (2, 3) and m.config["motion"] == 16
 
 
 @pytest.mark.parametrize("numeric", ["exact", "fast"])
@@ -232,7 +233,8 @@ def test_encoder_and_decoder_agree_with_motion(numeric):
     for i, f in enumerate(frames):
         cf = enc.encode(f)
         p = bitstream.decode_payload(cf.payload)
-        assert len(p.strings) == 3 and (p.strings[2] == b"") == (i == 0)
+        assert len(p.strings) == 2 and (p.strings[0] == b"") == (i == 0)  # the field's header, the joint string
+        assert len(p.strings[0]) in (0, 3)
         out = dec.decode(bitstream.FrameRecord(index=i, frame_type=cf.frame_type, quality=cf.quality,
                                                payload=cf.payload))
         for a, b in ((out.y, cf.recon.y), (out.u, cf.recon.u), (out.v, cf.recon.v)):
@@ -247,13 +249,31 @@ def test_decoder_refuses_misplaced_motion_fields():
     enc = Encoder(m, quality=1, gop=8, width=64, height=64, numeric="exact")
     coded = [enc.encode(f) for f in frames]
     i_payload = bitstream.decode_payload(coded[0].payload)
-    p_field = bitstream.decode_payload(coded[1].payload).strings[2]
-    bad = bitstream.encode_payload(bitstream.FramePayload(shape=i_payload.shape,
-                                                          strings=[*i_payload.strings[:2], p_field]))
+    p_field = bitstream.decode_payload(coded[1].payload).strings[0]
+    bad = bitstream.encode_payload(bitstream.FramePayload(shape=i_payload.shape, strings=[p_field, i_payload.strings[1]]))
     dec = Decoder(m, width=64, height=64, exact=True)
     with pytest.raises(BitstreamError, match="motion field"):
         dec.decode(bitstream.FrameRecord(index=0, frame_type=coded[0].frame_type, quality=coded[0].quality,
                                          payload=bad))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_joint_and_legacy_layouts_decode_alike(exact):
+    """Format 2.0's one string (motion vectors, z, y) and 1.x's three decode to the same frame; the one
+    string is shorter by the two rANS flushes it saves."""
+    m = _motion_model()
+    f0, f1 = (torch.rand(1, 3, 64, 128) for _ in range(2))
+    _, _, _, ctx = m.compress_frame(f0, None, 2, exact=exact, refine=0)
+    joint, shape, x_hat, _ = m.compress_frame(f1, ctx, 2, exact=exact, refine=0)
+    legacy, shape_l, x_hat_l, _ = m.compress_frame(f1, ctx, 2, exact=exact, refine=0, joint=False)
+    assert torch.equal(x_hat, x_hat_l) and shape == shape_l
+    assert len(joint) == 2 and len(joint[0]) == 3 and len(legacy) == 3 and legacy[2][:3] == joint[0]
+    assert len(joint[1]) <= sum(map(len, legacy)) - 3 - 8
+    for strings in (joint, legacy):
+        out, _ = m.decompress_frame(strings, shape, ctx, 2, exact=exact)
+        assert torch.equal(out, x_hat)
+    with pytest.raises(ValueError, match="substreams"):
+        m.decompress_frame([*legacy, b""], shape, ctx, 2, exact=exact)
 
 
 def test_training_loss_with_motion_runs_and_backpropagates():

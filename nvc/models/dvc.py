@@ -527,7 +527,7 @@ class DVC(nn.Module):
             return [tag + bytes([self.intra_qp]), data], shape, x_hat, x_hat
         lite = self._lite_model(x.device)
         q = model_default_quality(lite) if self.intra_quality is None else self.intra_quality
-        strings, lshape, x_hat, _ = lite.compress_frame(x, None, q, refine=0)
+        strings, lshape, x_hat, _ = lite.compress_frame(x, None, q, refine=0, joint=False)  # y and z apart
         assert tuple(lshape) == shape, (lshape, shape)
         # y and z only: nvc-lite weights with block motion add an empty motion field to I frames
         return [tag + bytes([q]), *strings[:2]], shape, x_hat, x_hat
@@ -553,7 +553,7 @@ class DVC(nn.Module):
         lite = self._lite_model(device)
         if len(strings) != 3 or not 0 <= param < lite.qualities:
             raise ValueError(f"nvc I frame: {len(strings)} substreams, quality {param}")
-        return lite.decompress_frame([*strings[1:], *[b""] * (lite.substreams - 2)], shape, None, param)
+        return lite.decompress_frame([*strings[1:], *[b""] * (lite.legacy_substreams - 2)], shape, None, param)
 
     @torch.inference_mode()
     def compress(self, cur: Tensor, ref: Tensor) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..entropy import EntropyBottleneck, GaussianConditional, LowerBound
+from ..entropy import EntropyBottleneck, GaussianConditional, LowerBound, SymbolReader
 
 SCALES_MIN = 0.11
 SCALES_MAX = 256.0
@@ -260,9 +260,25 @@ class HyperLatentCoder(nn.Module):
         symbols = torch.round(z - medians)
         return strings, symbols + medians
 
+    def code(self, z: Tensor) -> tuple[list[int], list[int], Tensor]:
+        """One item's (1, C, H, W) symbols and table indexes, in coding order, for
+        :func:`nvc.entropy.encode_parts` (tables: ``entropy_bottleneck.tables()``), and ``z_hat``."""
+        indexes, medians = self.entropy_bottleneck._per_channel(1, tuple(z.shape[2:]))
+        symbols = torch.round(z - medians)
+        return symbols.int().reshape(-1).tolist(), indexes.reshape(-1).tolist(), symbols + medians
+
+    def symbols(self, size: tuple[int, int]) -> int:
+        """How many symbols one item of spatial ``size`` codes."""
+        return self.entropy_bottleneck._quantized_cdf.shape[0] * size[0] * size[1]
+
     def decompress(self, strings: list[bytes], size: tuple[int, int]) -> Tensor:
-        n = self.entropy_bottleneck._quantized_cdf.shape[0] * size[0] * size[1]
+        n = self.symbols(size)
         return self.entropy_bottleneck.decompress([safe_string(s, n) for s in strings], size)
+
+    def read(self, reader: SymbolReader, size: tuple[int, int], name: str = "z") -> Tensor:
+        """One item's ``z_hat`` read from ``reader``'s tables ``name`` (the twin of :meth:`code`)."""
+        indexes, medians = self.entropy_bottleneck._per_channel(1, tuple(size))
+        return reader.read(indexes, name).to(medians.dtype) + medians
 
 
 class LatentCoder(nn.Module):
@@ -296,25 +312,31 @@ class LatentCoder(nn.Module):
         channel by channel, each in raster order) with ``scales``/``means``; ``refine(y_first)`` (their
         dequantized values, zero elsewhere) gives the scales and means of the others, coded after them in the
         same order. The twin of :meth:`decompress`, which reads the first part before it knows the rest's."""
-        indexes = self.indexes(scales)
-        symbols = self.symbols(y, means)
-        if first is None:
-            strings = self.gaussian_conditional.encode(symbols.int(), indexes)
-            y_hat = self.dequantize(symbols, means)
-        else:
-            if refine is None:
-                raise ValueError("a two-part code needs refine")
-            y_hat = torch.where(first, self.dequantize(symbols, means), torch.zeros_like(means))
-            scales_r, means_r = refine(y_hat)
-            rest = ~first
-            indexes = torch.where(rest, self.indexes(scales_r), indexes)
-            symbols = torch.where(rest, self.symbols(y, means_r), symbols)
-            y_hat = torch.where(rest, self.dequantize(symbols, means_r), y_hat)
-            order = lambda t: torch.cat([t[:, :, first].flatten(1), t[:, :, rest].flatten(1)], dim=1)  # noqa: E731
-            strings = self.gaussian_conditional.encode(order(symbols).int(), order(indexes))
+        symbols, indexes, y_hat = self.code(y, scales, means, first, refine)
+        strings = self.gaussian_conditional.encode(symbols, indexes)
         for st in strings:
             check_string(st, indexes[0].numel())
         return strings, y_hat
+
+    def code(self, y: Tensor, scales: Tensor, means: Tensor, first: Tensor | None = None,
+             refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`compress` before the rANS coder: the symbols and table indexes, (N, n) int32 in coding
+        order, and the dequantized ``y``."""
+        indexes = self.indexes(scales)
+        symbols = self.symbols(y, means)
+        if first is None:
+            y_hat = self.dequantize(symbols, means)
+            return symbols.int().flatten(1), indexes.int().flatten(1), y_hat
+        if refine is None:
+            raise ValueError("a two-part code needs refine")
+        y_hat = torch.where(first, self.dequantize(symbols, means), torch.zeros_like(means))
+        scales_r, means_r = refine(y_hat)
+        rest = ~first
+        indexes = torch.where(rest, self.indexes(scales_r), indexes)
+        symbols = torch.where(rest, self.symbols(y, means_r), symbols)
+        y_hat = torch.where(rest, self.dequantize(symbols, means_r), y_hat)
+        order = lambda t: torch.cat([t[:, :, first].flatten(1), t[:, :, rest].flatten(1)], dim=1)  # noqa: E731
+        return order(symbols).int(), order(indexes).int(), y_hat
 
     def decompress(self, strings: list[bytes], scales: Tensor, means: Tensor, first: Tensor | None = None,
                    refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None) -> Tensor:
@@ -329,11 +351,22 @@ class LatentCoder(nn.Module):
         if refine is None or len(strings) != scales.shape[0]:
             raise ValueError("a two-part decode needs refine and one string per batch item")
         readers = [self.gaussian_conditional.reader(safe_string(s, n)) for s in strings]
+        return self.read(readers, scales, means, first, refine)
+
+    def read(self, readers: list[SymbolReader], scales: Tensor, means: Tensor, first: Tensor | None = None,
+             refine: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None, name: str = "") -> Tensor:
+        """The dequantized ``y`` read from one reader per batch item (tables ``name``), as :meth:`code` ordered
+        the symbols (the twin of :meth:`code`)."""
+        indexes = self.indexes(scales)
+        if first is None:
+            return torch.stack([self.dequantize(rd.read(indexes[i], name), means[i]) for i, rd in enumerate(readers)])
+        if refine is None:
+            raise ValueError("a two-part decode needs refine")
         y_hat = torch.zeros_like(means)
         for i, rd in enumerate(readers):
-            y_hat[i][:, first] = self.dequantize(rd.read(indexes[i][:, first]), means[i][:, first])
+            y_hat[i][:, first] = self.dequantize(rd.read(indexes[i][:, first], name), means[i][:, first])
         scales, means = refine(y_hat)
         indexes = self.indexes(scales)
         for i, rd in enumerate(readers):
-            y_hat[i][:, ~first] = self.dequantize(rd.read(indexes[i][:, ~first]), means[i][:, ~first])
+            y_hat[i][:, ~first] = self.dequantize(rd.read(indexes[i][:, ~first], name), means[i][:, ~first])
         return y_hat

@@ -27,8 +27,9 @@ from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
 from ..ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
-from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, conv, conv_rows, deconv, row_stripes,
-                     run_light, same_halo, scale_table, ste_round)
+from ..entropy import SymbolReader, encode_parts
+from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
+                     row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -178,7 +179,13 @@ class NvcLite(nn.Module):
 
     @property
     def substreams(self) -> int:
-        """Substreams per frame: y, z, and with block motion the P frame's motion field (empty in I frames)."""
+        """Substreams per frame (format 2.0): one rANS string of the motion vectors, z and y, after the motion
+        field's header with block motion (empty in I frames)."""
+        return 2 if self.motion else 1
+
+    @property
+    def legacy_substreams(self) -> int:
+        """Substreams per frame in format 1.x: y, z, and with block motion the motion field."""
         return 3 if self.motion else 2
 
     @staticmethod
@@ -553,9 +560,11 @@ class NvcLite(nn.Module):
 
     @torch.inference_mode()
     def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
-                 y: Tensor | None = None) -> dict[str, Any]:
+                 y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
+        ``joint``: one rANS string instead, ``"strings": [[yz]]`` (format 2.0's layout of a frame: ``z``'s
+        symbols, then ``y``'s, in one string, after ``lead``'s: a motion field's vectors).
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
         ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's.
@@ -567,16 +576,30 @@ class NvcLite(nn.Module):
         if y is None:
             y = b["yg"](self._analysis(x, ref, light=True), q)
         z = b["zg"](b["hyper"].h_a(y), q)
-        z_strings, z_hat = b["z"].compress(z)
+        if joint:
+            if x.shape[0] != 1:
+                raise ValueError("a joint string codes one frame")
+            z_sym, z_idx, z_hat = b["z"].code(z)
+        else:
+            z_strings, z_hat = b["z"].compress(z)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
-        if b["ctx"] is None:
-            y_strings, y_hat = b["y"].compress(y, scales, means)
-        else:  # checkerboard: the anchors, then the rest with parameters refined from them (as decompress)
-            a = anchors(y.shape[-2], y.shape[-1], y.device)
-            y_strings, y_hat = b["y"].compress(y, scales, means, first=a,
-                                               refine=lambda y_a: self._context_params(b, y_a, scales, means, exact))
+        first = refine = None
+        if b["ctx"] is not None:  # checkerboard: the anchors, then the rest with parameters refined from them
+            first = anchors(y.shape[-2], y.shape[-1], y.device)
+            refine = lambda y_a: self._context_params(b, y_a, scales, means, exact)  # noqa: E731
+        if joint:
+            y_sym, y_idx, y_hat = b["y"].code(y, scales, means, first=first, refine=refine)
+            parts = [] if lead is None else [("motion", lead.tables, lead.symbols, lead.indexes)]
+            parts += [("z", b["z"].entropy_bottleneck.tables(), z_sym, z_idx),
+                      ("y", b["y"].gaussian_conditional.tables(), y_sym[0].tolist(), y_idx[0].tolist())]
+            string = encode_parts(parts)
+            check_string(string, sum(len(p[2]) for p in parts))  # never write what a decoder refuses
+            strings = [[string]]
+        else:
+            y_strings, y_hat = b["y"].compress(y, scales, means, first=first, refine=refine)
+            strings = [y_strings, z_strings]
         x_hat = self._decode_frame(b, y_hat, ref, q, exact)
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
+        return {"strings": strings, "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
@@ -585,19 +608,24 @@ class NvcLite(nn.Module):
     refinable = True  # compress_frame takes ``refine`` (steps of refine_latent) and ``visible``
 
     def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False,
-                       refine: int | None = None, visible: tuple[int, int] | None = None,
+                       refine: int | None = None, visible: tuple[int, int] | None = None, joint: bool = True,
                        ) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
         """``refine``: refinement steps (:meth:`refine_latent`; 0: none); None: the encoder's defaults,
         :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of up to ``LIGHT_PIXELS``
-        pixels (larger frames keep the memory-light path: none)."""
-        ref, extra = ctx, []
-        if self.motion:  # P frames: find, code and apply the block motion; I frames carry an empty field
-            extra = [b""]
-            if ctx is not None:
-                mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
-                                     precision=self.motion_precision)
-                extra = [motion.encode_field(mv, self.motion, self.motion_precision, self.motion_overlap)]
-                ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
+        pixels (larger frames keep the memory-light path: none).
+
+        ``joint`` (format 2.0's layout): the strings are ``[field header, joint string]`` with block motion
+        (the header empty in I frames), else ``[joint string]``; the joint string holds the motion vectors,
+        ``z`` and ``y``. Without: format 1.x's ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's
+        nvc-coded I frames still carry)."""
+        ref, field, lead = ctx, b"", None
+        if self.motion and ctx is not None:  # P frames: find, code and apply the block motion
+            mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
+                                 precision=self.motion_precision)
+            lead = motion.code_field(mv, self.motion, self.motion_precision, self.motion_overlap)
+            field = lead.header if joint else motion.encode_field(mv, self.motion, self.motion_precision,
+                                                                   self.motion_overlap)
+            ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
         y = None
         if visible is not None and self.settle_padding:
             y = self.settle_padding_latent(x, ref, quality, visible)
@@ -606,9 +634,12 @@ class NvcLite(nn.Module):
             refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
         if refine > 0:
             y = self.refine_latent(x, ref, quality, refine, visible, start=y)
-        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y)
+        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
-        return [out["strings"][0][0], out["strings"][1][0], *extra], tuple(out["shape"]), x_hat, x_hat
+        strings = [s[0] for s in out["strings"]]
+        if self.motion:
+            strings = [field, *strings] if joint else [*strings, field]
+        return strings, tuple(out["shape"]), x_hat, x_hat
 
     # the encoder's default choices (compress_frame's refine=None): refinement steps for every I frame and
     # every P frame of up to LIGHT_PIXELS pixels, where the full-memory path runs anyway (the model card has
@@ -686,34 +717,57 @@ class NvcLite(nn.Module):
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
                          quality: int, exact: bool = False) -> tuple[Tensor, Tensor]:
-        ref = ctx
+        """Either layout of :meth:`compress_frame`'s strings: format 2.0's (:attr:`substreams` of them) or
+        1.x's (:attr:`legacy_substreams`)."""
+        ref, size = ctx, (int(shape[0]), int(shape[1]))
+        if len(strings) == self.substreams:  # format 2.0: one string, after the motion field's header
+            field = strings[0] if self.motion else b""
+            if ctx is None and field:
+                raise ValueError("an I frame carries a motion field")
+            tables, count, h = {}, 0, None
+            if self.motion and ctx is not None:
+                h = motion.read_header(field, ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                tables["motion"], count = h.tables, h.indexes.numel()
+            b = self._branch(ctx is not None)
+            tables["z"] = b["z"].entropy_bottleneck.tables()
+            tables["y"] = b["y"].gaussian_conditional.tables()
+            count += b["z"].symbols(size) + self.config["m"] * 16 * size[0] * size[1]  # y: 4x z's size each way
+            reader = SymbolReader(safe_string(strings[-1], count), tables)
+            if h is not None:
+                f = motion.field_from_residuals(h, reader.read(h.indexes, "motion"))
+                ref = motion.compensate(ctx, f.mv.to(ctx.device), f.block, f.precision, f.overlap)
+            x_hat = self.decompress([], size, ref=ref, quality=quality, exact=exact, reader=reader)["x_hat"]
+            return x_hat.clamp(0.0, 1.0), x_hat.clamp(0.0, 1.0)
+        if len(strings) != self.legacy_substreams:
+            raise ValueError(f"{len(strings)} substreams, expected {self.substreams} (or {self.legacy_substreams})")
         if self.motion:
-            if len(strings) != 3:
-                raise ValueError(f"{len(strings)} substreams, expected 3")
             if ctx is None and strings[2]:
                 raise ValueError("an I frame carries a motion field")
             if ctx is not None:
                 f = motion.decode_field(strings[2], ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
                 ref = motion.compensate(ctx, f.mv.to(ctx.device), f.block, f.precision, f.overlap)
-        x_hat = self.decompress([[strings[0]], [strings[1]]], (int(shape[0]), int(shape[1])), ref=ref,
+        x_hat = self.decompress([[strings[0]], [strings[1]]], size, ref=ref,
                                 quality=quality, exact=exact)["x_hat"].clamp(0.0, 1.0)
         return x_hat, x_hat
 
     @torch.inference_mode()
     def decompress(
         self, strings: list[list[bytes]], shape: tuple[int, int], ref: Tensor | None = None, quality: int = 0,
-        exact: bool = False,
+        exact: bool = False, reader: SymbolReader | None = None,
     ) -> dict[str, Tensor]:
-        """Inverse of :meth:`compress`: ``{"x_hat"}``."""
+        """Inverse of :meth:`compress`: ``{"x_hat"}``. ``reader``: of a joint string (``compress(joint=True)``;
+        ``strings`` is then unused), positioned at ``z``'s symbols."""
         b = self._branch(ref is not None)
         device = next(self.parameters()).device
-        q = self._qtensor(quality, len(strings[1]), device)
-        z_hat = b["z"].decompress(strings[1], shape)
+        q = self._qtensor(quality, 1 if reader is not None else len(strings[1]), device)
+        z_hat = b["z"].read(reader, shape) if reader is not None else b["z"].decompress(strings[1], shape)
         scales, means = self._decode_params(b, z_hat, ref, q, exact)
-        if b["ctx"] is None:
-            y_hat = b["y"].decompress(strings[0], scales, means)
-        else:  # checkerboard: the anchors, then the rest with parameters refined from them
-            a = anchors(scales.shape[-2], scales.shape[-1], scales.device)
-            y_hat = b["y"].decompress(strings[0], scales, means, first=a,
-                                      refine=lambda y_a: self._context_params(b, y_a, scales, means, exact))
+        first = refine = None
+        if b["ctx"] is not None:  # checkerboard: the anchors, then the rest with parameters refined from them
+            first = anchors(scales.shape[-2], scales.shape[-1], scales.device)
+            refine = lambda y_a: self._context_params(b, y_a, scales, means, exact)  # noqa: E731
+        if reader is not None:
+            y_hat = b["y"].read([reader], scales, means, first=first, refine=refine, name="y")
+        else:
+            y_hat = b["y"].decompress(strings[0], scales, means, first=first, refine=refine)
         return {"x_hat": self._decode_frame(b, y_hat, ref, q, exact)}

@@ -270,9 +270,28 @@ class MotionField(NamedTuple):
     overlap: int = 0
 
 
+class FieldCode(NamedTuple):
+    """A motion field before the rANS coder: its 3-byte header and the symbols of its vectors' residuals
+    (dy, dx per block, raster order) with their table indexes into ``tables``."""
+
+    header: bytes
+    tables: tuple[list[list[int]], list[int], list[int]]
+    symbols: list[int]
+    indexes: list[int]
+
+
 def encode_field(mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> bytes:
     """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks, in 1/``precision`` pixels,
-    applied with ``overlap``."""
+    applied with ``overlap``: the header, then the vectors in a rANS string of their own (format 1.x, and
+    :func:`code_field` for a string shared with other parts)."""
+    c = code_field(mv, block, precision, overlap)
+    data = extension("ans").RansEncoder().encode_with_indexes(c.symbols, c.indexes, *c.tables)
+    check_string(data, len(c.symbols))  # never write what a decoder refuses
+    return c.header + data
+
+
+def code_field(mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> FieldCode:
+    """:func:`encode_field` before the rANS coder."""
     if block not in BLOCKS or precision not in PRECISIONS or overlap not in OVERLAPS:
         raise ValueError(f"motion block size {block}, precision {precision} or overlap {overlap} is not codable")
     field = mv[0].cpu().numpy().astype(np.int64)
@@ -282,19 +301,38 @@ def encode_field(mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -
         raise ValueError(f"motion vectors over {MAX_RADIUS} pixels")
     res = field - _predict(field)
     choice = [min(range(len(_THETA)), key=lambda t: _bits(res[c], t, precision)) for c in (0, 1)]
-    cdfs, lengths, offsets = _tables(precision)
     symbols = np.stack([res[0], res[1]], axis=-1).reshape(-1)  # (dy, dx) per block, raster order
     indexes = np.tile(np.array(choice), res[0].size)
-    coder = extension("ans").RansEncoder()
-    data = coder.encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
-    check_string(data, symbols.size)  # never write what a decoder refuses
-    return bytes([overlap << 6 | (precision.bit_length() - 1) << 4 | (block.bit_length() - 1), *choice]) + data
+    header = bytes([overlap << 6 | (precision.bit_length() - 1) << 4 | (block.bit_length() - 1), *choice])
+    return FieldCode(header, _tables(precision), symbols.tolist(), indexes.tolist())
+
+
+class FieldHeader(NamedTuple):
+    """A motion field's header, checked for a frame size: what reading its vectors needs."""
+
+    block: int
+    precision: int
+    overlap: int
+    shape: tuple[int, int]  # blocks (bh, bw)
+    tables: tuple[list[list[int]], list[int], list[int]]
+    indexes: Tensor  # the table of each symbol, (bh * bw * 2,)
 
 
 def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> MotionField:
-    """The motion field coded in ``data`` for a padded ``height``x``width`` frame."""
+    """The motion field coded in ``data`` (:func:`encode_field`) for a padded ``height``x``width`` frame."""
     if len(data) < _HEADER:
         raise ValueError("motion substream is too short")
+    h = read_header(data[:_HEADER], height, width, blocks)
+    # zero-padded so that even a hostile string cannot make the decoder read past it (layers.safe_string)
+    string = safe_string(data[_HEADER:], h.indexes.numel())
+    values = extension("ans").RansDecoder().decode_with_indexes(string, h.indexes.tolist(), *h.tables)
+    return field_from_residuals(h, values)
+
+
+def read_header(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> FieldHeader:
+    """A motion field's 3-byte header (:attr:`FieldCode.header`), checked for a padded frame size."""
+    if len(data) != _HEADER:
+        raise ValueError(f"motion field header of {len(data)} bytes, expected {_HEADER}")
     block, precision, overlap = 1 << (data[0] & 15), 1 << (data[0] >> 4 & 3), data[0] >> 6
     if block not in blocks or height % block or width % block:
         raise ValueError(f"motion block size {block} is not allowed here")
@@ -303,14 +341,16 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
     if max(data[1], data[2]) >= len(_THETA):
         raise ValueError("motion table index out of range")
     bh, bw = height // block, width // block
+    indexes = torch.tensor([data[1], data[2]], dtype=torch.int32).repeat(bh * bw)
+    return FieldHeader(block, precision, overlap, (bh, bw), _tables(precision), indexes)
+
+
+def field_from_residuals(h: FieldHeader, values: list[int] | Tensor) -> MotionField:
+    """The field of the residuals ``values`` read with ``h.indexes`` (the vectors rebuilt from their
+    predictions, each checked against the search range)."""
+    (bh, bw), precision = h.shape, h.precision
     limit = MAX_RADIUS * precision
-    cdfs, lengths, offsets = _tables(precision)
-    indexes = np.tile(np.array([data[1], data[2]]), bh * bw)
-    coder = extension("ans").RansDecoder()
-    # zero-padded so that even a hostile string cannot make the decoder read past it (layers.safe_string)
-    string = safe_string(data[_HEADER:], indexes.size)
-    values = np.asarray(coder.decode_with_indexes(string, indexes.tolist(), cdfs, lengths, offsets), dtype=np.int64)
-    res = values.reshape(bh * bw, 2).tolist()
+    res = np.asarray(values, dtype=np.int64).reshape(bh * bw, 2).tolist()
     field: list[list[int]] = []  # (dy, dx) per block, raster order; plain ints: this loop is the decoder's
     for i in range(bh):
         for j in range(bw):
@@ -328,4 +368,4 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
                 raise ValueError(f"motion vector over {MAX_RADIUS} pixels at block ({i}, {j})")
             field.append(v)
     out = torch.tensor(field, dtype=torch.long).reshape(bh, bw, 2).permute(2, 0, 1).contiguous()
-    return MotionField(out.unsqueeze(0), block, precision, overlap)
+    return MotionField(out.unsqueeze(0), h.block, precision, h.overlap)
