@@ -720,7 +720,9 @@ class StreamReader:
             pos += head_size + need
             i += 1
         announced = self.header.frame_count
-        if reason is None and len(frames) < announced:
+        if reason is None and pos < size:
+            reason = f"bytes after frame {i - 1}, the limit of {MAX_FRAMES} frames"
+        elif reason is None and len(frames) < announced:
             reason = f"stream truncated after {len(frames)} frames (header announces {announced})"
         elif reason is None and len(frames) > announced:
             reason = f"stream has {len(frames)} frames, its header announces {announced}"

@@ -276,29 +276,15 @@ def _normal_cdf(x: Tensor) -> Tensor:
 Tables = tuple[list[list[int]], list[int], list[int]]  # quantized CDFs, their lengths, offsets (rANS coder's)
 
 
-def _join(tables: dict[str, Tables]) -> tuple[Tables, dict[str, int]]:
-    """Several sets of tables as one (each set's rows after the previous sets'), and each set's first row."""
-    cdf: list[list[int]] = []
-    lengths: list[int] = []
-    offsets: list[int] = []
-    base = {}
-    for name, (c, n, o) in tables.items():
-        base[name] = len(cdf)
-        cdf, lengths, offsets = cdf + c, lengths + n, offsets + o
-    return (cdf, lengths, offsets), base
-
-
 def encode_parts(parts: list[tuple[str, Tables, list[int], list[int]]]) -> bytes:
     """One rANS string of several parts, each ``(name, tables, symbols, indexes)`` (indexes into its own
-    tables; one name per set of tables). A :class:`SymbolReader` over the same named tables reads the parts
-    back in this order. One string pays the coder's flush (8 bytes and a 32-bit alignment) once."""
-    joined, base = _join({name: t for name, t, _, _ in parts})
-    symbols: list[int] = []
-    indexes: list[int] = []
-    for name, _, sym, idx in parts:
-        symbols += sym
-        indexes += [i + base[name] for i in idx]
-    return extension("ans").RansEncoder().encode_with_indexes(symbols, indexes, *joined)
+    tables). A :class:`SymbolReader` with the same tables under the same names reads the parts back in this
+    order. One string pays the coder's flush (8 bytes and a 32-bit alignment) once, not once per part.
+    (The bytes are those of one ``encode_with_indexes`` call over all the parts' tables laid end to end.)"""
+    coder = extension("ans").BufferedRansEncoder()
+    for _, tables, symbols, indexes in parts:
+        coder.encode_with_indexes(symbols, indexes, *tables)
+    return coder.flush()
 
 
 class SymbolReader:
@@ -308,14 +294,12 @@ class SymbolReader:
     parts' concatenation); ``SymbolReader(string, {name: tables, ...})`` one of :func:`encode_parts`."""
 
     def __init__(self, string: bytes, tables: dict[str, Tables]) -> None:
-        self._tables, self._base = _join(tables)
+        self._tables = tables
         self._coder = extension("ans").RansDecoder()
         self._coder.set_stream(string)
 
     def read(self, indexes: Tensor, name: str = "") -> Tensor:
-        cdf, lengths, offsets = self._tables
-        idx = indexes.int().cpu().reshape(-1) + self._base[name]
-        values = self._coder.decode_stream(idx.tolist(), cdf, lengths, offsets)
+        values = self._coder.decode_stream(indexes.int().cpu().reshape(-1).tolist(), *self._tables[name])
         return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape).to(indexes.device)
 
 

@@ -516,6 +516,13 @@ def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v2: tuple[Pat
     assert time.perf_counter() - t0 < 5
 
 
+def test_frames_past_the_limit_are_reported(tmp_path: Path, stream_v2: tuple[Path, bytes], monkeypatch) -> None:
+    _, data = stream_v2
+    monkeypatch.setattr(bs, "MAX_FRAMES", 3)
+    with load(tmp_path, reheader(data, frame_count=3)) as r:
+        assert len(r.frames) == 3 and r.truncated == "bytes after frame 2, the limit of 3 frames"
+
+
 def test_lying_lengths_refused_quickly(tmp_path: Path, stream_v1: tuple[Path, bytes]) -> None:
     path, data = stream_v1
     starts = _record_starts(path)
