@@ -692,25 +692,25 @@ class StreamReader:
             raise BitstreamError(f"frame {i}: record is numbered {head.seq} (mod 256), expected {i & 0xFF}")
         return head, len(built)
 
-    def _scan(self) -> None:
-        """2.x: walks the frame records from the header on; stops at the first incomplete or damaged one."""
+    def _walk(self, head_at: Any) -> tuple[list[FrameInfo], str | None, int]:
+        """Walks the frame records from the header on: ``head_at(pos, left, i)`` reads record ``i``'s head at
+        ``pos`` (``left`` bytes to the end of the file) and returns it with its size, or None where the
+        records end, or raises BitstreamError with the reason a damaged or cut record stops the walk; the
+        payloads and CRCs are skipped. Returns the complete frames, why the walk stopped early (None: at the
+        end of the records) and where it stopped."""
         size, pos, i = self.file_size, self.header_size, 0
         frames: list[FrameInfo] = []
         reason: str | None = None
         while pos < size and i < MAX_FRAMES:
             left = size - pos
-            raw = self._pread(pos, min(RECORD_HEAD_MAX, left))
-            if not FRAME_SYNC.startswith(raw[: len(FRAME_SYNC)]):
-                reason = f"frame {i}: bad sync marker at offset {pos}"
-                break
             try:
-                head, head_size = self._head(raw, i)
-            except TruncatedStreamError:
-                reason = f"stream truncated in frame {i} (record header incomplete, {left} bytes left)"
-                break
+                got = head_at(pos, left, i)
             except BitstreamError as e:
                 reason = str(e)
                 break
+            if got is None:
+                break
+            head, head_size = got
             need = head.length + RECORD_CRC_SIZE
             if need > left - head_size:
                 reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - head_size} left)"
@@ -720,58 +720,56 @@ class StreamReader:
             pos += head_size + need
             i += 1
         announced = self.header.frame_count
-        if reason is None and pos < size:
-            reason = f"bytes after frame {i - 1}, the limit of {MAX_FRAMES} frames"
-        elif reason is None and len(frames) < announced:
+        if reason is None and len(frames) < announced:
             reason = f"stream truncated after {len(frames)} frames (header announces {announced})"
-        elif reason is None and len(frames) > announced:
-            reason = f"stream has {len(frames)} frames, its header announces {announced}"
-        self.frames = frames
+        return frames, reason, pos
+
+    def _head_at(self, pos: int, left: int, i: int) -> tuple[Any, int]:
+        """2.x: record ``i``'s head at ``pos`` (for :meth:`_walk`)."""
+        raw = self._pread(pos, min(RECORD_HEAD_MAX, left))
+        if not FRAME_SYNC.startswith(raw[: len(FRAME_SYNC)]):
+            raise BitstreamError(f"frame {i}: bad sync marker at offset {pos}")
+        try:
+            return self._head(raw, i)
+        except TruncatedStreamError:
+            raise TruncatedStreamError(
+                f"stream truncated in frame {i} (record header incomplete, {left} bytes left)"
+            ) from None
+
+    def _head_at_v1(self, pos: int, left: int, i: int) -> tuple[Any, int] | None:
+        """1.x: record ``i``'s head at ``pos``, or None at the (unusable) index (for :meth:`_walk`)."""
+        raw = self._pread(pos, min(RECORD_HEAD_SIZE_V1, left))
+        sig = raw[:4]
+        if sig == INDEX_MAGIC or (i >= self.header.frame_count and INDEX_MAGIC.startswith(sig)):
+            return None  # the index, or its first bytes
+        if not FRAME_SYNC_V1.startswith(raw[: len(FRAME_SYNC_V1)]):
+            raise BitstreamError(f"frame {i}: bad sync marker at offset {pos}")
+        if left < RECORD_HEAD_SIZE_V1:
+            raise TruncatedStreamError(
+                f"stream truncated in frame {i} (record header needs {RECORD_HEAD_SIZE_V1} bytes, {left} left)"
+            )
+        head = _parse(_RECORD_HEAD_V1, raw, f"frame {i}")
+        if head.index != i:
+            raise BitstreamError(f"frame {i}: record is numbered {head.index}")
+        if not isinstance(head.frame_type, cs.EnumIntegerString):
+            raise BitstreamError(f"frame {i}: unknown frame type {int(head.frame_type)}")
+        if head.length > MAX_PAYLOAD:
+            raise BitstreamError(f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit")
+        return head, RECORD_HEAD_SIZE_V1
+
+    def _scan(self) -> None:
+        """2.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
+        self.frames, reason, pos = self._walk(self._head_at)
+        n, announced = len(self.frames), self.header.frame_count
+        if reason is None and pos < self.file_size:
+            reason = f"bytes after frame {n - 1}, the limit of {MAX_FRAMES} frames"
+        elif reason is None and n > announced:
+            reason = f"stream has {n} frames, its header announces {announced}"
         self.truncated = reason
 
     def _scan_v1(self, index_problem: str) -> None:
-        """1.x: walks the frame records from the header on; stops at the first incomplete or damaged one."""
-        size, pos, i = self.file_size, self.header_size, 0
-        frames: list[FrameInfo] = []
-        reason: str | None = None
-        while pos < size and i < MAX_FRAMES:
-            left = size - pos
-            raw = self._pread(pos, min(RECORD_HEAD_SIZE_V1, left))
-            sig = raw[:4]
-            if sig == INDEX_MAGIC or (i >= self.header.frame_count and INDEX_MAGIC.startswith(sig)):
-                break  # the (unusable) index, or its first bytes
-            if not FRAME_SYNC_V1.startswith(raw[: len(FRAME_SYNC_V1)]):
-                reason = f"frame {i}: bad sync marker at offset {pos}"
-                break
-            if left < RECORD_HEAD_SIZE_V1:
-                reason = f"stream truncated in frame {i} (record header needs {RECORD_HEAD_SIZE_V1} bytes, {left} left)"
-                break
-            try:
-                head = _parse(_RECORD_HEAD_V1, raw, f"frame {i}")
-            except BitstreamError as e:
-                reason = str(e)
-                break
-            if head.index != i:
-                reason = f"frame {i}: record is numbered {head.index}"
-                break
-            if not isinstance(head.frame_type, cs.EnumIntegerString):
-                reason = f"frame {i}: unknown frame type {int(head.frame_type)}"
-                break
-            if head.length > MAX_PAYLOAD:
-                reason = f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit"
-                break
-            need = head.length + RECORD_CRC_SIZE
-            if need > left - RECORD_HEAD_SIZE_V1:
-                reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - RECORD_HEAD_SIZE_V1} left)"
-                break
-            ft = FrameType[str(head.frame_type)]
-            frames.append(FrameInfo(i, ft, head.quality, pos + RECORD_HEAD_SIZE_V1, head.length))
-            pos += RECORD_OVERHEAD_V1 + head.length
-            i += 1
-        announced = self.header.frame_count
-        if reason is None and len(frames) < announced:
-            reason = f"stream truncated after {len(frames)} frames (header announces {announced})"
-        self.frames = frames
+        """1.x, when the index is unusable: the records up to the index or the first damaged one (:meth:`_walk`)."""
+        self.frames, reason, _ = self._walk(self._head_at_v1)
         self.truncated = reason or index_problem
 
     # -- public
