@@ -623,8 +623,7 @@ class NvcLite(nn.Module):
             mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
                                  precision=self.motion_precision)
             lead = motion.code_field(mv, self.motion, self.motion_precision, self.motion_overlap)
-            field = lead.header if joint else motion.encode_field(mv, self.motion, self.motion_precision,
-                                                                   self.motion_overlap)
+            field = lead.header if joint else motion.field_bytes(lead)
             ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
         y = None
         if visible is not None and self.settle_padding:
@@ -736,8 +735,8 @@ class NvcLite(nn.Module):
             if h is not None:
                 f = motion.field_from_residuals(h, reader.read(h.indexes, "motion"))
                 ref = motion.compensate(ctx, f.mv.to(ctx.device), f.block, f.precision, f.overlap)
-            x_hat = self.decompress([], size, ref=ref, quality=quality, exact=exact, reader=reader)["x_hat"]
-            return x_hat.clamp(0.0, 1.0), x_hat.clamp(0.0, 1.0)
+            x_hat = self.decompress([], size, ref=ref, quality=quality, exact=exact, reader=reader)["x_hat"].clamp(0.0, 1.0)
+            return x_hat, x_hat
         if len(strings) != self.legacy_substreams:
             raise ValueError(f"{len(strings)} substreams, expected {self.substreams} (or {self.legacy_substreams})")
         if self.motion:

@@ -284,7 +284,11 @@ def encode_field(mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -
     """The bytes of one (1, 2, bh, bw) motion field of ``block``-sized blocks, in 1/``precision`` pixels,
     applied with ``overlap``: the header, then the vectors in a rANS string of their own (format 1.x, and
     :func:`code_field` for a string shared with other parts)."""
-    c = code_field(mv, block, precision, overlap)
+    return field_bytes(code_field(mv, block, precision, overlap))
+
+
+def field_bytes(c: FieldCode) -> bytes:
+    """:func:`encode_field`'s bytes of a coded field: its header, then its vectors in a rANS string of their own."""
     data = extension("ans").RansEncoder().encode_with_indexes(c.symbols, c.indexes, *c.tables)
     check_string(data, len(c.symbols))  # never write what a decoder refuses
     return c.header + data
