@@ -23,6 +23,7 @@ import tempfile
 import time
 import zlib
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 MUTATIONS = ("truncate", "flip_header", "flip_payload", "lie_header", "lie_length", "payload_crc_fixed", "rans_escape",
@@ -56,33 +57,17 @@ def _fix_header_crc(buf: bytearray) -> None:
         struct.pack_into("<I", buf, n - 4, zlib.crc32(bytes(buf[: n - 4])))
 
 
-def _varint(n: int) -> bytes:
-    """Unsigned LEB128, shortest form (the 2.0 record's payload length)."""
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
+@lru_cache(maxsize=4)
+def _records(stream: bytes) -> tuple[tuple[int, int, int], ...]:
+    """(record offset, head size, payload length) of each frame record of a whole, valid stream (the seed),
+    parsed with nvc.bitstream's declaration of the file (``NVC_STREAM``)."""
+    from nvc.bitstream import NVC_STREAM
 
-
-def _records(buf: bytes, hlen: int) -> list[tuple[int, int, int]]:
-    """(record offset, head size, payload length) of each complete 2.0 record (sync "Nf", type, quality,
-    seq, LEB128 length; then the payload and a CRC32)."""
-    off, out = hlen, []
-    while off + 10 <= len(buf) and buf[off : off + 2] == b"Nf":
-        length, k = 0, 0
-        while k < 5 and off + 5 + k < len(buf):
-            length |= (buf[off + 5 + k] & 0x7F) << (7 * k)
-            k += 1
-            if buf[off + 4 + k] < 0x80:
-                break
-        head = 5 + k
-        if off + head + length + 4 > len(buf):
-            break
-        out.append((off, head, length))
-        off += head + length + 4
-    return out
+    out = []
+    for r in NVC_STREAM.parse(stream).frames:
+        n = len(r.body.value.payload)
+        out.append((r.body.offset1, r.body.length - n, n))
+    return tuple(out)
 
 
 def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
@@ -109,13 +94,15 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
         return bytes(buf)
     if kind == "lie_length":
         # a frame record's payload length (its LEB128 at record offset 5), replaced by a lie
-        off, head, _ = rng.choice(_records(data, hlen))
+        import construct
+
+        off, head, _ = rng.choice(_records(data))
         lie = rng.choice([2**32 - 1, 2**28, len(buf), rng.randrange(2**32), rng.randrange(64)])
-        return bytes(buf[: off + 5]) + _varint(lie) + bytes(buf[off + head :])
+        return bytes(buf[: off + 5]) + construct.VarInt.build(lie) + bytes(buf[off + head :])
     if kind == "payload_crc_fixed":
-        return _mutate_payload_fix_crc(buf, hlen, rng)
+        return _mutate_payload_fix_crc(buf, rng)
     if kind == "rans_escape":
-        return _mutate_payload_fix_crc(buf, hlen, rng, how="rans_escape")
+        return _mutate_payload_fix_crc(buf, rng, how="rans_escape")
     n = rng.randrange(0, 4096)
     if rng.random() < 0.5:  # random bytes behind a valid magic+version
         return bytes(buf[:6]) + rng.randbytes(n)
@@ -147,9 +134,9 @@ def _rans_escape(payload: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def _mutate_payload_fix_crc(buf: bytearray, hlen: int, rng: random.Random, how: str | None = None) -> bytes:
+def _mutate_payload_fix_crc(buf: bytearray, rng: random.Random, how: str | None = None) -> bytes:
     """Damages one frame's payload and recomputes that record's CRC: hostile data reaches the decoder."""
-    records = _records(bytes(buf), hlen)
+    records = _records(bytes(buf))
     if not records:
         return bytes(buf)
     off, head, length = rng.choice(records)
