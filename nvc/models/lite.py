@@ -590,8 +590,8 @@ class NvcLite(nn.Module):
         if joint:
             y_sym, y_idx, y_hat = b["y"].code(y, scales, means, first=first, refine=refine)
             parts = [] if lead is None else [("motion", lead.tables, lead.symbols, lead.indexes)]
-            parts += [("z", b["z"].entropy_bottleneck.tables(), z_sym, z_idx),
-                      ("y", b["y"].gaussian_conditional.tables(), y_sym[0].tolist(), y_idx[0].tolist())]
+            t = self._latent_tables(b)
+            parts += [("z", t["z"], z_sym, z_idx), ("y", t["y"], y_sym[0].tolist(), y_idx[0].tolist())]
             string = encode_parts(parts)
             check_string(string, sum(len(p[2]) for p in parts))  # never write what a decoder refuses
             strings = [[string]]
@@ -600,6 +600,11 @@ class NvcLite(nn.Module):
             strings = [y_strings, z_strings]
         x_hat = self._decode_frame(b, y_hat, ref, q, exact)
         return {"strings": strings, "shape": tuple(z.shape[-2:]), "x_hat": x_hat}
+
+    @staticmethod
+    def _latent_tables(b: dict[str, Any]) -> dict[str, Any]:
+        """A branch's tables by the names its parts have in a frame's one rANS string (after "motion")."""
+        return {"z": b["z"].entropy_bottleneck.tables(), "y": b["y"].gaussian_conditional.tables()}
 
     # ------------------------------------------------------------------ frame contract (nvc.models.base)
     exact_capable = True  # supports the device-independent numeric mode
@@ -728,8 +733,7 @@ class NvcLite(nn.Module):
                 h = motion.read_header(field, ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
                 tables["motion"], count = h.tables, h.indexes.numel()
             b = self._branch(ctx is not None)
-            tables["z"] = b["z"].entropy_bottleneck.tables()
-            tables["y"] = b["y"].gaussian_conditional.tables()
+            tables.update(self._latent_tables(b))
             count += b["z"].symbols(size) + self.config["m"] * 16 * size[0] * size[1]  # y: 4x z's size each way
             reader = SymbolReader(safe_string(strings[-1], count), tables)
             if h is not None:
