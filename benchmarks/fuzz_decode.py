@@ -145,7 +145,7 @@ def _mutate_payload_fix_crc(buf: bytearray, rng: random.Random, how: str | None 
     if how == "rans_escape":
         payload = bytearray(_rans_escape(bytes(payload), rng))
     else:
-        how = rng.choice(["flip", "zero", "random", "shape"])
+        how = rng.choice(["flip", "zero", "random", "fields"])
     if how == "flip" and payload:
         for _ in range(rng.randint(1, 16)):
             i = rng.randrange(len(payload))
@@ -155,8 +155,8 @@ def _mutate_payload_fix_crc(buf: bytearray, rng: random.Random, how: str | None 
         payload[start:] = bytes(len(payload) - start)
     elif how == "random":
         payload[8:] = rng.randbytes(max(0, len(payload) - 8))
-    elif how == "shape" and len(payload) >= 4:
-        payload[2:4] = rng.randbytes(2)
+    elif how == "fields" and len(payload) >= 2:  # the payload's own fields: its layout byte and the next
+        payload[:2] = rng.randbytes(2)
     buf[p0:p1] = payload
     struct.pack_into("<I", buf, p1, zlib.crc32(bytes(buf[off:p1])))
     return bytes(buf)

@@ -15,7 +15,7 @@ What it measures, per frame size (CIF 352x288, 720p, 1080p, or any WxH; ``NAME:N
   The time is split, with timers monkeypatched in by this script, into: ``network`` (the analysis,
   synthesis, hyper, temporal-prior and fusion nets: every ``nn.Sequential`` of the model), ``entropy``
   (CompressAI's ``GaussianConditional``/``EntropyBottleneck`` ``compress``/``decompress``: rANS plus the
-  symbol/index preparation they do; for format 2.0's one string per frame, ``nvc.entropy.encode_parts`` and
+  symbol/index preparation they do; for the one string per frame (formats 2.0 and 3.0), ``nvc.entropy.encode_parts`` and
   ``SymbolReader.read``: rANS alone), ``model_other`` (the rest of ``compress_frame``/``decompress_frame``:
   gains, index building, padding of the rANS strings, clamps), ``colour`` (``nvc.color``: yuv420<->RGB,
   padding), ``io`` (video reader/writer, .nvc writer/reader, payload (de)serialisation), ``psnr`` (the
@@ -250,7 +250,7 @@ def instrument(model: Any, timers: Timers) -> Patches:
     for cls in (em.GaussianConditional, em.EntropyBottleneck):
         for name in ("compress", "decompress"):
             p.set(cls, name, timers.wrap(getattr(cls, name), "entropy"))
-    # format 2.0's one string per frame: coded by encode_parts, read by SymbolReader
+    # one string per frame (formats 2.0 and 3.0): coded by encode_parts, read by SymbolReader
     p.set(em.SymbolReader, "read", timers.wrap(em.SymbolReader.read, "entropy"))
     for mod in (em, nvc.models.lite):
         p.set(mod, "encode_parts", timers.wrap(em.encode_parts, "entropy"))

@@ -74,7 +74,7 @@ def spread(n: int) -> tuple[int, ...]:
     return tuple(sorted(set(range(0, n, 2)) | {n - 1}))
 
 
-# nvc-lite's substreams in format 2.0, in payload order: the motion field's header (P frames), then one rANS
+# nvc-lite's substreams in formats 2.0 and 3.0, in payload order: the motion field's header (P frames), then one rANS
 # string of the motion vectors, z and y (format 1.x had y, z and the motion field apart: the committed
 # split-bbb720-q0-32f.json was made then)
 SUBSTREAMS = ("field", "rans")

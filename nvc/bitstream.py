@@ -2,9 +2,10 @@
 
 The layout is declared once, with ``construct``, in the ``HEADER``, ``FRAME_RECORD`` and ``PAYLOAD`` (and,
 for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md`` is the human-readable
-specification of the same bytes.  All integers are little-endian.  This module writes format 2.0 (compact
-frame records, no index); it still reads 1.x streams (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``,
-``PAYLOAD_V1``, ``NVC_STREAM_V1``).
+specification of the same bytes.  All integers are little-endian.  This module writes format 3.0 (compact
+frame records, no index; payloads without the fields a decoder derives); it still reads 2.0 streams (their
+payloads: ``PAYLOAD_V2``) and 1.x streams (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``, ``PAYLOAD_V1``,
+``NVC_STREAM_V1``).
 
 ``nvc.bitstream.open(path, "w", header=...)`` gives a :class:`StreamWriter` (output written through a
 temporary file renamed on success); ``nvc.bitstream.open(path)`` gives a :class:`StreamReader`, which
@@ -53,10 +54,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (2, 0)
-READ_MAJORS = (1, 2)  # the major versions this reader reads
+FORMAT_VERSION: tuple[int, int] = (3, 0)
+READ_MAJORS = (1, 2, 3)  # the major versions this reader reads
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
-FRAME_SYNC = b"Nf"  # 2.x
+FRAME_SYNC = b"Nf"  # 2.x and 3.x
 FRAME_SYNC_V1 = b"NVfr"
 INDEX_MAGIC = b"NVix"
 TRAILER_MAGIC = b"NVtr"
@@ -72,7 +73,7 @@ MAX_GOP = 65535
 HEADER_PREFIX_SIZE = 8  # magic, major, minor, header_len
 HEADER_FIXED_SIZE = 59  # bytes before the model name in a 1.x header
 HEADER_MIN_SIZE = HEADER_FIXED_SIZE + 1 + 4  # one-byte model name + CRC
-RECORD_HEAD_MAX = 10  # 2.x: a five-byte length (payloads up to 2^28 bytes need at most five)
+RECORD_HEAD_MAX = 10  # 2.x and 3.x: a five-byte length (payloads up to 2^28 bytes need at most five)
 RECORD_HEAD_SIZE_V1 = 16
 RECORD_CRC_SIZE = 4
 RECORD_OVERHEAD_V1 = RECORD_HEAD_SIZE_V1 + RECORD_CRC_SIZE
@@ -118,7 +119,7 @@ def _crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-_HEADER_V1 = cs.Struct(  # the header fields of 1.x and 2.x
+_HEADER_V1 = cs.Struct(  # the header fields of 1.x, 2.x and 3.x
     "weights_digest" / cs.Bytes(16),  # 8
     "numeric_mode" / cs.Enum(cs.Int8ul, NumericMode),  # 24
     "quality" / cs.Int8ul,  # 25
@@ -140,7 +141,7 @@ _HEADER_BODY = cs.Struct(
     "version_major" / cs.Int8ul,  # 4
     "version_minor" / cs.Int8ul,  # 5
     "header_len" / cs.Int16ul,  # 6: whole header, magic to CRC inclusive
-    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1}, default=cs.Error),
+    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1, 3: _HEADER_V1}, default=cs.Error),
     "fields_end" / cs.Tell,
     cs.Check(cs.this.header_len >= cs.this.fields_end + 4),
     # fields added by later minor versions; a 1.0 reader skips them
@@ -152,7 +153,7 @@ HEADER = cs.Struct(
     "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),
 )
 
-# 2.x: a compact record (the per-frame bytes are most of a small, low-rate stream's overhead)
+# 2.x and 3.x: a compact record (the per-frame bytes are most of a small, low-rate stream's overhead)
 _RECORD_HEAD = cs.Struct(
     "sync" / cs.Const(FRAME_SYNC),  # 0
     "frame_type" / cs.Enum(cs.Int8ul, FrameType),  # 2
@@ -220,7 +221,18 @@ NVC_STREAM_V1 = cs.Struct(
     cs.Terminated,
 )
 
-PAYLOAD = cs.Struct(  # 2.x
+# 3.x: what the decoder already knows is not repeated. One byte holds the shape's rank and the substream count;
+# a rank of 0 means the model derives the shape from the frame size (nvc.codec); the last substream's length is
+# what the payload has left.
+PAYLOAD = cs.Struct(
+    "layout" / cs.BitStruct("ndim" / cs.BitsInteger(3), "count" / cs.BitsInteger(5)),
+    cs.Check(cs.this.layout.ndim <= MAX_SHAPE_DIMS),
+    cs.Check(cs.this.layout.count <= MAX_SUBSTREAMS),
+    "shape" / cs.Array(cs.this.layout.ndim, cs.VarInt),  # unsigned LEB128, shortest form
+    "lengths" / cs.Array(lambda this: max(this.layout.count - 1, 0), cs.VarInt),  # all but the last substream's
+    "data" / cs.GreedyBytes,  # the substreams, concatenated in order
+)
+PAYLOAD_V2 = cs.Struct(
     "ndim" / cs.Int8ul,
     cs.Check(cs.this.ndim <= MAX_SHAPE_DIMS),
     "count" / cs.Int8ul,
@@ -435,11 +447,18 @@ class FramePayload:
 
 def _payload_struct(version: tuple[int, int]) -> cs.Construct:
     _check_version(*version)
-    return PAYLOAD_V1 if version[0] == 1 else PAYLOAD
+    return {1: PAYLOAD_V1, 2: PAYLOAD_V2}.get(version[0], PAYLOAD)
+
+
+def _payload_value(con: cs.Construct, shape: list[int], lengths: list[int], data: bytes) -> dict[str, Any]:
+    """What ``con`` builds for these fields (3.x: the count and rank share a byte, the last length is implied)."""
+    if con is PAYLOAD:
+        return dict(layout=dict(ndim=len(shape), count=len(lengths)), shape=shape, lengths=lengths[:-1], data=data)
+    return dict(ndim=len(shape), count=len(lengths), shape=shape, lengths=lengths, data=data)
 
 
 def encode_payload(p: FramePayload, version: tuple[int, int] = FORMAT_VERSION) -> bytes:
-    """The payload's bytes in format ``version``'s layout."""
+    """The payload's bytes in format ``version``'s layout (3.x: an empty ``shape`` is the model's to derive)."""
     shape, strings = tuple(p.shape), list(p.strings)
     if len(shape) > MAX_SHAPE_DIMS or not all(isinstance(s, int) and 0 <= s <= 0xFFFF for s in shape):
         raise BitstreamError(f"payload: shape {shape!r} must be at most {MAX_SHAPE_DIMS} values in 0..65535")
@@ -448,9 +467,8 @@ def encode_payload(p: FramePayload, version: tuple[int, int] = FORMAT_VERSION) -
     total = sum(len(s) for s in strings)
     if total > MAX_PAYLOAD:
         raise BitstreamError(f"payload: {total} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
-    lengths = [len(s) for s in strings]
-    value = dict(ndim=len(shape), count=len(strings), shape=list(shape), lengths=lengths, data=b"".join(strings))
-    return _build(_payload_struct(version), value, "payload")
+    con = _payload_struct(version)
+    return _build(con, _payload_value(con, list(shape), [len(s) for s in strings], b"".join(strings)), "payload")
 
 
 def decode_payload(b: bytes, version: tuple[int, int] = FORMAT_VERSION) -> FramePayload:
@@ -461,12 +479,19 @@ def decode_payload(b: bytes, version: tuple[int, int] = FORMAT_VERSION) -> Frame
         raise BitstreamError(f"payload: {len(b)} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
     p = _parse(con, b, "payload")
     lengths = list(p.lengths)
+    if con is PAYLOAD:
+        rest = len(p.data) - sum(lengths)
+        if p.layout.count == 0 and p.data:
+            raise BitstreamError(f"payload: no substreams, yet {len(p.data)} bytes of data")
+        if rest < 0:
+            raise BitstreamError(f"payload: substream lengths add up to {sum(lengths)} bytes, {len(p.data)} present")
+        lengths += [rest] if p.layout.count else []
     if sum(lengths) != len(p.data):
         raise BitstreamError(f"payload: substream lengths add up to {sum(lengths)} bytes, {len(p.data)} present")
     if not all(s <= 0xFFFF for s in p.shape):
         raise BitstreamError(f"payload: shape {list(p.shape)} has a value over 65535")
-    if con is PAYLOAD:  # varints must be in their shortest form: one byte string per payload
-        prefix = _build(con, dict(ndim=p.ndim, count=p.count, shape=list(p.shape), lengths=lengths, data=b""), "payload")
+    if con is not PAYLOAD_V1:  # varints must be in their shortest form: one byte string per payload
+        prefix = _build(con, _payload_value(con, list(p.shape), lengths, b""), "payload")
         if b[: len(prefix)] != prefix or len(prefix) + len(p.data) != len(b):
             raise BitstreamError("payload: a shape value or length is not in its shortest form")
     strings, pos = [], 0
@@ -674,7 +699,7 @@ class StreamReader:
         return None
 
     def _head(self, raw: bytes, i: int) -> tuple[Any, int]:
-        """A 2.x record head from the first bytes of a record: (parsed, its size); refuses a damaged one."""
+        """A 2.x or 3.x record head from the first bytes of a record: (parsed, its size); refuses a damaged one."""
         try:
             head = _parse(_RECORD_HEAD, raw, f"frame {i}")
         except TruncatedStreamError:  # the length's last byte is missing (the caller read RECORD_HEAD_MAX)
@@ -725,7 +750,7 @@ class StreamReader:
         return frames, reason, pos
 
     def _head_at(self, pos: int, left: int, i: int) -> tuple[Any, int]:
-        """2.x: record ``i``'s head at ``pos`` (for :meth:`_walk`)."""
+        """2.x and 3.x: record ``i``'s head at ``pos`` (for :meth:`_walk`)."""
         raw = self._pread(pos, min(RECORD_HEAD_MAX, left))
         if not FRAME_SYNC.startswith(raw[: len(FRAME_SYNC)]):
             raise BitstreamError(f"frame {i}: bad sync marker at offset {pos}")
@@ -758,7 +783,7 @@ class StreamReader:
         return head, RECORD_HEAD_SIZE_V1
 
     def _scan(self) -> None:
-        """2.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
+        """2.x and 3.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
         self.frames, reason, pos = self._walk(self._head_at)
         n, announced = len(self.frames), self.header.frame_count
         if reason is None and pos < self.file_size:

@@ -95,6 +95,11 @@ class _Session:
     def _coding_options(self) -> dict[str, Any]:
         return {"exact": True} if self.exact else {}
 
+    def _derived_shape(self) -> tuple[int, ...] | None:
+        """The payload shape the model derives from the padded frame size (None: models that don't)."""
+        expect = getattr(self.model, "latent_shape", None)
+        return None if expect is None else tuple(int(s) for s in expect(self.padded[1], self.padded[0]))
+
     def _to_frame(self, x_hat: torch.Tensor) -> Frame:
         x = x_hat[..., : self.height, : self.width]
         # exact mode: the conversion to 8 bits runs on the CPU so that every device writes the same bytes
@@ -141,7 +146,10 @@ class Encoder(_Session):
             recon = self._to_frame(x_hat)
         self._ctx = ctx
         self.index += 1
-        payload = bitstream.encode_payload(FramePayload(shape=tuple(int(s) for s in shape), strings=list(strings)))
+        shape = tuple(int(s) for s in shape)
+        if shape == self._derived_shape():  # format 3.0: a shape the decoder derives is not written
+            shape = ()
+        payload = bitstream.encode_payload(FramePayload(shape=shape, strings=list(strings)))
         return CodedFrame(FrameType.I if intra else FrameType.P, quality, payload, recon)
 
 
@@ -188,10 +196,10 @@ class Decoder(_Session):
         if not intra and self._ctx is None:
             raise BitstreamError(f"frame {record.index}: P frame without a preceding I frame")
         p = bitstream.decode_payload(record.payload, record.version)
-        self._check_shape(record.index, p.shape, len(p.strings), record.version)
+        shape = self._check_shape(record.index, p.shape, len(p.strings), record.version)
         with torch.inference_mode():
             try:
-                x_hat, ctx = self.model.decompress_frame(p.strings, p.shape, None if intra else self._ctx,
+                x_hat, ctx = self.model.decompress_frame(p.strings, shape, None if intra else self._ctx,
                                                          record.quality, **self._coding_options())
             except (RuntimeError, ValueError, IndexError) as e:
                 raise BitstreamError(f"frame {record.index}: undecodable payload ({str(e).splitlines()[0][:100]})") from None
@@ -201,13 +209,19 @@ class Decoder(_Session):
         return frame
 
     def _check_shape(self, index: int, shape: tuple[int, ...], n: int,
-                     version: tuple[int, int] = bitstream.FORMAT_VERSION) -> None:
-        pw, ph = self.padded
-        expect = getattr(self.model, "latent_shape", None)
-        if expect is not None and tuple(shape) != tuple(expect(ph, pw)):
+                     version: tuple[int, int] = bitstream.FORMAT_VERSION) -> tuple[int, ...]:
+        """The payload's shape (format 3.0: derived where it is empty), after checking it and the
+        substream count against the model and the frame size."""
+        expect = self._derived_shape()
+        if not shape and version[0] >= 3:
+            if expect is None:
+                raise BitstreamError(f"frame {index}: payload has no shape, and {self.model.name} does not derive one")
+            shape = expect
+        if expect is not None and tuple(shape) != expect:
             raise BitstreamError(f"frame {index}: latent shape {tuple(shape)} does not match the frame size")
         expect_n = getattr(self.model, "substreams", None)
         if version[0] == 1:  # models whose frames were laid out otherwise in format 1.x
             expect_n = getattr(self.model, "legacy_substreams", expect_n)
         if expect_n is not None and n != expect_n:
             raise BitstreamError(f"frame {index}: {n} substreams, expected {expect_n}")
+        return tuple(shape)

@@ -56,7 +56,7 @@ def write_stream(path: Path, header: bs.StreamHeader = HEADER, frames=FRAMES, fo
 
 
 def v1_stream(frames=FRAMES, header: bytes | None = None) -> bytes:
-    """A 1.3 stream (nvc writes 2.0 and still reads 1.x), built from the 1.x construct declarations."""
+    """A 1.3 stream (nvc writes 3.0 and still reads 2.0 and 1.x), built from the 1.x construct declarations."""
     hb = header or bs.encode_header(replace(HEADER, version=(1, 3), frame_count=len(frames)))
     out, entries = bytearray(hb), []
     for i, (ft, q, p) in enumerate(frames):
@@ -84,18 +84,27 @@ def reheader(data: bytes, **changes: int) -> bytes:
     return bytes(b)
 
 
-@pytest.fixture(params=["2.0", "1.3"])
+def v2_stream(path: Path, frames=FRAMES) -> bytes:
+    """A 2.0 stream: 3.0's header and records (payloads are opaque to the container) under major 2 (``path``:
+    a scratch file, removed)."""
+    data = reheader(write_stream(path, frames=frames), major=2)
+    path.unlink()
+    return data
+
+
+@pytest.fixture(params=["3.0", "2.0", "1.3"])
 def stream(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes]:
-    """The stream of FRAMES as this nvc writes it (2.0), and as a 1.3 writer did (still read)."""
+    """The stream of FRAMES as this nvc writes it (3.0), and as the 2.0 and 1.3 writers did (still read)."""
     p = tmp_path / "s.nvc"
-    if request.param == "2.0":
+    if request.param == "3.0":
         return p, write_stream(p)
-    p.write_bytes(v1_stream())
+    p.write_bytes(v2_stream(tmp_path / "w.nvc") if request.param == "2.0" else v1_stream())
     return p, p.read_bytes()
 
 
 @pytest.fixture
-def stream_v2(tmp_path: Path) -> tuple[Path, bytes]:
+def stream_v3(tmp_path: Path) -> tuple[Path, bytes]:
+    """The stream of FRAMES in the record layout of 3.x (and 2.x)."""
     p = tmp_path / "s.nvc"
     return p, write_stream(p)
 
@@ -176,7 +185,7 @@ def test_header_property_roundtrip(h: bs.StreamHeader) -> None:
     assert bs.decode_header(bs.encode_header(h)) == h
 
 
-VERSIONS = [(2, 0), (1, 3)]
+VERSIONS = [(3, 0), (2, 0), (1, 3)]
 
 
 @FAST
@@ -191,28 +200,41 @@ def test_payload_property_roundtrip(shape: tuple[int, ...], strings: list[bytes]
 
 
 def test_payload_layouts() -> None:
-    """2.x: u8 ndim, u8 count, then LEB128 shape values and lengths; 1.x: u16 shape values, u32 lengths."""
+    """3.x: ndim (3 bits) and count (5 bits) in one byte, LEB128 shape values and every length but the last;
+    2.x: u8 ndim, u8 count, then LEB128 shape values and lengths; 1.x: u16 shape values, u32 lengths."""
     p = bs.FramePayload((3, 300), [b"y" * 200, b"zz", b""])
-    assert bs.encode_payload(p) == bytes([2, 3, 3, 0xAC, 0x02, 0xC8, 0x01, 2, 0]) + b"y" * 200 + b"zz"
+    assert bs.encode_payload(p) == bytes([2 << 5 | 3, 3, 0xAC, 0x02, 0xC8, 0x01, 2]) + b"y" * 200 + b"zz"
+    assert bs.encode_payload(bs.FramePayload((), [b"", b"one string"])) == b"\x02\x00one string"
+    assert bs.encode_payload(bs.FramePayload((), [b"only"])) == b"\x01only"
+    assert bs.encode_payload(bs.FramePayload((), [])) == b"\x00"
+    assert bs.encode_payload(p, (2, 0)) == bytes([2, 3, 3, 0xAC, 0x02, 0xC8, 0x01, 2, 0]) + b"y" * 200 + b"zz"
     assert bs.encode_payload(p, (1, 3)) == struct.pack("<BBHHIII", 2, 3, 3, 300, 200, 2, 0) + b"y" * 200 + b"zz"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_payload_refusals(version: tuple[int, int]) -> None:
     good = bs.encode_payload(bs.FramePayload((4, 6), [b"yyyy", b"zz"]), version)
-    for bad in (good[:-1], good + b"!", b"", b"\x05\x00", b"\x00\x11", b"\x00\x01\xff\xff\xff\xff"):
+    cut = (good[:-1], good + b"!") if version[0] < 3 else ()  # 3.x: the last substream is what is left
+    for bad in (*cut, good[:3], b"", b"\x05\x00", b"\x00\x11", b"\x00\x01\xff\xff\xff\xff"):
         with pytest.raises(BitstreamError):
             bs.decode_payload(bad, version)
+    if version[0] >= 3:  # a cut or extended payload changes its last substream: the model refuses that
+        assert bs.decode_payload(good[:-1], version).strings == [b"yyyy", b"z"]
+        assert bs.decode_payload(good + b"!", version).strings == [b"yyyy", b"zz!"]
     for p in (bs.FramePayload((1, 2, 3, 4, 5), []), bs.FramePayload((70000,), []), bs.FramePayload((), [b""] * 17)):
         with pytest.raises(BitstreamError):
             bs.encode_payload(p, version)
     with pytest.raises(VersionError):
-        bs.decode_payload(good, (3, 0))
+        bs.decode_payload(good, (4, 0))
 
 
 def test_payload_refuses_non_shortest_varints() -> None:
-    assert bs.decode_payload(b"\x01\x01\x05\x02zz") == bs.FramePayload((5,), [b"zz"])
+    assert bs.decode_payload(b"\x01\x01\x05\x02zz", (2, 0)) == bs.FramePayload((5,), [b"zz"])
     for bad in (b"\x01\x01\x85\x00\x02zz", b"\x01\x01\x05\x82\x00zz", b"\x01\x00\xf0\xa2\x04"):  # 5, 2; 70000
+        with pytest.raises(BitstreamError):
+            bs.decode_payload(bad, (2, 0))
+    assert bs.decode_payload(b"\x22\x05\x02zzy") == bs.FramePayload((5,), [b"zz", b"y"])
+    for bad in (b"\x22\x85\x00\x02zzy", b"\x22\x05\x82\x00zzy", b"\x20\xf0\xa2\x04"):  # 5, 2; 70000
         with pytest.raises(BitstreamError):
             bs.decode_payload(bad)
 
@@ -250,13 +272,13 @@ def test_stream_roundtrip(stream: tuple[Path, bytes]) -> None:
     assert info["model"] == "nvc-lite" and info["matrix"] == "bt709" and info["color_range"] == "limited"
 
 
-def test_whole_file_matches_the_construct_declaration(stream_v2: tuple[Path, bytes]) -> None:
-    _, data = stream_v2
+def test_whole_file_matches_the_construct_declaration(stream_v3: tuple[Path, bytes]) -> None:
+    _, data = stream_v3
     s = bs.NVC_STREAM.parse(data)
     assert s.header.body.value.fields.frame_count == 5 == len(s.frames)
     assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
     assert [r.body.value.head.seq for r in s.frames] == [0, 1, 2, 3, 4]
-    # 2.0 records: 2 sync + type + quality + seq + LEB128 length + payload + CRC; nothing after them
+    # 3.0 (and 2.0) records: 2 sync + type + quality + seq + LEB128 length + payload + CRC; nothing after them
     hl = struct.unpack_from("<H", data, 6)[0]
     assert len(data) == hl + sum(5 + (1 if len(p) < 128 else 2) + len(p) + 4 for _, _, p in FRAMES)
     assert data[hl : hl + 6] == b"Nf\x00\x03\x00\x23"  # frame 0: I, quality 3, seq 0, 35 bytes
@@ -355,7 +377,7 @@ def test_bad_magic(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
 
 def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
     _, data = stream
-    for major in (0, 3, 255):
+    for major in (0, 4, 255):
         with pytest.raises(VersionError, match=rf"version {major}\.\d+ is not supported"):
             load(tmp_path, reheader(data, major=major))
         # refused from the version bytes alone, before anything else is looked at
@@ -365,7 +387,7 @@ def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> No
             load(tmp_path, bs.MAGIC + bytes([major, 0]))
 
 
-@pytest.mark.parametrize("version", [(2, 7), (1, 7)])
+@pytest.mark.parametrize("version", [(3, 7), (2, 7), (1, 7)])
 def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int]) -> None:
     newer = replace(HEADER, version=version, frame_count=len(FRAMES))
     hb = bs.encode_header(newer, extra=b"future fields")
@@ -373,7 +395,7 @@ def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int
     assert bs.decode_header(hb) == newer
     if version[0] == 1:
         data = v1_stream(header=hb)
-    else:  # the longer header in front of a 2.0 stream's records (they hold no offsets)
+    else:  # the longer header in front of a 3.0 stream's records (they hold no offsets; 2.x's are the same)
         old = write_stream(tmp_path / "n.nvc")
         data = hb + old[struct.unpack_from("<H", old, 6)[0] :]
     with load(tmp_path, data) as r:
@@ -482,7 +504,7 @@ def test_lying_header_fields_refused(tmp_path: Path, stream: tuple[Path, bytes])
 
 
 def _with_head(data: bytes, start: int, **head: int) -> bytes:
-    """A 2.0 stream with the record head at ``start`` rewritten (fields in ``head``; "raw_length": the
+    """A 3.0 (or 2.0) stream with the record head at ``start`` rewritten (fields in ``head``; "raw_length": the
     length's bytes as given), its payload and CRC left as they are."""
     old_len = data[start + 5 :]
     n = next(k for k, b in enumerate(old_len) if b < 0x80) + 1
@@ -496,9 +518,9 @@ def _with_head(data: bytes, start: int, **head: int) -> bytes:
     return data[:start] + bytes(fixed) + raw + data[start + 5 + n :]
 
 
-def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v2: tuple[Path, bytes]) -> None:
-    """2.0: a record head that lies stops the scan there; the frames before it survive."""
-    path, data = stream_v2
+def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v3: tuple[Path, bytes]) -> None:
+    """3.0 (and 2.0): a record head that lies stops the scan there; the frames before it survive."""
+    path, data = stream_v3
     starts = _record_starts(path)
     t0 = time.perf_counter()
     for head, why in (({"length": 2**32 - 1}, "limit"), ({"length": 2**20}, "truncated in frame 2"),
@@ -516,8 +538,8 @@ def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v2: tuple[Pat
     assert time.perf_counter() - t0 < 5
 
 
-def test_frames_past_the_limit_are_reported(tmp_path: Path, stream_v2: tuple[Path, bytes], monkeypatch) -> None:
-    _, data = stream_v2
+def test_frames_past_the_limit_are_reported(tmp_path: Path, stream_v3: tuple[Path, bytes], monkeypatch) -> None:
+    _, data = stream_v3
     monkeypatch.setattr(bs, "MAX_FRAMES", 3)
     with load(tmp_path, reheader(data, frame_count=3)) as r:
         assert len(r.frames) == 3 and r.truncated == "bytes after frame 2, the limit of 3 frames"
@@ -566,6 +588,7 @@ def test_random_bytes(tmp_path: Path, b: bytes) -> None:
     read_everything(tmp_path, b)
     read_everything(tmp_path, bs.MAGIC + b"\x01\x00" + b)
     read_everything(tmp_path, bs.MAGIC + b"\x02\x00" + b)
+    read_everything(tmp_path, bs.MAGIC + b"\x03\x00" + b)
     assert time.perf_counter() - t0 < 1
 
 
@@ -577,12 +600,13 @@ def _valid_stream(version: str) -> bytes:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            _VALID[version] = write_stream(Path(d) / "v.nvc") if version == "2.0" else v1_stream()
+            make = {"3.0": write_stream, "2.0": v2_stream}.get(version, lambda _: v1_stream())
+            _VALID[version] = make(Path(d) / "v.nvc")
     return _VALID[version]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data(), st.sampled_from(["2.0", "1.3"]))
+@given(st.data(), st.sampled_from(["3.0", "2.0", "1.3"]))
 def test_random_damage(tmp_path: Path, data: st.DataObject, version: str) -> None:
     b = bytearray(_valid_stream(version))
     for _ in range(data.draw(st.integers(1, 4))):

@@ -76,6 +76,27 @@ def test_errors(lite):
         dec.decode(FrameRecord(0, FrameType.I, 0, bad))
 
 
+def test_payload_shape_is_derived_in_format_3(lite):
+    """3.0 leaves out a shape the model derives from the frame size; a written one must match it, and 2.0
+    payloads must carry it."""
+    from types import SimpleNamespace
+
+    coded = _encode(lite, make_frames(1, 32, 32), gop=4)[0]
+    p = bitstream.decode_payload(coded.payload)
+    assert p.shape == () and lite.latent_shape(64, 64) == (1, 1)
+    ref = Decoder(lite, width=32, height=32).decode(FrameRecord(0, FrameType.I, coded.quality, coded.payload))
+    written = bitstream.encode_payload(bitstream.FramePayload(shape=(1, 1), strings=p.strings))
+    out = Decoder(lite, width=32, height=32).decode(FrameRecord(0, FrameType.I, coded.quality, written))
+    assert np.array_equal(out.y, ref.y) and len(written) == len(coded.payload) + 2
+    v2 = bitstream.encode_payload(bitstream.FramePayload(shape=(), strings=p.strings), (2, 0))
+    with pytest.raises(BitstreamError, match="latent shape"):
+        Decoder(lite, width=32, height=32).decode(FrameRecord(0, FrameType.I, coded.quality, v2, (2, 0)))
+    stub = Decoder(SimpleNamespace(name="stub", alignment=64), width=64, height=64, exact=False)
+    with pytest.raises(BitstreamError, match="does not derive"):
+        stub._check_shape(0, (), 1, (3, 0))
+    assert stub._check_shape(0, (2, 3), 1, (3, 0)) == (2, 3)
+
+
 def test_bounded_memory_float_path_decodes_like_the_encoder(lite, monkeypatch):
     """Large frames (here: every frame) run the float path in stripes; the decoder still matches."""
     import nvc.models.layers

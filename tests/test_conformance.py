@@ -120,7 +120,8 @@ def _expect(v: dict, stream: Path, out: Path) -> None:
 
 @pytest.mark.parametrize("folder", LEGACY, ids=[p.name for p in LEGACY])
 def test_earlier_versions_still_decode(folder, tmp_path):
-    """Streams an earlier nvc wrote (format 1.3: 16-byte records, an index) decode as they did then."""
+    """Streams an earlier nvc wrote (format 1.3: 16-byte records, an index; 2.0: the payload's fields in
+    full) decode as they did then."""
     legacy = json.loads((folder / "manifest.json").read_text())
     assert legacy["format_version"] == folder.name != manifest_version()
     for v in legacy["vectors"]:

@@ -179,7 +179,7 @@ class NvcLite(nn.Module):
 
     @property
     def substreams(self) -> int:
-        """Substreams per frame (format 2.0): one rANS string of the motion vectors, z and y, after the motion
+        """Substreams per frame (formats 2.0 and 3.0): one rANS string of the motion vectors, z and y, after the motion
         field's header with block motion (empty in I frames)."""
         return 2 if self.motion else 1
 
@@ -563,7 +563,7 @@ class NvcLite(nn.Module):
                  y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
-        ``joint``: one rANS string instead, ``"strings": [[yz]]`` (format 2.0's layout of a frame: ``z``'s
+        ``joint``: one rANS string instead, ``"strings": [[yz]]`` (the layout of a frame since format 2.0: ``z``'s
         symbols, then ``y``'s, in one string, after ``lead``'s: a motion field's vectors).
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
@@ -619,7 +619,7 @@ class NvcLite(nn.Module):
         :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of up to ``LIGHT_PIXELS``
         pixels (larger frames keep the memory-light path: none).
 
-        ``joint`` (format 2.0's layout): the strings are ``[field header, joint string]`` with block motion
+        ``joint`` (the layout since format 2.0): the strings are ``[field header, joint string]`` with block motion
         (the header empty in I frames), else ``[joint string]``; the joint string holds the motion vectors,
         ``z`` and ``y``. Without: format 1.x's ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's
         nvc-coded I frames still carry)."""
@@ -721,10 +721,10 @@ class NvcLite(nn.Module):
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
                          quality: int, exact: bool = False) -> tuple[Tensor, Tensor]:
-        """Either layout of :meth:`compress_frame`'s strings: format 2.0's (:attr:`substreams` of them) or
+        """Either layout of :meth:`compress_frame`'s strings: the one since format 2.0 (:attr:`substreams` of them) or
         1.x's (:attr:`legacy_substreams`)."""
         ref, size = ctx, (int(shape[0]), int(shape[1]))
-        if len(strings) == self.substreams:  # format 2.0: one string, after the motion field's header
+        if len(strings) == self.substreams:  # formats 2.0 and 3.0: one string, after the motion field's header
             field = strings[0] if self.motion else b""
             if ctx is None and field:
                 raise ValueError("an I frame carries a motion field")
