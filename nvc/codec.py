@@ -219,9 +219,8 @@ class Decoder(_Session):
             shape = expect
         if expect is not None and tuple(shape) != expect:
             raise BitstreamError(f"frame {index}: latent shape {tuple(shape)} does not match the frame size")
-        expect_n = getattr(self.model, "substreams", None)
-        if version[0] == 1:  # models whose frames were laid out otherwise in format 1.x
-            expect_n = getattr(self.model, "legacy_substreams", expect_n)
+        count = getattr(self.model, "substream_count", None)  # models whose frames' layout depends on the version
+        expect_n = count(version[0]) if count is not None else getattr(self.model, "substreams", None)
         if expect_n is not None and n != expect_n:
             raise BitstreamError(f"frame {index}: {n} substreams, expected {expect_n}")
         return tuple(shape)

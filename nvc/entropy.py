@@ -294,9 +294,13 @@ class SymbolReader:
     parts' concatenation); ``SymbolReader(string, {name: tables, ...})`` one of :func:`encode_parts`."""
 
     def __init__(self, string: bytes, tables: dict[str, Tables]) -> None:
-        self._tables = tables
+        self._tables = dict(tables)
         self._coder = extension("ans").RansDecoder()
         self._coder.set_stream(string)
+
+    def add(self, name: str, tables: Tables) -> None:
+        """Tables for parts whose tables the string's earlier parts choose (e.g. a motion field's header)."""
+        self._tables[name] = tables
 
     def read(self, indexes: Tensor, name: str = "") -> Tensor:
         values = self._coder.decode_stream(indexes.int().cpu().reshape(-1).tolist(), *self._tables[name])

@@ -219,9 +219,9 @@ def test_model_config_checks():
     with pytest.raises(ModelError, match="radius"):
         models.create("nvc-lite", n=16, m=16, c=8, motion=8, motion_radius=65)
     m = models.create("nvc-lite", n=16, m=16, c=8)
-    assert (m.substreams, m.legacy_substreams) == (1, 2)
+    assert [m.substream_count(v) for v in (3, 2, 1)] == [1, 1, 2] and (m.substreams, m.legacy_substreams) == (1, 2)
     m = models.create("nvc-lite", n=16, m=16, c=8, motion=16)
-    assert (m.substreams, m.legacy_substreams) == (2, 3) and m.config["motion"] == 16
+    assert [m.substream_count(v) for v in (3, 2, 1)] == [1, 2, 3] and m.config["motion"] == 16
 
 
 @pytest.mark.parametrize("numeric", ["exact", "fast"])
@@ -233,8 +233,7 @@ def test_encoder_and_decoder_agree_with_motion(numeric):
     for i, f in enumerate(frames):
         cf = enc.encode(f)
         p = bitstream.decode_payload(cf.payload)
-        assert len(p.strings) == 2 and (p.strings[0] == b"") == (i == 0)  # the field's header, the joint string
-        assert len(p.strings[0]) in (0, 3)
+        assert len(p.strings) == 1  # format 3.0: the field (P frames), z and y in one string
         out = dec.decode(bitstream.FrameRecord(index=i, frame_type=cf.frame_type, quality=cf.quality,
                                                payload=cf.payload))
         for a, b in ((out.y, cf.recon.y), (out.u, cf.recon.u), (out.v, cf.recon.v)):
@@ -248,27 +247,34 @@ def test_decoder_refuses_misplaced_motion_fields():
     frames = make_frames(2, 64, 64, seed=1)
     enc = Encoder(m, quality=1, gop=8, width=64, height=64, numeric="exact")
     coded = [enc.encode(f) for f in frames]
-    i_payload = bitstream.decode_payload(coded[0].payload)
-    p_field = bitstream.decode_payload(coded[1].payload).strings[0]
-    bad = bitstream.encode_payload(bitstream.FramePayload(shape=i_payload.shape, strings=[p_field, i_payload.strings[1]]))
+    i_string = bitstream.decode_payload(coded[0].payload).strings[0]
+    p_header = motion.code_field(torch.zeros(1, 2, 4, 4, dtype=torch.long), 16).header
+    # format 2.0 carried the field's header apart: an I frame must have none
+    bad = bitstream.encode_payload(bitstream.FramePayload(shape=(1, 1), strings=[p_header, i_string]), (2, 0))
     dec = Decoder(m, width=64, height=64, exact=True)
     with pytest.raises(BitstreamError, match="motion field"):
+        dec.decode(bitstream.FrameRecord(index=0, frame_type=coded[0].frame_type, quality=coded[0].quality,
+                                         payload=bad, version=(2, 0)))
+    # format 3.0 has no place for one: two substreams are refused by their count
+    bad = bitstream.encode_payload(bitstream.FramePayload(shape=(), strings=[p_header, i_string]))
+    with pytest.raises(BitstreamError, match="2 substreams, expected 1"):
         dec.decode(bitstream.FrameRecord(index=0, frame_type=coded[0].frame_type, quality=coded[0].quality,
                                          payload=bad))
 
 
 @pytest.mark.parametrize("exact", [True, False])
 def test_joint_and_legacy_layouts_decode_alike(exact):
-    """Format 2.0's one string (motion vectors, z, y) and 1.x's three decode to the same frame; the one
-    string is shorter by the two rANS flushes it saves."""
+    """Format 3.0's one string (the motion field's header and vectors, z, y) and 1.x's three decode to the
+    same frame (2.0's layout: the streams in formats/vectors/2.0/, tests/test_conformance.py); the one string
+    is shorter by the two rANS flushes it saves."""
     m = _motion_model()
     f0, f1 = (torch.rand(1, 3, 64, 128) for _ in range(2))
     _, _, _, ctx = m.compress_frame(f0, None, 2, exact=exact, refine=0)
     joint, shape, x_hat, _ = m.compress_frame(f1, ctx, 2, exact=exact, refine=0)
     legacy, shape_l, x_hat_l, _ = m.compress_frame(f1, ctx, 2, exact=exact, refine=0, joint=False)
     assert torch.equal(x_hat, x_hat_l) and shape == shape_l
-    assert len(joint) == 2 and len(joint[0]) == 3 and len(legacy) == 3 and legacy[2][:3] == joint[0]
-    assert len(joint[1]) <= sum(map(len, legacy)) - 3 - 8
+    assert len(joint) == 1 and len(legacy) == 3
+    assert len(joint[0]) <= sum(map(len, legacy)) - 8
     for strings in (joint, legacy):
         out, _ = m.decompress_frame(strings, shape, ctx, 2, exact=exact)
         assert torch.equal(out, x_hat)

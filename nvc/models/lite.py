@@ -179,14 +179,19 @@ class NvcLite(nn.Module):
 
     @property
     def substreams(self) -> int:
-        """Substreams per frame (formats 2.0 and 3.0): one rANS string of the motion vectors, z and y, after the motion
-        field's header with block motion (empty in I frames)."""
-        return 2 if self.motion else 1
+        """Substreams per frame (format 3.0): one rANS string of the motion field (its header, then its vectors;
+        P frames with block motion), z and y."""
+        return 1
 
     @property
     def legacy_substreams(self) -> int:
         """Substreams per frame in format 1.x: y, z, and with block motion the motion field."""
         return 3 if self.motion else 2
+
+    def substream_count(self, major: int) -> int:
+        """Substreams per frame in streams of format ``major``.x (2.0 had the motion field's 3-byte header
+        apart, before the string; empty in I frames)."""
+        return {1: self.legacy_substreams, 2: 2 if self.motion else 1}.get(major, self.substreams)
 
     @staticmethod
     def latent_shape(padded_height: int, padded_width: int) -> tuple[int, int]:
@@ -589,7 +594,8 @@ class NvcLite(nn.Module):
             refine = lambda y_a: self._context_params(b, y_a, scales, means, exact)  # noqa: E731
         if joint:
             y_sym, y_idx, y_hat = b["y"].code(y, scales, means, first=first, refine=refine)
-            parts = [] if lead is None else [("motion", lead.tables, lead.symbols, lead.indexes)]
+            parts = [] if lead is None else [("field", motion.header_tables(), motion.header_symbols(lead.header),
+                                              list(motion.HEADER_INDEXES)), ("motion", lead.tables, lead.symbols, lead.indexes)]
             t = self._latent_tables(b)
             parts += [("z", t["z"], z_sym, z_idx), ("y", t["y"], y_sym[0].tolist(), y_idx[0].tolist())]
             string = encode_parts(parts)
@@ -619,16 +625,15 @@ class NvcLite(nn.Module):
         :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of up to ``LIGHT_PIXELS``
         pixels (larger frames keep the memory-light path: none).
 
-        ``joint`` (the layout since format 2.0): the strings are ``[field header, joint string]`` with block motion
-        (the header empty in I frames), else ``[joint string]``; the joint string holds the motion vectors,
-        ``z`` and ``y``. Without: format 1.x's ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's
-        nvc-coded I frames still carry)."""
+        ``joint`` (format 3.0's layout): the strings are ``[joint string]``, which holds the motion field
+        (P frames with block motion: its header, then its vectors), ``z`` and ``y``. Without: format 1.x's
+        ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's nvc-coded I frames still carry)."""
         ref, field, lead = ctx, b"", None
         if self.motion and ctx is not None:  # P frames: find, code and apply the block motion
             mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
                                  precision=self.motion_precision)
             lead = motion.code_field(mv, self.motion, self.motion_precision, self.motion_overlap)
-            field = lead.header if joint else motion.field_bytes(lead)
+            field = b"" if joint else motion.field_bytes(lead)
             ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
         y = None
         if visible is not None and self.settle_padding:
@@ -641,8 +646,8 @@ class NvcLite(nn.Module):
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         strings = [s[0] for s in out["strings"]]
-        if self.motion:
-            strings = [field, *strings] if joint else [*strings, field]
+        if self.motion and not joint:
+            strings = [*strings, field]
         return strings, tuple(out["shape"]), x_hat, x_hat
 
     # the encoder's default choices (compress_frame's refine=None): refinement steps for every I frame and
@@ -721,28 +726,39 @@ class NvcLite(nn.Module):
 
     def decompress_frame(self, strings: list[bytes], shape: tuple[int, ...], ctx: Tensor | None,
                          quality: int, exact: bool = False) -> tuple[Tensor, Tensor]:
-        """Either layout of :meth:`compress_frame`'s strings: the one since format 2.0 (:attr:`substreams` of them) or
-        1.x's (:attr:`legacy_substreams`)."""
+        """Any layout of :meth:`compress_frame`'s strings, told apart by their count: format 3.0's one string,
+        2.0's (the motion field's 3-byte header apart, before the string, with block motion) or 1.x's
+        (:attr:`legacy_substreams`)."""
         ref, size = ctx, (int(shape[0]), int(shape[1]))
-        if len(strings) == self.substreams:  # formats 2.0 and 3.0: one string, after the motion field's header
-            field = strings[0] if self.motion else b""
+        apart = self.motion and len(strings) == 2  # 2.0 with block motion
+        if len(strings) == 1 or apart:  # one string: the motion field's vectors (2.0: after its header), z, y
+            field = strings[0] if apart else b""
             if ctx is None and field:
                 raise ValueError("an I frame carries a motion field")
-            tables, count, h = {}, 0, None
-            if self.motion and ctx is not None:
-                h = motion.read_header(field, ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
-                tables["motion"], count = h.tables, h.indexes.numel()
             b = self._branch(ctx is not None)
-            tables.update(self._latent_tables(b))
-            count += b["z"].symbols(size) + self.config["m"] * 16 * size[0] * size[1]  # y: 4x z's size each way
-            reader = SymbolReader(safe_string(strings[-1], count), tables)
-            if h is not None:
+            count = b["z"].symbols(size) + self.config["m"] * 16 * size[0] * size[1]  # y: 4x z's size each way
+            tables = self._latent_tables(b)
+            if not (self.motion and ctx is not None):
+                reader = SymbolReader(safe_string(strings[-1], count), tables)
+            elif apart:
+                h = motion.read_header(field, ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                reader = SymbolReader(safe_string(strings[-1], count + h.indexes.numel()), tables)
+            else:  # 3.0: the header's symbols first; the smallest blocks bound the vectors' count until it is read
+                h_most, w_most = (ctx.shape[-2] // min(MOTION_BLOCKS), ctx.shape[-1] // min(MOTION_BLOCKS))
+                most = count + motion.HEADER_SYMBOLS + 2 * h_most * w_most
+                reader = SymbolReader(safe_string(strings[-1], most), {**tables, "field": motion.header_tables()})
+                header = motion.header_from_symbols(reader.read(torch.tensor(motion.HEADER_INDEXES), "field").tolist())
+                h = motion.read_header(header, ctx.shape[-2], ctx.shape[-1], MOTION_BLOCKS)
+                check_string(strings[-1], count + motion.HEADER_SYMBOLS + h.indexes.numel())  # the exact limit
+            if self.motion and ctx is not None:
+                reader.add("motion", h.tables)
                 f = motion.field_from_residuals(h, reader.read(h.indexes, "motion"))
                 ref = motion.compensate(ctx, f.mv.to(ctx.device), f.block, f.precision, f.overlap)
             x_hat = self.decompress([], size, ref=ref, quality=quality, exact=exact, reader=reader)["x_hat"].clamp(0.0, 1.0)
             return x_hat, x_hat
         if len(strings) != self.legacy_substreams:
-            raise ValueError(f"{len(strings)} substreams, expected {self.substreams} (or {self.legacy_substreams})")
+            raise ValueError(f"{len(strings)} substreams, expected {self.substreams} (or an older format's "
+                             f"{self.substream_count(2)} or {self.legacy_substreams})")
         if self.motion:
             if ctx is None and strings[2]:
                 raise ValueError("an I frame carries a motion field")

@@ -333,6 +333,41 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
     return field_from_residuals(h, values)
 
 
+# Format 3.0 codes the header in the frame's rANS string, before the vectors: three symbols, each with a
+# uniform table (16-bit CDFs, an escape of frequency 1 last): the mode, log2(block) - 3 | log2(precision) << 1 |
+# overlap << 2 (0..15), then the dy and dx tables (0..17). About 12 bits instead of 3 bytes and a length.
+HEADER_SYMBOLS = 3
+HEADER_INDEXES = (0, 1, 1)  # the mode's table, then the table choices' (twice)
+_MODES = 16
+
+
+def _uniform_cdf(n: int) -> list[int]:
+    budget = (1 << 16) - 1  # the escape takes 1
+    cdf = [0]
+    for k in range(n):
+        cdf.append(cdf[-1] + budget // n + (k < budget % n))
+    return cdf + [cdf[-1] + 1]
+
+
+@lru_cache(maxsize=None)
+def header_tables() -> tuple[list[list[int]], list[int], list[int]]:
+    """The rANS tables of a field's header symbols (:data:`HEADER_INDEXES` into them)."""
+    return [_uniform_cdf(_MODES), _uniform_cdf(len(_THETA))], [_MODES + 2, len(_THETA) + 2], [0, 0]
+
+
+def header_symbols(header: bytes) -> list[int]:
+    """A field's 3-byte header (:attr:`FieldCode.header`) as format 3.0's three symbols."""
+    return [(header[0] & 15) - 3 | (header[0] >> 4 & 3) << 1 | (header[0] >> 6) << 2, header[1], header[2]]
+
+
+def header_from_symbols(values: list[int]) -> bytes:
+    """:func:`header_symbols`' inverse (ValueError for values no encoder writes)."""
+    mode, dy, dx = (int(v) for v in values)
+    if not (0 <= mode < _MODES and 0 <= dy < len(_THETA) and 0 <= dx < len(_THETA)):
+        raise ValueError("motion field header symbol out of range")
+    return bytes([3 + (mode & 1) | (mode >> 1 & 1) << 4 | (mode >> 2) << 6, dy, dx])
+
+
 def read_header(data: bytes, height: int, width: int, blocks: tuple[int, ...]) -> FieldHeader:
     """A motion field's 3-byte header (:attr:`FieldCode.header`), checked for a padded frame size."""
     if len(data) != _HEADER:
