@@ -28,7 +28,8 @@ part: ``NvcLite.settle_margin``) ``irefine=N`` (refinement steps for I frames: `
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
 
 ``--split`` also stores each quality's bits per frame type and substream (where a stream's bits go: format
-2.0 codes the motion vectors, z and y in one rANS string, so the split is header / field / rANS); every
+3.0 codes the motion field, z and y in one rANS string, so the split is header (the payload's own fields) /
+rANS; 2.0 had the motion field's header apart, 1.x y, z and the motion field); every
 nvc entry's ``encode_s`` (seconds to code all its qualities) is stored too, comparable within one idle run:
 
     python benchmarks/train_clip_check.py shipped:q=0 --clips bigbuckbunny_CG.mp4=720x1280 --frames 8 --split
@@ -74,10 +75,10 @@ def spread(n: int) -> tuple[int, ...]:
     return tuple(sorted(set(range(0, n, 2)) | {n - 1}))
 
 
-# nvc-lite's substreams in formats 2.0 and 3.0, in payload order: the motion field's header (P frames), then one rANS
-# string of the motion vectors, z and y (format 1.x had y, z and the motion field apart: the committed
-# split-bbb720-q0-32f.json was made then)
-SUBSTREAMS = ("field", "rans")
+# nvc-lite's substreams in format 3.0: one rANS string of the motion field (P frames), z and y (format 2.0 had
+# the motion field's header apart, 1.x y, z and the motion field: the committed split-bbb720-q0-32f.json was
+# made then)
+SUBSTREAMS = ("rans",)
 
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
