@@ -569,7 +569,7 @@ class NvcLite(nn.Module):
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
         ``joint``: one rANS string instead, ``"strings": [[yz]]`` (the layout of a frame since format 2.0: ``z``'s
-        symbols, then ``y``'s, in one string, after ``lead``'s: a motion field's vectors).
+        symbols, then ``y``'s, in one string, after ``lead``'s: a motion field's header and vectors).
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
         ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's.

@@ -336,8 +336,8 @@ def decode_field(data: bytes, height: int, width: int, blocks: tuple[int, ...]) 
 # Format 3.0 codes the header in the frame's rANS string, before the vectors: three symbols, each with a
 # uniform table (16-bit CDFs, an escape of frequency 1 last): the mode, log2(block) - 3 | log2(precision) << 1 |
 # overlap << 2 (0..15), then the dy and dx tables (0..17). About 12 bits instead of 3 bytes and a length.
-HEADER_SYMBOLS = 3
 HEADER_INDEXES = (0, 1, 1)  # the mode's table, then the table choices' (twice)
+HEADER_SYMBOLS = len(HEADER_INDEXES)
 _MODES = 16
 
 
