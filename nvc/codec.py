@@ -219,8 +219,8 @@ class Decoder(_Session):
             shape = expect
         if expect is not None and tuple(shape) != expect:
             raise BitstreamError(f"frame {index}: latent shape {tuple(shape)} does not match the frame size")
-        count = getattr(self.model, "substream_count", None)  # models whose frames' layout depends on the version
-        expect_n = count(version[0]) if count is not None else getattr(self.model, "substreams", None)
+        count = getattr(self.model, "substream_count", None)  # models with one substream count per format version
+        expect_n = None if count is None else count(version[0])
         if expect_n is not None and n != expect_n:
             raise BitstreamError(f"frame {index}: {n} substreams, expected {expect_n}")
         return tuple(shape)
