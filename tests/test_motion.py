@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from nvc import bitstream, models
 from nvc.codec import Decoder, Encoder
+from nvc.color import luma
 from nvc.entropy import extension
 from nvc.errors import ModelError
 from nvc.models import motion
@@ -117,6 +118,25 @@ def test_overlapped_compensation_blends_neighbours_near_edges_only():
     assert (motion.compensate(ref.double(), mv, 16, 2, 2).float() - out).abs().max() < 1e-6
     with pytest.raises(ValueError, match="overlap"):
         motion.compensate(ref, mv, 16, 2, 4)
+
+
+@pytest.mark.parametrize("block,precision,overlap", [(8, 1, 0), (8, 2, 2), (16, 2, 3), (16, 1, 1)])
+def test_stripes_compute_the_whole_frames_result_bit_for_bit(monkeypatch, block, precision, overlap):
+    """compensate and the search's block errors run a stripe of block rows at a time: any stripe height
+    gives the whole frame's prediction, and the errors are those of compensate's prediction exactly."""
+    g = torch.Generator().manual_seed(block + precision + overlap)
+    ref = torch.rand(2, 3, 5 * block, 3 * block, generator=g)
+    cur = luma(torch.rand(2, 3, 5 * block, 3 * block, generator=g))
+    mv = torch.randint(-9 * precision, 9 * precision + 1, (2, 2, 5, 3), generator=g)
+    fields = [mv, torch.zeros_like(mv), mv.flip(0)]
+    whole = motion.compensate(ref, mv, block, precision, overlap)
+    errs = motion._block_errors(cur, luma(ref), fields, block, precision)
+    for f, e in zip(fields, errs.unbind(1)):
+        pred = motion.compensate(luma(ref), f, block, precision)
+        assert torch.equal(e, torch.nn.functional.avg_pool2d((pred - cur) ** 2, block)[:, 0])
+    monkeypatch.setattr(motion, "STRIPE_PIXELS", 1)  # one block row per stripe
+    assert torch.equal(motion.compensate(ref, mv, block, precision, overlap), whole)
+    assert torch.equal(motion._block_errors(cur, luma(ref), fields, block, precision), errs)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -27,6 +27,7 @@ from .layers import check_string, safe_string
 FULL_SEARCH_RADIUS = 8
 _COARSE = 4  # the coarse level's downscaling
 _REFINE = 3  # the fine level searches this far around the coarse vector
+STRIPE_PIXELS = 1 << 17  # candidate predictions are formed this many pixels at a time (see _block_errors)
 
 
 def _by_length(radius: int) -> list[tuple[int, int]]:
@@ -111,9 +112,49 @@ def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: fl
 
 
 def _block_errors(cur: Tensor, r: Tensor, fields: list[Tensor], block: int, precision: int = 1) -> Tensor:
-    """Each block's mean squared error against ``cur`` under each candidate field: (N, K, bh, bw)."""
-    return torch.stack([F.avg_pool2d((compensate(r, v, block, precision) - cur) ** 2, block)[:, 0]
-                        for v in fields], dim=1)
+    """Each block's mean squared error against ``cur`` under each candidate field: (N, K, bh, bw).
+
+    Each block's prediction is gathered from ``r`` replicate-padded by the largest displacement (which is
+    what :func:`compensate`'s clamped coordinates read), a stripe of block rows at a time (about
+    ``STRIPE_PIXELS`` pixels), so that no prediction or gather index exists for the whole frame. The errors
+    are those of :func:`compensate`'s prediction without overlap, bit for bit."""
+    n, _, h, w = cur.shape
+    bh, bw = h // block, w // block
+    reach = max(int(v.abs().max()) for v in fields) // precision + 1  # + 1: a half pixel's second neighbour
+    rp = F.pad(r, (reach, reach, reach, reach), mode="replicate").reshape(n, -1)
+    pitch = w + 2 * reach
+    k = torch.arange(block, device=cur.device)
+    offsets = (k.view(-1, 1) * pitch + k.view(1, -1)).view(1, 1, 1, -1)  # a block's pixels from its corner
+    corners = ((torch.arange(bh, device=cur.device) * block + reach).view(-1, 1) * pitch
+               + torch.arange(bw, device=cur.device) * block + reach)  # (bh, bw)
+    # the current frame's blocks, each as a row of block² pixels: (N, bh, bw, block²)
+    blocks = cur.reshape(n, bh, block, bw, block).permute(0, 1, 3, 2, 4).reshape(n, bh, bw, block * block)
+    out = torch.empty((n, len(fields), bh, bw), dtype=cur.dtype, device=cur.device)
+    step = max(1, STRIPE_PIXELS // (w * block))  # block rows per stripe
+    for b0 in range(0, bh, step):
+        b1 = min(bh, b0 + step)
+        rows = b1 - b0
+        for i, v in enumerate(fields):
+            v = v[:, :, b0:b1].expand(n, 2, rows, bw)
+            iy = torch.div(v[:, 0], precision, rounding_mode="floor")
+            ix = torch.div(v[:, 1], precision, rounding_mode="floor")
+            at = (corners[b0:b1] + iy * pitch + ix).unsqueeze(-1) + offsets  # (N, rows, bw, block²)
+
+            def read(shift: int) -> Tensor:
+                return rp.gather(1, (at + shift).view(n, -1)).view(at.shape)
+
+            pred = read(0)
+            if precision > 1:  # as _predict_pixels: a half pixel is the mean of two, per row, then of rows
+                fy = (v[:, 0] != iy * precision).unsqueeze(-1)
+                fx = (v[:, 1] != ix * precision).unsqueeze(-1)
+                pred = (pred + torch.where(fx, read(1), pred)) * 0.5
+                if bool(fy.any()):
+                    below = read(pitch)
+                    below = (below + torch.where(fx, read(pitch + 1), below)) * 0.5
+                    pred = (pred + torch.where(fy, below, pred)) * 0.5
+            err = (pred - blocks[:, b0:b1]) ** 2
+            out[:, i, b0:b1] = F.avg_pool2d(err.view(-1, 1, block, block), block).view(n, rows, bw)
+    return out
 
 
 def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap: int = 0) -> Tensor:
@@ -133,8 +174,21 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
         raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
     if overlap not in OVERLAPS:
         raise ValueError(f"motion overlap must be one of {OVERLAPS}, not {overlap}")
+    rows = max(1, STRIPE_PIXELS // (w * block)) * block
+    if rows >= h:
+        return _compensate_rows(ref, mv, block, precision, overlap, 0, h)
+    # a stripe of block rows at a time: no gather index or temporary exists for the whole frame
+    out = torch.empty_like(ref)
+    for y0 in range(0, h, rows):
+        out[:, :, y0:y0 + rows] = _compensate_rows(ref, mv, block, precision, overlap, y0, min(h, y0 + rows))
+    return out
+
+
+def _compensate_rows(ref: Tensor, mv: Tensor, block: int, precision: int, overlap: int, y0: int, y1: int) -> Tensor:
+    """Rows ``y0..y1`` of :func:`compensate`'s prediction (N, C, y1 - y0, W); each pixel is computed alone."""
+    h, w = ref.shape[-2:]
     bh, bw = h // block, w // block
-    ys, xs = torch.arange(h, device=ref.device), torch.arange(w, device=ref.device)
+    ys, xs = torch.arange(y0, y1, device=ref.device), torch.arange(w, device=ref.device)
     by, bx = ys // block, xs // block
 
     def pred(y: Tensor, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -150,12 +204,12 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
     twice = torch.minimum(2 * k + 1, 2 * block - 2 * k - 1)  # twice the distance to the nearest edge
     weight = (2 * band - twice).clamp(min=0).to(ref.dtype) / (4 * band)  # the neighbour's: (band - d) / (2 band)
     side = torch.where(2 * k + 1 < block, -1, 1)  # the nearest edge: before or after
-    ny = (by + side.repeat(bh)).clamp(0, bh - 1)
+    ny = (by + side[ys % block]).clamp(0, bh - 1)
     nx = (bx + side.repeat(bw)).clamp(0, bw - 1)
     # Each pixel is top + (bottom - top) * wy, with top = own + (p(i, j') - own) * wx and bottom likewise from
     # the vertical neighbour: a + (b - a) * w, three separate operations (never a fused multiply-add, never
     # torch.lerp), so a zero weight gives a exactly. Only the rows and columns of nonzero weight are computed.
-    wy, wx = weight.repeat(bh), weight.repeat(bw)
+    wy, wx = weight[ys % block], weight.repeat(bw)
     cy, cx = torch.nonzero(wy).flatten(), torch.nonzero(wx).flatten()
     ay, ax = wy[cy].view(1, 1, -1, 1), wx[cx].view(1, 1, 1, -1)
     # (Indexing with cx or cy reads a copy, and each right side is computed before it is stored, so the blends
