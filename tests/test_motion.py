@@ -42,6 +42,23 @@ def test_wide_search_goes_coarse_to_fine_and_finds_a_long_shift():
     inner = mv[0, :, 1:-1, 1:-1]
     assert bool((inner[0] == -9).all()) and bool((inner[1] == 13).all())
     assert int(mv.abs().max()) <= 16
+    full = motion.estimate(cur, ref, 16, 16, full=16)  # every displacement within 16 (nvc-lite's small frames)
+    assert torch.equal(full[0, :, 1:-1, 1:-1], inner)
+
+
+def test_full_search_finds_a_small_object_that_coarse_to_fine_misses():
+    """A 16x16 patch moves 11 pixels over a flat background: in 4x downscaled luma it is a 4x4 blur the coarse
+    level places wrongly, the full search does not."""
+    ref = torch.full((1, 3, 64, 64), 0.5)
+    g = torch.Generator().manual_seed(3)
+    patch = torch.rand(1, 3, 16, 16, generator=g)
+    ref[..., 8:24, 8:24] = patch
+    cur = torch.full_like(ref, 0.5)
+    cur[..., 8:24, 19:35] = patch  # moved 11 pixels right: the block at (8, 16) is predicted from 5 left of it
+    coarse = motion.estimate(cur, ref, 8, 16, penalty=0.0)  # radius 16 > FULL_SEARCH_RADIUS
+    assert not torch.equal(motion.compensate(ref, coarse, 8), cur)
+    full = motion.estimate(cur, ref, 8, 16, penalty=0.0, full=16)
+    assert torch.equal(motion.compensate(ref, full, 8), cur)
 
 
 def test_compensate_copies_values_with_clamped_coordinates():

@@ -42,6 +42,8 @@ DEFAULT_LAMBDAS = (0.004, 0.0075, 0.014, 0.026, 0.048, 0.09)
 # (Named here because NvcLite.__init__'s ``motion`` argument hides the module there.)
 MOTION_BLOCKS = motion.BLOCKS
 MOTION_RADIUS = 16
+# the encoder's full (not coarse-to-fine) motion search radius on frames of up to LIGHT_PIXELS pixels
+MOTION_FULL_RADIUS = 16
 MAX_MOTION_RADIUS = motion.MAX_RADIUS
 # motion search's cost per unit of vector distance, times lambdas[q] (see NvcLite.motion_penalty)
 MOTION_PENALTY = 5e-7
@@ -629,9 +631,11 @@ class NvcLite(nn.Module):
         (P frames with block motion: its header, then its vectors), ``z`` and ``y``. Without: format 1.x's
         ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's nvc-coded I frames still carry)."""
         ref, field, lead = ctx, b"", None
+        light = x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS  # the encoder's heavier choices apply up to this size
         if self.motion and ctx is not None:  # P frames: find, code and apply the block motion
             mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
-                                 precision=self.motion_precision)
+                                 precision=self.motion_precision,
+                                 full=self.motion_full_radius if light else motion.FULL_SEARCH_RADIUS)
             lead = motion.code_field(mv, self.motion, self.motion_precision, self.motion_overlap)
             field = b"" if joint else motion.field_bytes(lead)
             ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
@@ -639,7 +643,6 @@ class NvcLite(nn.Module):
         if visible is not None and self.settle_padding:
             y = self.settle_padding_latent(x, ref, quality, visible)
         if refine is None:
-            light = x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS
             refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
         if refine > 0:
             y = self.refine_latent(x, ref, quality, refine, visible, start=y)
@@ -706,6 +709,9 @@ class NvcLite(nn.Module):
     motion_penalty_k: float = MOTION_PENALTY  # the encoder's choice (see motion_penalty)
     motion_precision: int = MOTION_PRECISION  # the encoder's choice: vectors in 1/motion_precision pixel
     motion_overlap: int = MOTION_OVERLAP  # the encoder's choice: overlapped compensation (motion.compensate)
+    # the encoder's choice: on P frames of up to LIGHT_PIXELS pixels, the motion search tries every displacement
+    # within this radius (motion.estimate's ``full``); larger frames search coarse to fine past 8 pixels
+    motion_full_radius: int = MOTION_FULL_RADIUS
 
     def encoder_choices(self) -> dict[str, Any]:
         """The encoder's choices that change its bytes but not the format (e.g. for a benchmark's protocol)."""
@@ -713,6 +719,7 @@ class NvcLite(nn.Module):
                                "intra_refine": self.intra_refine, "inter_refine": self.inter_refine}
         if self.motion:
             out.update(motion_block=self.motion, motion_radius=self.motion_radius, motion_penalty_k=self.motion_penalty_k,
+                       motion_full_radius=self.motion_full_radius,
                        motion_precision=self.motion_precision, motion_overlap=self.motion_overlap)
         return out
 

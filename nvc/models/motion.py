@@ -23,7 +23,7 @@ from ..color import luma as _luma
 from ..entropy import extension
 from .layers import check_string, safe_string
 
-# Searches wider than this radius go coarse to fine (see estimate).
+# By default, searches wider than this radius go coarse to fine (see estimate).
 FULL_SEARCH_RADIUS = 8
 _COARSE = 4  # the coarse level's downscaling
 _REFINE = 3  # the fine level searches this far around the coarse vector
@@ -66,7 +66,7 @@ def _pick(errs: Tensor, vecs: Tensor, penalty: float | Tensor, passes: int) -> T
 
 @torch.no_grad()
 def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | Tensor = 2e-5,
-             passes: int = 2, precision: int = 1) -> Tensor:
+             passes: int = 2, precision: int = 1, full: int = FULL_SEARCH_RADIUS) -> Tensor:
     """Block displacements (N, 2, H/block, W/block) (dy, dx), |d| <= ``radius`` pixels, that minimise the
     block's mean squared luma error (BT.709, :func:`nvc.color.luma`; any weights would decode the same)
     against ``ref`` plus ``penalty`` per unit of distance to an anchor vector: zero on the first pass, on
@@ -74,9 +74,11 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
     blocks keep the zero vector: both are cheap to code); a tensor ``penalty`` of shape (N, 1, 1) gives
     each frame its own. Ties go to the shorter vector.
 
-    Up to ``FULL_SEARCH_RADIUS`` every displacement is tried. Wider searches go coarse to fine: a full
+    Up to a radius of ``full`` every displacement is tried. Wider searches go coarse to fine: a full
     search on 4x downscaled luma, then every displacement within 3 of each block's coarse vector (times
-    4), and the zero vector; about 60 candidates per block instead of (2·radius + 1)².
+    4), and the zero vector; about 60 candidates per block instead of (2·radius + 1)². (The full search
+    finds vectors the coarse level misses, e.g. of small moving objects, at (2·radius + 1)² whole-frame
+    passes.)
 
     ``precision`` 2 returns half-pixel units: the whole-pixel field, then each vector's eight half-pixel
     neighbours tried too (``penalty`` per pixel of distance, so per half pixel it is halved)."""
@@ -86,7 +88,7 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
     if precision not in PRECISIONS:
         raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
     cur, r = _luma(x.float()), _luma(ref.float())
-    mv = _integer_search(cur, r, block, radius, penalty, passes)
+    mv = _integer_search(cur, r, block, radius, penalty, passes, full)
     if precision == 1:
         return mv
     limit = radius * precision
@@ -96,9 +98,9 @@ def estimate(x: Tensor, ref: Tensor, block: int, radius: int, penalty: float | T
 
 
 def _integer_search(cur: Tensor, r: Tensor, block: int, radius: int, penalty: float | Tensor,
-                    passes: int) -> Tensor:
+                    passes: int, full: int = FULL_SEARCH_RADIUS) -> Tensor:
     """Whole-pixel vectors of :func:`estimate` on luma."""
-    if radius <= FULL_SEARCH_RADIUS or block % _COARSE:
+    if radius <= full or block % _COARSE:
         errs, vecs = _full_search(cur, r, block, radius)
         return _pick(errs, vecs, penalty, passes)
     c_errs, c_vecs = _full_search(F.avg_pool2d(cur, _COARSE), F.avg_pool2d(r, _COARSE), block // _COARSE,
