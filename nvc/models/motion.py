@@ -49,16 +49,13 @@ def _full_search(cur: Tensor, r: Tensor, block: int, radius: int) -> tuple[Tenso
 def _pick(errs: Tensor, vecs: Tensor, penalty: float | Tensor, passes: int) -> Tensor:
     """The candidate of least error plus ``penalty`` times its distance to the anchor (zero, then the 3x3
     median of the previous pass); ``vecs`` (K, N or 1, 2, bh or 1, bw or 1). Returns (N, 2, bh, bw)."""
-    n, _, bh, bw = errs.shape
+    n, k, bh, bw = errs.shape
     anchor = torch.zeros((n, 2, bh, bw), dtype=torch.long, device=errs.device)
+    every = vecs.expand(k, n, 2, bh, bw)
     for _ in range(max(1, passes)):
-        best = torch.full_like(errs[:, 0], float("inf"))
-        vec = torch.zeros_like(anchor)
-        for k in range(errs.shape[1]):  # a running minimum: no (K, bh, bw) distance tensor
-            cost = errs[:, k] + penalty * (vecs[k] - anchor).abs().sum(dim=1)
-            better = cost < best  # strict: the earliest of equal costs stays
-            best = torch.where(better, cost, best)
-            vec = torch.where(better.unsqueeze(1), vecs[k], vec)
+        cost = errs.transpose(0, 1) + penalty * (vecs - anchor).abs().sum(dim=2)  # (K, N, bh, bw)
+        first = cost.argmin(dim=0, keepdim=True)  # the earliest of equal costs
+        vec = every.gather(0, first.unsqueeze(2).expand(1, n, 2, bh, bw))[0]
         padded = F.pad(vec.float(), (1, 1, 1, 1), mode="replicate")
         anchor = padded.unfold(2, 3, 1).unfold(3, 3, 1).reshape(n, 2, bh, bw, 9).median(dim=-1).values.long()
     return vec
