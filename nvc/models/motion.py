@@ -11,6 +11,7 @@ prediction in every numeric mode. Estimation is the encoder's choice alone (the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -27,7 +28,12 @@ from .layers import check_string, safe_string
 FULL_SEARCH_RADIUS = 8
 _COARSE = 4  # the coarse level's downscaling
 _REFINE = 3  # the fine level searches this far around the coarse vector
-STRIPE_PIXELS = 1 << 17  # candidate predictions are formed this many pixels at a time (see _block_errors)
+STRIPE_PIXELS = 1 << 17  # predictions are formed this many pixels at a time (see _block_errors, compensate)
+
+
+def _stripe_blocks(width: int, block: int) -> int:
+    """Rows of blocks per stripe: about ``STRIPE_PIXELS`` pixels, at least one row."""
+    return max(1, STRIPE_PIXELS // (width * block))
 
 
 def _by_length(radius: int) -> list[tuple[int, int]]:
@@ -129,7 +135,7 @@ def _block_errors(cur: Tensor, r: Tensor, fields: list[Tensor], block: int, prec
     # the current frame's blocks, each as a row of block² pixels: (N, bh, bw, block²)
     blocks = cur.reshape(n, bh, block, bw, block).permute(0, 1, 3, 2, 4).reshape(n, bh, bw, block * block)
     out = torch.empty((n, len(fields), bh, bw), dtype=cur.dtype, device=cur.device)
-    step = max(1, STRIPE_PIXELS // (w * block))  # block rows per stripe
+    step = _stripe_blocks(w, block)
     for b0 in range(0, bh, step):
         b1 = min(bh, b0 + step)
         rows = b1 - b0
@@ -139,18 +145,15 @@ def _block_errors(cur: Tensor, r: Tensor, fields: list[Tensor], block: int, prec
             ix = torch.div(v[:, 1], precision, rounding_mode="floor")
             at = (corners[b0:b1] + iy * pitch + ix).unsqueeze(-1) + offsets  # (N, rows, bw, block²)
 
-            def read(shift: int) -> Tensor:
-                return rp.gather(1, (at + shift).view(n, -1)).view(at.shape)
+            def read(down: int, right: int) -> Tensor:
+                return rp.gather(1, (at + down * pitch + right).view(n, -1)).view(at.shape)
 
-            pred = read(0)
-            if precision > 1:  # as _predict_pixels: a half pixel is the mean of two, per row, then of rows
+            if precision == 1:
+                pred = read(0, 0)
+            else:
                 fy = (v[:, 0] != iy * precision).unsqueeze(-1)
                 fx = (v[:, 1] != ix * precision).unsqueeze(-1)
-                pred = (pred + torch.where(fx, read(1), pred)) * 0.5
-                if bool(fy.any()):
-                    below = read(pitch)
-                    below = (below + torch.where(fx, read(pitch + 1), below)) * 0.5
-                    pred = (pred + torch.where(fy, below, pred)) * 0.5
+                pred = _half_pixel(read, fy, fx)
             err = (pred - blocks[:, b0:b1]) ** 2
             out[:, i, b0:b1] = F.avg_pool2d(err.view(-1, 1, block, block), block).view(n, rows, bw)
     return out
@@ -173,7 +176,7 @@ def compensate(ref: Tensor, mv: Tensor, block: int, precision: int = 1, overlap:
         raise ValueError(f"motion precision must be one of {PRECISIONS}, not {precision}")
     if overlap not in OVERLAPS:
         raise ValueError(f"motion overlap must be one of {OVERLAPS}, not {overlap}")
-    rows = max(1, STRIPE_PIXELS // (w * block)) * block
+    rows = _stripe_blocks(w, block) * block
     if rows >= h:
         return _compensate_rows(ref, mv, block, precision, overlap, 0, h)
     # a stripe of block rows at a time: no gather index or temporary exists for the whole frame
@@ -235,15 +238,22 @@ def _predict_pixels(ref: Tensor, y: Tensor, x: Tensor, dy: Tensor, dx: Tensor, p
         flat = (r.clamp(0, h - 1) * w + k.clamp(0, w - 1)).view(n, 1, size).expand(n, c, size)
         return flat_ref.gather(2, flat).view(n, c, *dy.shape[1:])
 
-    top = at(rows, cols)
     if precision == 1:
-        return top
+        return at(rows, cols)
     fy, fx = (dy != iy * precision).unsqueeze(1), (dx != ix * precision).unsqueeze(1)  # half-pixel offsets
-    top = (top + torch.where(fx, at(rows, cols + 1), top)) * 0.5
+    return _half_pixel(lambda down, right: at(rows + down, cols + right), fy, fx)
+
+
+def _half_pixel(read: Callable[[int, int], Tensor], fy: Tensor, fx: Tensor) -> Tensor:
+    """Pixels at whole- or half-pixel positions from ``read(down, right)``, the whole-pixel neighbours at
+    offsets 0 or 1 below / right of each position's whole part; ``fy`` / ``fx`` (broadcasting to the reads)
+    mark the half offsets. The mean of two is ``(a + b) / 2`` per row, then between rows (exact)."""
+    top = read(0, 0)
+    top = (top + torch.where(fx, read(0, 1), top)) * 0.5
     if not bool(fy.any()):
         return top
-    bottom = at(rows + 1, cols)
-    bottom = (bottom + torch.where(fx, at(rows + 1, cols + 1), bottom)) * 0.5
+    bottom = read(1, 0)
+    bottom = (bottom + torch.where(fx, read(1, 1), bottom)) * 0.5
     return (top + torch.where(fy, bottom, top)) * 0.5
 
 
