@@ -23,7 +23,8 @@ default is :data:`nvc.ladder.DEFAULT_LADDER`), ``q=0/1/2`` (the qualities to cod
 means: ``NvcLite.settle_padding``), ``margin=K`` (settle only positions K or more positions past the visible
 part: ``NvcLite.settle_margin``) ``irefine=N`` (refinement steps for I frames: ``NvcLite.intra_refine``) and ``prefine=N`` (for P frames:
 ``NvcLite.inter_refine``), ``full=R`` (the motion search tries every displacement within R pixels on frames up
-to ``LIGHT_PIXELS``, coarse to fine past it: ``NvcLite.motion_full_radius``; 8 was the search before 2026-12-02).
+to ``LIGHT_PIXELS``, coarse to fine past it: ``NvcLite.motion_full_radius``; 8 was the search before 2026-12-02),
+``zrefine=N`` (hyper-latent refinement steps on every frame: ``NvcLite.hyper_refine``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
@@ -52,7 +53,7 @@ CLIPS = {"bikes.mp4": (256, 352), "vtest.avi": (288, 352), "tree.avi": (144, 176
 # entry options that set one of the encoder's choices on the model (NvcLite's attribute of that name)
 ENCODER_OPTIONS = {"precision": "motion_precision", "block": "motion", "overlap": "motion_overlap",
                    "penalty": "motion_penalty_k", "margin": "settle_margin", "irefine": "intra_refine",
-                   "prefine": "inter_refine", "full": "motion_full_radius"}
+                   "prefine": "inter_refine", "full": "motion_full_radius", "zrefine": "hyper_refine"}
 
 
 def crops(path: Path, h: int, w: int, n: int) -> list:

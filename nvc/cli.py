@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from .errors import NvcError
-from .ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, DEFAULT_LAMBDA
+from .ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, DEFAULT_LAMBDA
 
 app = typer.Typer(
     name="nvc",
@@ -33,7 +33,7 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 REFINE_DEFAULTS = (f"nvc-lite refines I frames {DEFAULT_INTRA_REFINE} steps and P frames {DEFAULT_INTER_REFINE}, "
-                   "on frames up to 1024x512")
+                   f"on frames up to 1024x512, and every frame's hyper-latent {DEFAULT_HYPER_REFINE} steps")
 
 
 def _sentence(text: str) -> str:

@@ -16,6 +16,9 @@ DEFAULT_LAMBDA = 0.0075
 # (NvcLite.intra_refine / inter_refine; chosen on training clips, the model card has the measurements).
 DEFAULT_INTRA_REFINE = 10
 DEFAULT_INTER_REFINE = 4
+# ... and of the hyper-latent, on every frame (NvcLite.hyper_refine: cheap, and it stops the P-frame blow-ups of
+# larger frames, which the latent refinement does not reach)
+DEFAULT_HYPER_REFINE = 4
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from nvc import bitstream
 from nvc.bitstream import FrameRecord, FrameType
 from nvc.codec import Decoder, Encoder
 from nvc.errors import BitstreamError, InputError
-from nvc.ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, FLAT
+from nvc.ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, FLAT
 
 from .conftest import make_frames
 
@@ -154,6 +154,7 @@ def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     frames = list(sample_frames(2))
     w, h = frames[0].width, frames[0].height
     assert (lite.intra_refine, lite.inter_refine) == (DEFAULT_INTRA_REFINE, DEFAULT_INTER_REFINE)
+    assert lite.hyper_refine == DEFAULT_HYPER_REFINE
     enc = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT)
     default = [enc.encode(f) for f in frames]
     plain = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=0)
@@ -163,6 +164,7 @@ def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     monkeypatch.setattr(lite, "inter_refine", 0)  # the defaults are the model's attributes
     assert Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT).encode(frames[0]).payload == default[0].payload
     monkeypatch.setattr(lite, "intra_refine", 0)
+    monkeypatch.setattr(lite, "hyper_refine", 0)  # refine=0 turns the hyper-latent's refinement off too
     assert Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT).encode(frames[0]).payload == base[0].payload
     monkeypatch.undo()
     enc = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=4)

@@ -230,6 +230,35 @@ def test_refine_latent(lite):
 
 
 @pytest.mark.parametrize("exact", [False, True])
+def test_refine_hyper(lite, exact):
+    """No steps: the hyper-analysis' z. Steps: reproducible, no more bits than h_a(y) (ideal rate and
+    the coded string), a decoder that follows the encoder, and the weights left alone."""
+    from nvc.sample import sample_frames
+    from nvc.color import pad, yuv420_to_rgb
+
+    frames = iter(sample_frames(2))
+    xs = [pad(yuv420_to_rgb(f.y, f.u, f.v, torch.device("cpu")), lite.alignment)[..., :128, :192].contiguous()
+          for f in (next(frames), next(frames))]
+    for ref in (None, xs[0]):
+        b = lite._branch(ref is not None)
+        q = torch.tensor([2])
+        with torch.no_grad():
+            y = b["yg"](lite._analysis(xs[1], ref), q)
+            z0 = b["zg"](b["hyper"].h_a(y), q)
+        assert torch.equal(lite.refine_hyper(y, ref, 2, 0), z0)
+        with torch.inference_mode():  # as the encoder calls it
+            z = lite.refine_hyper(y, ref, 2, 6)
+        assert z.shape == z0.shape and torch.equal(lite.refine_hyper(y, ref, 2, 6), z)
+        plain = lite.compress(xs[1], ref, 2, exact=exact, y=y)
+        tuned = lite.compress(xs[1], ref, 2, exact=exact, y=y, z=z)
+        size = [sum(len(s[0]) for s in c["strings"]) for c in (plain, tuned)]
+        assert size[1] <= size[0] + 2  # the ideal rate never rises; the coded strings follow it
+        out = lite.decompress(tuned["strings"], tuned["shape"], ref, 2, exact=exact)
+        assert torch.equal(out["x_hat"], tuned["x_hat"])
+    assert not any(p.grad is not None for p in lite.parameters())
+
+
+@pytest.mark.parametrize("exact", [False, True])
 def test_settle_padding_latent(lite, exact):
     """Latent positions over padding only, one position (16 pixels) or more away from the visible part,
     take their means: the frame costs fewer bits, the visible pixels change little, nothing changes when

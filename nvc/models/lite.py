@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
-from ..ladder import DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
+from ..ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
 from ..entropy import SymbolReader, encode_parts
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
                      row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
@@ -56,6 +56,8 @@ TRAIN_MOTION_RADIUS = 8
 
 # Adam's step size for encoder-side latent refinement (NvcLite.refine_latent), in quantization steps.
 REFINE_LR = 0.01
+# Adam's step size for encoder-side hyper-latent refinement (NvcLite.refine_hyper), in quantization steps of z.
+HYPER_REFINE_LR = 0.1
 
 
 def _uniform(t: Tensor, gen: torch.Generator) -> Tensor:
@@ -565,16 +567,69 @@ class NvcLite(nn.Module):
                 opt.step()
         return best_y
 
+    def refine_hyper(self, y: Tensor, ref: Tensor | None, quality: int, steps: int, lr: float = HYPER_REFINE_LR,
+                     seed: int = 0) -> Tensor:
+        """Encoder-side hyper-latent refinement: the ``z`` (after its gain, before rounding) that codes the
+        given latent ``y`` (after its gain) in fewer bits than ``h_a(y)``, found by ``steps`` Adam steps on
+        the rate of ``z`` and of ``y`` under the entropy parameters ``z`` gives (``y`` stays as it is).
+
+        Why: the hyper-analysis can land a hyper-latent just on the wrong side of a rounding step, and a
+        hyper-synthesis input with a large learned inverse gain then predicts means far from ``y``, so that
+        every latent costs bits. Only the entropy model runs (at 1/16 and 1/64 of the frame's resolution),
+        not the synthesis. The rate is relaxed as in :meth:`refine_latent` (noise annealed from 1 to 0),
+        every step evaluates the true rate (rounded ``z``, ``y`` rounded around its means), and the ``z``
+        with the lowest one is returned: never more bits than ``h_a(y)``'s. Reconstruction changes only
+        by where ``y`` rounds around the new means. The decoder is unchanged."""
+        b = self._branch(ref is not None)
+        eb, gc = b["z"].entropy_bottleneck, b["y"].gaussian_conditional
+        with torch.inference_mode(False), torch.enable_grad():
+            y = y.detach().clone()
+            q = self._qtensor(quality, y.shape[0], y.device)
+            medians = eb.medians().detach()
+            a = anchors(y.shape[-2], y.shape[-1], y.device)
+            with torch.no_grad():
+                z0 = b["zg"](b["hyper"].h_a(y), q)
+                temporal = None if ref is None else self.p_temporal(ref.detach().clone())
+
+            def rate(z_v: Tensor, noisy: Tensor | None = None) -> Tensor:
+                """Bits of z rounded (``noisy``: of ``noisy``, a relaxed z, straight through) and of y."""
+                z_in = z_v if noisy is None else noisy
+                scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_in, q)), ref, temporal)
+                if b["ctx"] is not None:
+                    y_anchor = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
+                    scales, means = self._context_params(b, y_anchor, scales, means)
+                y_hat = ste_round(y - means) + means
+                return -torch.log2(gc.likelihood(y_hat, scales, means)).sum() - torch.log2(eb.likelihood(z_in)).sum()
+
+            with torch.no_grad():
+                best, best_z = float(rate(torch.round(z0 - medians) + medians)), z0
+            z = z0.clone().requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=lr)
+            gen = torch.Generator(device=y.device).manual_seed(seed)
+            for it in range(steps):
+                z_hat = ste_round(z - medians) + medians
+                w = 1.0 - it / steps  # noise width: 1 -> 0
+                (grad,) = torch.autograd.grad(rate(z, z_hat + w * (z - z_hat + _uniform(z, gen))) / y.numel(), [z])
+                z.grad = grad
+                opt.step()
+                with torch.no_grad():
+                    bits = float(rate(torch.round(z - medians) + medians))
+                if bits < best:
+                    best, best_z = bits, z.detach().clone()
+        return best_z
+
     @torch.inference_mode()
     def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
-                 y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None) -> dict[str, Any]:
+                 y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None,
+                 z: Tensor | None = None) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
         ``joint``: one rANS string instead, ``"strings": [[yz]]`` (the layout of a frame since format 2.0: ``z``'s
         symbols, then ``y``'s, in one string, after ``lead``'s: a motion field's header and vectors).
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
-        ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's.
+        ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's; ``z``: the
+        hyper-latent to code (from :meth:`refine_hyper`) instead of the hyper-analysis transform's.
         ``ref`` is the reference as the inter branch sees it (with block motion: already compensated;
         :meth:`compress_frame` finds, codes and applies the motion).
         """
@@ -582,7 +637,8 @@ class NvcLite(nn.Module):
         q = self._qtensor(quality, x.shape[0], x.device)
         if y is None:
             y = b["yg"](self._analysis(x, ref, light=True), q)
-        z = b["zg"](b["hyper"].h_a(y), q)
+        if z is None:
+            z = b["zg"](b["hyper"].h_a(y), q)
         if joint:
             if x.shape[0] != 1:
                 raise ValueError("a joint string codes one frame")
@@ -623,9 +679,10 @@ class NvcLite(nn.Module):
     def compress_frame(self, x: Tensor, ctx: Tensor | None, quality: int, exact: bool = False,
                        refine: int | None = None, visible: tuple[int, int] | None = None, joint: bool = True,
                        ) -> tuple[list[bytes], tuple[int, ...], Tensor, Tensor]:
-        """``refine``: refinement steps (:meth:`refine_latent`; 0: none); None: the encoder's defaults,
-        :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of up to ``LIGHT_PIXELS``
-        pixels (larger frames keep the memory-light path: none).
+        """``refine``: refinement steps (:meth:`refine_latent`; 0: none, not even :attr:`hyper_refine`'s);
+        None: the encoder's defaults, :attr:`intra_refine` for I frames and :attr:`inter_refine` for P frames of
+        up to ``LIGHT_PIXELS`` pixels (larger frames keep the memory-light path: none). Then, unless ``refine``
+        is 0, :attr:`hyper_refine` steps of :meth:`refine_hyper` on every frame.
 
         ``joint`` (format 3.0's layout): the strings are ``[joint string]``, which holds the motion field
         (P frames with block motion: its header, then its vectors), ``z`` and ``y``. Without: format 1.x's
@@ -642,11 +699,19 @@ class NvcLite(nn.Module):
         y = None
         if visible is not None and self.settle_padding:
             y = self.settle_padding_latent(x, ref, quality, visible)
+        hyper = 0 if refine == 0 else self.hyper_refine
         if refine is None:
             refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
         if refine > 0:
             y = self.refine_latent(x, ref, quality, refine, visible, start=y)
-        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead)
+        z = None
+        if hyper > 0:
+            if y is None:
+                with torch.inference_mode():
+                    y = self._branch(ref is not None)["yg"](self._analysis(x, ref, light=True),
+                                                            self._qtensor(quality, x.shape[0], x.device))
+            z = self.refine_hyper(y, ref, quality, hyper)
+        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         strings = [s[0] for s in out["strings"]]
         if self.motion and not joint:
@@ -658,6 +723,9 @@ class NvcLite(nn.Module):
     # their measurements on training clips)
     intra_refine: int = DEFAULT_INTRA_REFINE
     inter_refine: int = DEFAULT_INTER_REFINE
+    # the encoder's choice: refine_hyper steps on every frame (0: code h_a(y) as it is), unless compress_frame's
+    # ``refine`` is 0 (no refinement at all: the fast path)
+    hyper_refine: int = DEFAULT_HYPER_REFINE
     # the encoder's choice: latent positions that only cover padding, settle_margin positions or more past the
     # visible part, code their predicted means (settle_padding_latent)
     settle_padding: bool = True
@@ -716,7 +784,8 @@ class NvcLite(nn.Module):
     def encoder_choices(self) -> dict[str, Any]:
         """The encoder's choices that change its bytes but not the format (e.g. for a benchmark's protocol)."""
         out: dict[str, Any] = {"settle_padding": self.settle_padding, "settle_margin": self.settle_margin,
-                               "intra_refine": self.intra_refine, "inter_refine": self.inter_refine}
+                               "intra_refine": self.intra_refine, "inter_refine": self.inter_refine,
+                               "hyper_refine": self.hyper_refine}
         if self.motion:
             out.update(motion_block=self.motion, motion_radius=self.motion_radius, motion_penalty_k=self.motion_penalty_k,
                        motion_full_radius=self.motion_full_radius,
