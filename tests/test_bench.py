@@ -315,4 +315,4 @@ def test_cli_style_lists_and_quality_range(clips, tmp_path, counting):
     assert res["protocol"]["qualities"] == [0, 5] and list(res["sequences"]) == ["beta_64x64_25"]
     assert len(counting) == 2 + 5
     with pytest.raises(InputError):
-        run(clips, tmp_path / "run2", qualities=[10])  # nvc-lite has 0..9
+        run(clips, tmp_path / "run2", qualities=[11])  # nvc-lite has 0..10

@@ -183,7 +183,7 @@ def _planes(path: Path) -> list[bytes]:
 
 
 INTRA_CASES = [
-    ({}, (0, 5)),  # nvc-lite's default quality (5 of 0..9: lambda 0.0075)
+    ({}, (0, 6)),  # nvc-lite's default quality (6 of 0..10: lambda 0.0075)
     ({"intra": "nvc", "intra_quality": 1}, (0, 1)),
     ({"intra": "x265", "intra_qp": 37}, (1, 37)),
     ({"intra": "x265"}, (1, 27)),

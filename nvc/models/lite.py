@@ -591,9 +591,8 @@ class NvcLite(nn.Module):
                 z0 = b["zg"](b["hyper"].h_a(y), q)
                 temporal = None if ref is None else self.p_temporal(ref.detach().clone())
 
-            def rate(z_v: Tensor, noisy: Tensor | None = None) -> Tensor:
-                """Bits of z rounded (``noisy``: of ``noisy``, a relaxed z, straight through) and of y."""
-                z_in = z_v if noisy is None else noisy
+            def rate(z_in: Tensor) -> Tensor:
+                """Bits of ``z_in`` (rounded, or relaxed) and of y under the parameters it gives."""
                 scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_in, q)), ref, temporal)
                 if b["ctx"] is not None:
                     y_anchor = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
@@ -609,7 +608,7 @@ class NvcLite(nn.Module):
             for it in range(steps):
                 z_hat = ste_round(z - medians) + medians
                 w = 1.0 - it / steps  # noise width: 1 -> 0
-                (grad,) = torch.autograd.grad(rate(z, z_hat + w * (z - z_hat + _uniform(z, gen))) / y.numel(), [z])
+                (grad,) = torch.autograd.grad(rate(z_hat + w * (z - z_hat + _uniform(z, gen))) / y.numel(), [z])
                 z.grad = grad
                 opt.step()
                 with torch.no_grad():
@@ -617,6 +616,12 @@ class NvcLite(nn.Module):
                 if bits < best:
                     best, best_z = bits, z.detach().clone()
         return best_z
+
+    @torch.inference_mode()
+    def _latent(self, x: Tensor, ref: Tensor | None, quality: int | Tensor) -> Tensor:
+        """The analysis transform's latent ``y`` of ``x`` after its gain (memory-light on large frames)."""
+        q = self._qtensor(quality, x.shape[0], x.device)
+        return self._branch(ref is not None)["yg"](self._analysis(x, ref, light=True), q)
 
     @torch.inference_mode()
     def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
@@ -636,7 +641,7 @@ class NvcLite(nn.Module):
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
         if y is None:
-            y = b["yg"](self._analysis(x, ref, light=True), q)
+            y = self._latent(x, ref, q)
         if z is None:
             z = b["zg"](b["hyper"].h_a(y), q)
         if joint:
@@ -707,9 +712,7 @@ class NvcLite(nn.Module):
         z = None
         if hyper > 0:
             if y is None:
-                with torch.inference_mode():
-                    y = self._branch(ref is not None)["yg"](self._analysis(x, ref, light=True),
-                                                            self._qtensor(quality, x.shape[0], x.device))
+                y = self._latent(x, ref, quality)
             z = self.refine_hyper(y, ref, quality, hyper)
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
@@ -757,7 +760,7 @@ class NvcLite(nn.Module):
             return None
         b = self._branch(ref is not None)
         q = self._qtensor(quality, x.shape[0], x.device)
-        y = b["yg"](self._analysis(x, ref, light=True), q)
+        y = self._latent(x, ref, q)
         a = anchors(hh, ww, y.device)
         medians = b["z"].entropy_bottleneck.medians().detach()
         temporal = None if ref is None else self.p_temporal(ref)
