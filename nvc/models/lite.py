@@ -60,9 +60,16 @@ REFINE_LR = 0.01
 HYPER_REFINE_LR = 0.1
 
 
-def _uniform(t: Tensor, gen: torch.Generator) -> Tensor:
-    """Uniform noise in [-0.5, 0.5) shaped like ``t`` from ``gen`` (reproducible refinement)."""
-    return torch.rand(t.shape, generator=gen, device=t.device, dtype=t.dtype) - 0.5
+def _relaxed(t: Tensor, t_hat: Tensor, width: float, gen: torch.Generator) -> Tensor:
+    """``t`` relaxed for a refinement's rate gradient: ``t_hat`` (rounded, straight through) plus ``width`` times
+    its rounding error and uniform noise in [-0.5, 0.5) from ``gen`` (reproducible refinement)."""
+    return t_hat + width * (t - t_hat + (torch.rand(t.shape, generator=gen, device=t.device, dtype=t.dtype) - 0.5))
+
+
+def _bits(b: dict[str, Any], y: Tensor, scales: Tensor, means: Tensor, z: Tensor) -> Tensor:
+    """Ideal bits of a branch's ``y`` under ``scales``/``means`` and of its ``z`` under the factorized prior."""
+    return (-torch.log2(b["y"].gaussian_conditional.likelihood(y, scales, means)).sum()
+            - torch.log2(b["z"].entropy_bottleneck.likelihood(z)).sum())
 
 
 class _Hyper(nn.Module):
@@ -537,11 +544,7 @@ class NvcLite(nn.Module):
             lam = float(self.lambdas[quality]) * 255.0**2
             hh, ww = visible or x.shape[-2:]
             pixels = x.shape[-2] * x.shape[-1]
-            eb, gc = b["z"].entropy_bottleneck, b["y"].gaussian_conditional
-            medians = eb.medians().detach()
-
-            def bits(y_v: Tensor, z_v: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-                return -torch.log2(gc.likelihood(y_v, scales, means)).sum() - torch.log2(eb.likelihood(z_v)).sum()
+            medians = b["z"].entropy_bottleneck.medians().detach()
 
             best, best_y = float("inf"), y0
             for it in range(steps + 1):
@@ -554,15 +557,15 @@ class NvcLite(nn.Module):
                 # squared error summed over the visible pixels, per pixel of the padded frame (as bpp)
                 sse = ((x_hat - x)[..., :hh, :ww] ** 2).sum() / (3 * pixels)
                 with torch.no_grad():
-                    cost = float(lam * sse + bits(y_hat, z_hat, scales, means) / pixels)
+                    cost = float(lam * sse + _bits(b, y_hat, scales, means, z_hat) / pixels)
                 if cost < best:
                     best, best_y = cost, y.detach().clone()
                 if it == steps:
                     break
                 a = 1.0 - it / steps  # noise width: 1 -> 0
-                y_n = y_hat + a * (y - y_hat + _uniform(y, gen))
-                z_n = z_hat + a * (z - z_hat + _uniform(z, gen))
-                (grad,) = torch.autograd.grad(lam * sse + bits(y_n, z_n, scales, means) / pixels, [y])
+                y_n = _relaxed(y, y_hat, a, gen)
+                z_n = _relaxed(z, z_hat, a, gen)
+                (grad,) = torch.autograd.grad(lam * sse + _bits(b, y_n, scales, means, z_n) / pixels, [y])
                 y.grad = grad
                 opt.step()
         return best_y
@@ -581,11 +584,10 @@ class NvcLite(nn.Module):
         with the lowest one is returned: never more bits than ``h_a(y)``'s. Reconstruction changes only
         by where ``y`` rounds around the new means. The decoder is unchanged."""
         b = self._branch(ref is not None)
-        eb, gc = b["z"].entropy_bottleneck, b["y"].gaussian_conditional
         with torch.inference_mode(False), torch.enable_grad():
             y = y.detach().clone()
             q = self._qtensor(quality, y.shape[0], y.device)
-            medians = eb.medians().detach()
+            medians = b["z"].entropy_bottleneck.medians().detach()
             a = anchors(y.shape[-2], y.shape[-1], y.device)
             with torch.no_grad():
                 z0 = b["zg"](b["hyper"].h_a(y), q)
@@ -598,7 +600,7 @@ class NvcLite(nn.Module):
                     y_anchor = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
                     scales, means = self._context_params(b, y_anchor, scales, means)
                 y_hat = ste_round(y - means) + means
-                return -torch.log2(gc.likelihood(y_hat, scales, means)).sum() - torch.log2(eb.likelihood(z_in)).sum()
+                return _bits(b, y_hat, scales, means, z_in)
 
             with torch.no_grad():
                 best, best_z = float(rate(torch.round(z0 - medians) + medians)), z0
@@ -608,7 +610,7 @@ class NvcLite(nn.Module):
             for it in range(steps):
                 z_hat = ste_round(z - medians) + medians
                 w = 1.0 - it / steps  # noise width: 1 -> 0
-                (grad,) = torch.autograd.grad(rate(z_hat + w * (z - z_hat + _uniform(z, gen))) / y.numel(), [z])
+                (grad,) = torch.autograd.grad(rate(_relaxed(z, z_hat, w, gen)) / y.numel(), [z])
                 z.grad = grad
                 opt.step()
                 with torch.no_grad():
