@@ -588,7 +588,6 @@ class NvcLite(nn.Module):
             y = y.detach().clone()
             q = self._qtensor(quality, y.shape[0], y.device)
             medians = b["z"].entropy_bottleneck.medians().detach()
-            a = anchors(y.shape[-2], y.shape[-1], y.device)
             with torch.no_grad():
                 z0 = b["zg"](b["hyper"].h_a(y), q)
                 temporal = None if ref is None else self.p_temporal(ref.detach().clone())
@@ -596,9 +595,7 @@ class NvcLite(nn.Module):
             def rate(z_in: Tensor) -> Tensor:
                 """Bits of ``z_in`` (rounded, or relaxed) and of y under the parameters it gives."""
                 scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_in, q)), ref, temporal)
-                if b["ctx"] is not None:
-                    y_anchor = torch.where(a, ste_round(y - means) + means, torch.zeros_like(y))
-                    scales, means = self._context_params(b, y_anchor, scales, means)
+                scales, means = self._train_params(b, y, scales, means)
                 y_hat = ste_round(y - means) + means
                 return _bits(b, y_hat, scales, means, z_in)
 
