@@ -260,8 +260,13 @@ def test_refine_hyper(lite, exact):
         with torch.inference_mode():  # as the encoder calls it
             z = lite.refine_hyper(y, ref, 2, 6)
         assert z.shape == z0.shape and torch.equal(lite.refine_hyper(y, ref, 2, 6), z)
+        with torch.inference_mode():  # compress_frame computes the temporal prior once and passes it down
+            temporal = None if ref is None else lite.p_temporal(ref)
+            assert torch.equal(lite.refine_hyper(y, ref, 2, 6, temporal=temporal), z)
         plain = lite.compress(xs[1], ref, 2, exact=exact, y=y)
         tuned = lite.compress(xs[1], ref, 2, exact=exact, y=y, z=z)
+        shared = lite.compress(xs[1], ref, 2, exact=exact, y=y, z=z, temporal=temporal)
+        assert shared["strings"] == tuned["strings"] and torch.equal(shared["x_hat"], tuned["x_hat"])
         size = [sum(len(s[0]) for s in c["strings"]) for c in (plain, tuned)]
         assert size[1] <= size[0] + 2  # the ideal rate never rises; the coded strings follow it
         out = lite.decompress(tuned["strings"], tuned["shape"], ref, 2, exact=exact)

@@ -267,9 +267,10 @@ class NvcLite(nn.Module):
     # The decoder-side path (hyper synthesis -> entropy parameters -> synthesis), in float32 or in
     # device-independent fixed point (nvc.models.exact). Encoder and decoder both go through these.
     def _decode_params(self, b: dict[str, Any], z_hat: Tensor, ref: Tensor | None, q: Tensor,
-                       exact: bool) -> tuple[Tensor, Tensor]:
+                       exact: bool, temporal: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``temporal``: ``p_temporal(ref)`` if already computed (float32 only; EXACT computes its own)."""
         if not exact:
-            return self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref)
+            return self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref, temporal)
         hyper_out = exact_ops.run(b["hyper"].h_s, exact_ops.gain(z_hat, b["zg"].inverse[q]))
         if ref is not None:  # run()'s outputs are grid values (float32), and so is a decoded reference
             temporal = exact_ops.run(self.p_temporal, exact_ops.to_float32(ref), grid=True)
@@ -519,7 +520,7 @@ class NvcLite(nn.Module):
 
     def refine_latent(self, x: Tensor, ref: Tensor | None, quality: int, steps: int,
                       visible: tuple[int, int] | None = None, lr: float = REFINE_LR, seed: int = 0,
-                      start: Tensor | None = None) -> Tensor:
+                      start: Tensor | None = None, temporal: Tensor | None = None) -> Tensor:
         """Encoder-side refinement: the latent ``y`` (after its gain) that codes ``x`` at a lower
         ``lambdas[q] * 255^2 * MSE + bpp`` than the analysis transform's, found by ``steps`` Adam steps.
 
@@ -529,7 +530,8 @@ class NvcLite(nn.Module):
         cost (rounded latents, their likelihoods); the latent with the lowest one is returned, so the
         frame never costs more than without refinement. Deterministic for a given ``seed``; the decoder
         is unchanged (it never sees how ``y`` was found). ``start``: the latent to start from (default: the
-        analysis transform's), e.g. :meth:`settle_padding_latent`'s."""
+        analysis transform's), e.g. :meth:`settle_padding_latent`'s; ``temporal``: ``p_temporal(ref)`` if already
+        computed."""
         b = self._branch(ref is not None)
         with torch.inference_mode(False), torch.enable_grad():
             x = x.detach().clone()
@@ -537,7 +539,8 @@ class NvcLite(nn.Module):
             q = self._qtensor(quality, x.shape[0], x.device)
             with torch.no_grad():
                 y0 = b["yg"](self._analysis(x, ref), q) if start is None else start.detach().clone()
-                temporal = None if ref is None else self.p_temporal(ref)  # the same at every step
+                # the same at every step
+                temporal = None if ref is None else self.p_temporal(ref) if temporal is None else temporal.clone()
             y = y0.clone().requires_grad_(True)
             opt = torch.optim.Adam([y], lr=lr)
             gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -571,7 +574,7 @@ class NvcLite(nn.Module):
         return best_y
 
     def refine_hyper(self, y: Tensor, ref: Tensor | None, quality: int, steps: int, lr: float = HYPER_REFINE_LR,
-                     seed: int = 0) -> Tensor:
+                     seed: int = 0, temporal: Tensor | None = None) -> Tensor:
         """Encoder-side hyper-latent refinement: the ``z`` (after its gain, before rounding) that codes the
         given latent ``y`` (after its gain) in fewer bits than ``h_a(y)``, found by ``steps`` Adam steps on
         the rate of ``z`` and of ``y`` under the entropy parameters ``z`` gives (``y`` stays as it is).
@@ -582,7 +585,8 @@ class NvcLite(nn.Module):
         not the synthesis. The rate is relaxed as in :meth:`refine_latent` (noise annealed from 1 to 0),
         every step evaluates the true rate (rounded ``z``, ``y`` rounded around its means), and the ``z``
         with the lowest one is returned: never more bits than ``h_a(y)``'s. Reconstruction changes only
-        by where ``y`` rounds around the new means. The decoder is unchanged."""
+        by where ``y`` rounds around the new means. The decoder is unchanged. ``temporal``: ``p_temporal(ref)``
+        if already computed."""
         b = self._branch(ref is not None)
         with torch.inference_mode(False), torch.enable_grad():
             y = y.detach().clone()
@@ -590,7 +594,8 @@ class NvcLite(nn.Module):
             medians = b["z"].entropy_bottleneck.medians().detach()
             with torch.no_grad():
                 z0 = b["zg"](b["hyper"].h_a(y), q)
-                temporal = None if ref is None else self.p_temporal(ref.detach().clone())
+                if ref is not None:
+                    temporal = self.p_temporal(ref.detach().clone()) if temporal is None else temporal.clone()
 
             def rate(z_in: Tensor) -> Tensor:
                 """Bits of ``z_in`` (rounded, or relaxed) and of y under the parameters it gives."""
@@ -625,7 +630,7 @@ class NvcLite(nn.Module):
     @torch.inference_mode()
     def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
                  y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None,
-                 z: Tensor | None = None) -> dict[str, Any]:
+                 z: Tensor | None = None, temporal: Tensor | None = None) -> dict[str, Any]:
         """Codes one padded frame (1, 3, H, W): ``{"strings": [y, z], "shape": z size, "x_hat"}``.
 
         ``joint``: one rANS string instead, ``"strings": [[yz]]`` (the layout of a frame since format 2.0: ``z``'s
@@ -633,7 +638,8 @@ class NvcLite(nn.Module):
         ``x_hat`` is the reconstruction the decoder will compute, bit for bit: on the same device, or on
         any device with ``exact=True`` (fixed-point decoder path, see :mod:`nvc.models.exact`).
         ``y``: the latent to code (from :meth:`refine_latent`) instead of the analysis transform's; ``z``: the
-        hyper-latent to code (from :meth:`refine_hyper`) instead of the hyper-analysis transform's.
+        hyper-latent to code (from :meth:`refine_hyper`) instead of the hyper-analysis transform's; ``temporal``:
+        ``p_temporal(ref)`` if already computed (used by the float32 path only).
         ``ref`` is the reference as the inter branch sees it (with block motion: already compensated;
         :meth:`compress_frame` finds, codes and applies the motion).
         """
@@ -649,7 +655,7 @@ class NvcLite(nn.Module):
             z_sym, z_idx, z_hat = b["z"].code(z)
         else:
             z_strings, z_hat = b["z"].compress(z)
-        scales, means = self._decode_params(b, z_hat, ref, q, exact)
+        scales, means = self._decode_params(b, z_hat, ref, q, exact, temporal)
         first = refine = None
         if b["ctx"] is not None:  # checkerboard: the anchors, then the rest with parameters refined from them
             first = anchors(y.shape[-2], y.shape[-1], y.device)
@@ -701,19 +707,27 @@ class NvcLite(nn.Module):
             field = b"" if joint else motion.field_bytes(lead)
             ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
         y = None
-        if visible is not None and self.settle_padding:
-            y = self.settle_padding_latent(x, ref, quality, visible)
+        settle = visible is not None and self.settle_padding
         hyper = 0 if refine == 0 else self.hyper_refine
         if refine is None:
             refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
+        # the reference's temporal prior, computed once for the float32 steps below (where one of them runs
+        # for sure: settling alone computes it only if the frame has padding to settle)
+        temporal = None
+        if ref is not None and (refine > 0 or hyper > 0 or not exact):
+            with torch.inference_mode():
+                temporal = self.p_temporal(ref)
+        if settle:
+            y = self.settle_padding_latent(x, ref, quality, visible, temporal)
         if refine > 0:
-            y = self.refine_latent(x, ref, quality, refine, visible, start=y)
+            y = self.refine_latent(x, ref, quality, refine, visible, start=y, temporal=temporal)
         z = None
         if hyper > 0:
             if y is None:
                 y = self._latent(x, ref, quality)
-            z = self.refine_hyper(y, ref, quality, hyper)
-        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z)
+            z = self.refine_hyper(y, ref, quality, hyper, temporal=temporal)
+        out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z,
+                            temporal=temporal)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
         strings = [s[0] for s in out["strings"]]
         if self.motion and not joint:
@@ -735,7 +749,7 @@ class NvcLite(nn.Module):
 
     @torch.inference_mode()
     def settle_padding_latent(self, x: Tensor, ref: Tensor | None, quality: int,
-                              visible: tuple[int, int]) -> Tensor | None:
+                              visible: tuple[int, int], temporal: Tensor | None = None) -> Tensor | None:
         """The analysis transform's ``y`` with every position whose 16x16 block lies wholly in
         the padding (right of or below the ``visible`` (height, width) part), ``settle_margin`` positions or
         more away from it, set to its predicted mean. (The first ring of padding positions, next to the
@@ -748,7 +762,7 @@ class NvcLite(nn.Module):
         again; with a context the non-anchors take the means refined from the settled anchors. The means
         come from the float32 path, also for EXACT streams: the fixed-point means differ by far less than
         the half step that would change a symbol. Frames with no such position return None (code the
-        analysis' latent as it is)."""
+        analysis' latent as it is). ``temporal``: ``p_temporal(ref)`` if already computed."""
         stride = 16  # y's positions per pixel, each way (four stride-2 stages)
         hh, ww = x.shape[-2] // stride, x.shape[-1] // stride
         k = self.settle_margin
@@ -762,7 +776,8 @@ class NvcLite(nn.Module):
         y = self._latent(x, ref, q)
         a = anchors(hh, ww, y.device)
         medians = b["z"].entropy_bottleneck.medians().detach()
-        temporal = None if ref is None else self.p_temporal(ref)
+        if ref is not None and temporal is None:
+            temporal = self.p_temporal(ref)
         for _ in range(2):
             z = b["zg"](b["hyper"].h_a(y), q)
             z_hat = torch.round(z - medians) + medians
