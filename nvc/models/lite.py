@@ -539,7 +539,7 @@ class NvcLite(nn.Module):
             q = self._qtensor(quality, x.shape[0], x.device)
             with torch.no_grad():
                 y0 = b["yg"](self._analysis(x, ref), q) if start is None else start.detach().clone()
-                # the same at every step
+                # the same at every step (a given one cloned: autograd cannot save inference-mode tensors)
                 temporal = None if ref is None else self.p_temporal(ref) if temporal is None else temporal.clone()
             y = y0.clone().requires_grad_(True)
             opt = torch.optim.Adam([y], lr=lr)
