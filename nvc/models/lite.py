@@ -226,6 +226,14 @@ class NvcLite(nn.Module):
         seq, inp = (self.i_g_a, x) if ref is None else (self.p_g_a, torch.cat([x, ref, x - ref], dim=1))
         return run_light(seq, inp) if light and x.shape[-2] * x.shape[-1] > LIGHT_PIXELS else seq(inp)
 
+    def _temporal(self, ref: Tensor | None, temporal: Tensor | None = None) -> Tensor | None:
+        """The reference's temporal prior for a loop of :meth:`_params` calls: ``p_temporal(ref)``, or the given
+        ``temporal`` (already computed) as a normal tensor, since autograd cannot save inference-mode tensors;
+        None without a reference."""
+        if ref is None:
+            return None
+        return self.p_temporal(ref) if temporal is None else temporal.clone()
+
     def _params(self, hyper_out: Tensor, ref: Tensor | None, temporal: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Entropy parameters; ``temporal``: ``p_temporal(ref)`` if already computed."""
         if ref is not None:
@@ -539,8 +547,7 @@ class NvcLite(nn.Module):
             q = self._qtensor(quality, x.shape[0], x.device)
             with torch.no_grad():
                 y0 = b["yg"](self._analysis(x, ref), q) if start is None else start.detach().clone()
-                # the same at every step (a given one cloned: autograd cannot save inference-mode tensors)
-                temporal = None if ref is None else self.p_temporal(ref) if temporal is None else temporal.clone()
+                temporal = self._temporal(ref, temporal)  # the same at every step
             y = y0.clone().requires_grad_(True)
             opt = torch.optim.Adam([y], lr=lr)
             gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -594,8 +601,7 @@ class NvcLite(nn.Module):
             medians = b["z"].entropy_bottleneck.medians().detach()
             with torch.no_grad():
                 z0 = b["zg"](b["hyper"].h_a(y), q)
-                if ref is not None:
-                    temporal = self.p_temporal(ref.detach().clone()) if temporal is None else temporal.clone()
+                temporal = self._temporal(ref, temporal)
 
             def rate(z_in: Tensor) -> Tensor:
                 """Bits of ``z_in`` (rounded, or relaxed) and of y under the parameters it gives."""
@@ -776,8 +782,7 @@ class NvcLite(nn.Module):
         y = self._latent(x, ref, q)
         a = anchors(hh, ww, y.device)
         medians = b["z"].entropy_bottleneck.medians().detach()
-        if ref is not None and temporal is None:
-            temporal = self.p_temporal(ref)
+        temporal = self._temporal(ref, temporal)
         for _ in range(2):
             z = b["zg"](b["hyper"].h_a(y), q)
             z_hat = torch.round(z - medians) + medians
