@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +22,7 @@ import numpy as np
 
 from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
-from .io import Frame, VideoInfo, VideoReader
+from .io import Frame, VideoInfo, VideoReader, is_stdio
 from .io import open as open_video
 from .ladder import ladder_for
 from .metrics import psnr_planes
@@ -102,7 +106,9 @@ def encode(
     flat_quality: bool = False,
     refine: int | None = None,
 ) -> EncodeReport:
-    """Encodes ``input`` (any readable video, or the built-in sample) to the .nvc stream ``output``.
+    """Encodes ``input`` (any readable video, ``-`` for standard input, or the built-in sample) to the .nvc stream
+    ``output`` (``-``: standard output, all at once when the stream is complete, since the writer completes its
+    header last); ``recon`` may be ``-`` too (Y4M on standard output, frame by frame).
 
     ``model_options``: the model's coding options, e.g. ``{"intra": "x265", "intra_qp": 27}`` for DVC
     (see :func:`nvc.models.load`); the decoder reads what it needs from the stream.
@@ -122,11 +128,12 @@ def encode(
         raise InputError(f"--frames must be at least 1, not {frames}")
     if gop < 1 or gop > 65535:
         raise InputError(f"--gop must be 1..65535, not {gop}")
-    out = Path(output)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists (use --force to overwrite)")
+    if is_stdio(output) and is_stdio(recon):
+        raise InputError("-o - and --recon -: only one output can go to stdout")
+    if not is_stdio(output) and Path(output).exists() and not force:
+        raise InputError(f"{output}: already exists (use --force to overwrite)")
     dev = resolve_device(device)
-    with open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
+    with _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
         net = load(model, checkpoint, device=str(dev), **(model_options or {}))
         if quality is None:
@@ -169,8 +176,8 @@ def encode(
                 recon_writer.close(ok=False)
             raise
         seconds = time.perf_counter() - t0
+        nbytes = out.stat().st_size
     n = len(sizes)
-    nbytes = out.stat().st_size
     rate = float(info.fps)
     py, pu, pv = (float(v) / n for v in psnr_sum)
     return EncodeReport(
@@ -193,7 +200,8 @@ def decode(
     force: bool = False,
     progress: Progress | None = None,
 ) -> DecodeReport:
-    """Decodes the .nvc stream ``input`` to ``output`` (.yuv, .y4m, .mkv or .mp4 by extension).
+    """Decodes the .nvc stream ``input`` (``-``: standard input, read whole before decoding starts) to ``output``
+    (.yuv, .y4m, .mkv or .mp4 by extension; ``-``: Y4M on standard output).
 
     ``start``/``frames`` select a range; decoding starts at the I frame of the GoP containing ``start``.
     A truncated or damaged stream: every complete frame before the damage is written, then the error
@@ -207,13 +215,10 @@ def decode(
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
     out = Path(output)
-    if out.exists() and not force:
+    if not is_stdio(out) and out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to overwrite)")
-    src = Path(input)
-    if not src.is_file():
-        raise InputError(f"{src}: no such file")
     dev = resolve_device(device)
-    with bitstream.open(src, "r") as reader:
+    with _stream_input(input) as src, bitstream.open(src, "r") as reader:
         h = reader.header
         if device == "auto" and h.numeric_mode == bitstream.NumericMode.FLOAT32_CPU:
             dev = resolve_device("cpu")  # a float32 CPU stream decodes bit exactly only on a CPU
@@ -245,18 +250,51 @@ def decode(
             if written == 0 and failure is not None:
                 raise failure
         seconds = time.perf_counter() - t0
+        where = "stdout" if is_stdio(out) else out
         if failure is not None:
-            raise type(failure)(f"{failure}; wrote {written} complete frames to {out}")
+            raise type(failure)(f"{failure}; wrote {written} complete frames to {where}")
         if reader.truncated and stop == available and (frames is None or start + frames > available):
-            raise TruncatedStreamError(f"{reader.truncated}; wrote {written} complete frames to {out}")
+            raise TruncatedStreamError(f"{reader.truncated}; wrote {written} complete frames to {where}")
     return DecodeReport(frames=written, seconds=seconds, decode_fps=written / seconds if seconds > 0 else 0.0,
                         width=h.width, height=h.height, first=first)
 
 
 def info(input: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything the stream's header and index say (see ``nvc info --json``)."""
-    src = Path(input)
-    if not src.is_file():
-        raise InputError(f"{src}: no such file")
-    with bitstream.open(src, "r") as reader:
+    """Everything the stream's header and index say (see ``nvc info --json``; ``-``: standard input)."""
+    with _stream_input(input) as src, bitstream.open(src, "r") as reader:
         return bitstream.info_dict(reader)
+
+
+@contextmanager
+def _stream_input(input: str | os.PathLike[str]) -> Iterator[Path]:
+    """The .nvc file to read: ``input``, or for ``-`` standard input spooled to a temporary file (readers seek)."""
+    if not is_stdio(input):
+        src = Path(input)
+        if not src.is_file():
+            raise InputError(f"{src}: no such file")
+        yield src
+        return
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError("stdin is a terminal: pipe an .nvc stream in, e.g. cat clip.nvc | nvc decode - -o out.y4m")
+    with tempfile.TemporaryDirectory(prefix="nvc-stdin-") as d:
+        spool = Path(d) / "stdin.nvc"
+        with spool.open("wb") as f:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        yield spool
+
+
+@contextmanager
+def _stream_output(output: str | os.PathLike[str]) -> Iterator[Path]:
+    """The .nvc file to write: ``output``, or for ``-`` a temporary file copied to standard output once the stream
+    is complete (the writer completes the header last)."""
+    if not is_stdio(output):
+        yield Path(output)
+        return
+    if sys.stdout is None or sys.stdout.isatty():
+        raise InputError("stdout is a terminal: pipe the .nvc stream on, e.g. nvc encode in.y4m -o - | ssh host 'cat > out.nvc'")
+    with tempfile.TemporaryDirectory(prefix="nvc-stdout-") as d:
+        spool = Path(d) / "stdout.nvc"
+        yield spool
+        with spool.open("rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+        sys.stdout.buffer.flush()

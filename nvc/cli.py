@@ -51,16 +51,44 @@ def _command(fn: F) -> F:
         except NvcError as e:
             err.print(f"[bold red]nvc: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # `nvc decode x.nvc -o - | head -c 100`: the reader left early
+            _silence_stdout()
+            err.print("[bold red]nvc: error:[/] stdout: broken pipe (the program reading it closed it)", highlight=False)
+            raise typer.Exit(2) from None
         except OSError as e:  # disk full, permission denied while writing, ...: the output was not left behind
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
             err.print(f"[bold red]nvc: error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("nvc: interrupted; no partial output was left", highlight=False)
+            err.print("nvc: interrupted; no partial output file was left", highlight=False)
             raise typer.Exit(130) from None
 
     app.command()(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null, so that Python's flush at exit does not fail again on the broken pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        pass
+
+
+def _report(*paths: Optional[Path]) -> Console:
+    """Where a command's summary goes: stderr when one of ``paths`` is ``-`` (stdout carries the video)."""
+    from .io import is_stdio
+
+    return err if any(is_stdio(p) for p in paths) else out
+
+
+def _name(path: Path) -> str:
+    from .io import is_stdio
+
+    return "stdout" if is_stdio(path) else str(path)
 
 
 @contextmanager
@@ -96,9 +124,9 @@ def _fps(text: Optional[str]) -> Optional[Fraction]:
 
 @_command
 def encode(
-    input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ... (omit with --sample)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write."),
-    size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name)."),
+    input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ... (omit with --sample); - reads stdin (Y4M or anything FFmpeg probes; raw yuv420p with --size)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write; - for stdout (all at once, when the stream is complete)."),
+    size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name), or of raw yuv420p on stdin."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
@@ -110,7 +138,7 @@ def encode(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     numeric: Optional[str] = typer.Option(None, "--numeric", help="exact: fixed point, any device decodes the stream identically (default for nvc-lite); fast: float32, decode on the same kind of device and machine."),
     sample: bool = typer.Option(False, "--sample", help="Encode the built-in sample clip (352x288, 16 frames)."),
-    recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4)."),
+    recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4; - for Y4M on stdout)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
@@ -129,8 +157,8 @@ def encode(
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
                        progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
-    out.print(
-        f"{output}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
+    _report(output, recon).print(
+        f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
         f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})", highlight=False, soft_wrap=True,
     )
@@ -138,8 +166,8 @@ def encode(
 
 @_command
 def decode(
-    input: Path = typer.Argument(..., help="The .nvc stream."),
-    output: Path = typer.Option(..., "-o", "--output", help="Decoded video: .yuv, .y4m, .mkv (FFV1) or .mp4 (x264 lossless)."),
+    input: Path = typer.Argument(..., help="The .nvc stream; - reads stdin (whole, before decoding starts)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Decoded video: .yuv, .y4m, .mkv (FFV1) or .mp4 (x264 lossless); - for Y4M on stdout."),
     start: int = typer.Option(0, "--start", help="First frame to output (decoding starts at its GoP's I frame)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Output at most N frames."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights the stream was encoded with."),
@@ -153,12 +181,12 @@ def decode(
     with _progress("decode", not quiet) as progress:
         r = api.decode(input, output, start=start, frames=frames, checkpoint=checkpoint, device=device, force=force,
                        progress=progress)
-    out.print(f"{output}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
+    _report(output).print(f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
 
 
 @_command
 def info(
-    input: Path = typer.Argument(..., help="The .nvc stream."),
+    input: Path = typer.Argument(..., help="The .nvc stream; - reads stdin."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print a stream's header and its frames (type, quality, bytes, offset)."""

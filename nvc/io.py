@@ -3,6 +3,8 @@
 ``nvc.io.open(path, "r")`` yields :class:`Frame` objects (8-bit yuv420p planes) one at a time, so memory
 does not grow with the clip's length. ``nvc.io.open(path, "w", info=...)`` writes .yuv, .y4m, or a
 lossless .mkv (FFV1) / .mp4 (x264 qp 0), chosen by extension, through a temporary file renamed on success.
+The path ``-`` (:data:`STDIO`) reads standard input (Y4M or anything FFmpeg probes; raw yuv420p when the caller
+gives a size) and writes Y4M to standard output, for pipes: ``ffmpeg ... -f yuv4mpegpipe - | nvc encode - ...``.
 This module imports numpy and PyAV, never torch.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,8 +26,15 @@ from .errors import InputError, UnsupportedFormatError
 
 DEFAULT_RAW_FPS = Fraction(30)
 MAX_DIMENSION = 16384
+# the path that means standard input (reading) or standard output (writing)
+STDIO = "-"
 
-__all__ = ["Frame", "VideoInfo", "VideoReader", "VideoWriter", "open", "parse_size", "parse_fps"]
+__all__ = ["STDIO", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "is_stdio", "open", "parse_size", "parse_fps"]
+
+
+def is_stdio(path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``path`` is ``-``: standard input for a reader, standard output for a writer."""
+    return path is not None and os.fspath(path) == STDIO
 
 
 @dataclass
@@ -173,28 +183,66 @@ class RawYuvReader(VideoReader):
         self._f.close()
 
 
+class RawYuvPipeReader(VideoReader):
+    """Raw 8-bit yuv420p from standard input: the size from the caller, the frame count unknown until the end."""
+
+    def __init__(self, f: BinaryIO, size: tuple[int, int], fps: Fraction | None) -> None:
+        w, h = size
+        _check_dims(w, h)
+        self._f, self._fb = f, frame_bytes(w, h)
+        self.info = VideoInfo(w, h, fps or DEFAULT_RAW_FPS, None)
+
+    def __iter__(self) -> Iterator[Frame]:
+        w, h, first = self.info.width, self.info.height, True
+        while True:
+            buf = _read_full(self._f, self._fb)
+            if first and buf.startswith(b"YUV4MPEG2"):
+                raise InputError("stdin: this is a Y4M stream, not raw yuv420p; drop --size")
+            first = False
+            if len(buf) < self._fb:
+                if buf:
+                    raise InputError(f"stdin: {len(buf)} bytes after the last whole {w}x{h} yuv420p frame "
+                                     f"({self._fb} bytes each); check --size")
+                return
+            yield Frame.frombuffer(buf, w, h)
+
+
+def _read_full(f: BinaryIO, n: int) -> bytes:
+    """``n`` bytes from ``f``, fewer only at its end (a pipe's reads may return less before then)."""
+    parts, got = [], 0
+    while got < n:
+        b = f.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
 class AvReader(VideoReader):
     """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709."""
 
     _NATIVE = {"yuv420p", "yuvj420p"}
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, file: BinaryIO | None = None) -> None:
+        """``file``: read that (standard input) instead of ``path``, probing its format."""
         import av
 
+        self.name = "stdin" if file is not None else path.name
         try:
-            self._c = av.open(str(path), "r")
+            self._c = av.open(file if file is not None else str(path), "r")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise UnsupportedFormatError(f"{path.name}: not a video FFmpeg can read ({_short(e)})") from None
+            raise UnsupportedFormatError(f"{self.name}: not a video FFmpeg can read ({_short(e)})") from None
         if not self._c.streams.video:
             self._c.close()
-            raise UnsupportedFormatError(f"{path.name}: no video stream")
+            raise UnsupportedFormatError(f"{self.name}: no video stream")
         s = self._c.streams.video[0]
         s.thread_type = "AUTO"
         cc = s.codec_context
         w, h = int(cc.width), int(cc.height)
         if w <= 0 or h <= 0:
             self._c.close()
-            raise UnsupportedFormatError(f"{path.name}: video stream has no frame size")
+            raise UnsupportedFormatError(f"{self.name}: video stream has no frame size")
         _check_dims(w, h)
         rate = s.average_rate or s.guessed_rate or s.base_rate or DEFAULT_RAW_FPS
         fps = Fraction(rate.numerator, rate.denominator)
@@ -213,11 +261,11 @@ class AvReader(VideoReader):
                                          dst_color_range="MPEG")
                     except (av.FFmpegError, ValueError) as e:
                         raise UnsupportedFormatError(
-                            f"{self.path.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
+                            f"{self.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
                         ) from None
                 yield frame_from_av(vf, w, h)
         except av.FFmpegError as e:
-            raise InputError(f"{self.path.name}: decoding failed ({_short(e)})") from None
+            raise InputError(f"{self.name}: decoding failed ({_short(e)})") from None
 
     def close(self) -> None:
         self._c.close()
@@ -257,11 +305,12 @@ class Y4mReader(AvReader):
 
 # ---------------------------------------------------------------------------------------- writers
 class VideoWriter:
-    """Base writer: ``write(frame)``; the file appears under its name only when closed without error."""
+    """Base writer: ``write(frame)``; the file appears under its name only when closed without error (standard
+    output, path ``-``, gets each frame as it is written)."""
 
     def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
         self.path, self.info = path, info
-        self._atomic = AtomicFile(path, force=force)
+        self._atomic = None if is_stdio(path) else AtomicFile(path, force=force)
         self.frames = 0
 
     def write(self, frame: Frame) -> None:
@@ -273,7 +322,8 @@ class VideoWriter:
     def close(self, ok: bool = True) -> None:
         if ok:
             self._finish()
-        self._atomic.close(ok)
+        if self._atomic is not None:
+            self._atomic.close(ok)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -285,11 +335,15 @@ class VideoWriter:
 class RawYuvWriter(VideoWriter):
     def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
         super().__init__(path, info, force)
-        self._f = self._atomic.open()
+        self._f = self._atomic.open() if self._atomic is not None else sys.stdout.buffer
 
     def write(self, frame: Frame) -> None:
         self._f.write(frame.tobytes())
         self.frames += 1
+
+    def _finish(self) -> None:
+        if self._atomic is None:
+            self._f.flush()
 
 
 class Y4mWriter(RawYuvWriter):
@@ -352,8 +406,19 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
     info: VideoInfo | None = None,
     force: bool = False,
 ) -> VideoReader | VideoWriter:
-    """Opens a video for reading (``"r"``) or writing (``"w"``, needs ``info``)."""
+    """Opens a video for reading (``"r"``) or writing (``"w"``, needs ``info``); ``-`` is standard input (Y4M or
+    anything FFmpeg probes, raw yuv420p when ``size`` is given) or standard output (Y4M)."""
     p = Path(path)
+    if mode == "r" and is_stdio(path):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("stdin is a terminal: pipe a video in, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | nvc encode - -o out.nvc")
+        stdin = sys.stdin.buffer
+        if size is not None:
+            return RawYuvPipeReader(stdin, size, fps)
+        reader = AvReader(p, file=stdin)
+        if fps is not None:
+            reader.info = VideoInfo(reader.info.width, reader.info.height, fps, reader.info.frames, reader.info.pix_fmt)
+        return reader
     if mode == "r":
         if not p.exists():
             raise InputError(f"{p}: no such file")
@@ -372,8 +437,12 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
     if mode == "w":
         if info is None:
             raise ValueError("writing needs info=VideoInfo(...)")
+        if is_stdio(path):
+            if sys.stdout is None or sys.stdout.isatty():
+                raise InputError("stdout is a terminal: pipe the Y4M output on, e.g. nvc decode in.nvc -o - | ffplay -")
+            return Y4mWriter(p, info, force)
         cls = WRITERS.get(p.suffix.lower())
         if cls is None:
-            raise InputError(f"{p.name}: unknown output type; use .yuv, .y4m, .mkv or .mp4")
+            raise InputError(f"{p.name}: unknown output type; use .yuv, .y4m, .mkv or .mp4 (or - for Y4M on stdout)")
         return cls(p, info, force)
     raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")

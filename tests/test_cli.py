@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from nvc.cli import app
 
-from .conftest import make_frames, write_yuv
+from .conftest import make_frames, write_y4m, write_yuv
 
 runner = CliRunner()
 
@@ -134,3 +134,45 @@ def test_numeric_modes(tmp_path):
         assert json.loads(r.output)["numeric_mode"] == mode
         r = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / f"{flag}.yuv"), "--quiet"])
         assert r.exit_code == 0, r.output
+
+
+def test_pipes(tmp_path):
+    """``-`` for stdin and stdout: the same bytes as files, summaries on stderr, one-line errors."""
+    src = write_y4m(tmp_path / "a.y4m", make_frames(3, 48, 32))
+    args = ["-q", "0", "--quiet", "--device", "cpu"]
+    r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "f.nvc"), *args])
+    assert r.exit_code == 0, r.output
+    stream = (tmp_path / "f.nvc").read_bytes()
+    r = runner.invoke(app, ["encode", "-", "-o", str(tmp_path / "p.nvc"), *args], input=src.read_bytes())
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.nvc").read_bytes() == stream
+    r = runner.invoke(app, ["encode", str(src), "-o", "-", *args])
+    assert r.exit_code == 0 and r.stdout_bytes == stream and "stdout: 3 frames" in r.stderr, r.stderr
+    r = runner.invoke(app, ["decode", str(tmp_path / "f.nvc"), "-o", str(tmp_path / "d.y4m"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["decode", "-", "-o", "-", "--quiet"], input=stream)
+    assert r.exit_code == 0 and r.stdout_bytes == (tmp_path / "d.y4m").read_bytes(), r.stderr
+    assert "stdout: 3 frames" in r.stderr
+    r = runner.invoke(app, ["info", "-", "--json"], input=stream)
+    assert r.exit_code == 0 and json.loads(r.stdout)["frame_count"] == 3
+    # a cut stream on stdin: its complete frames on stdout, then one line on stderr
+    r = runner.invoke(app, ["decode", "-", "-o", "-", "--quiet"], input=stream[:-10])
+    assert r.exit_code == 2 and r.stdout_bytes.count(b"FRAME\n") == 2
+    assert r.stderr.count("\n") == 1 and "wrote 2 complete frames to stdout" in r.stderr
+    r = runner.invoke(app, ["encode", str(src), "-o", "-", "--recon", "-", *args])
+    assert r.exit_code == 2 and "only one output" in r.stderr and not r.stdout_bytes
+
+
+def test_broken_pipe_is_one_line(tmp_path):
+    """``nvc decode x.nvc -o - | head -c 10``: the reader leaves early; one line on stderr, exit code 2."""
+    src = write_y4m(tmp_path / "a.y4m", make_frames(6, 128, 128))  # 147 KB of Y4M, more than a pipe buffers
+    stream = tmp_path / "a.nvc"
+    r = runner.invoke(app, ["encode", str(src), "-o", str(stream), "-q", "0", "--quiet", "--refine", "0"])
+    assert r.exit_code == 0, r.output
+    code = "from nvc.cli import main; main()"
+    p = subprocess.Popen([sys.executable, "-c", code, "decode", str(stream), "-o", "-", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.read(10) == b"YUV4MPEG2 "
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 2 and err.count("\n") == 1 and "broken pipe" in err, err

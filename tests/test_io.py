@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io as pyio
+import sys
 from fractions import Fraction
 
 import av
@@ -129,3 +131,67 @@ def test_streaming_reader_does_not_load_everything(tmp_path):
         it = iter(r)
         first = next(it)
     assert _same(first, frames[0])
+
+
+class _Pipe(pyio.TextIOWrapper):
+    """A standard stream over bytes that is not a terminal (as in a shell pipe)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__(pyio.BytesIO(data))
+
+
+def test_stdin_y4m_and_probed_formats(tmp_path, monkeypatch):
+    frames = make_frames(3, 40, 24)
+    for name in ("a.y4m", "a.mkv"):
+        p = write_y4m(tmp_path / name, frames, Fraction(30000, 1001))
+        monkeypatch.setattr(sys, "stdin", _Pipe(p.read_bytes()))
+        with io.open(io.STDIO) as r:
+            assert (r.info.width, r.info.height, r.info.fps) == (40, 24, Fraction(30000, 1001))
+            got = list(r)
+        assert len(got) == 3 and all(_same(a, b) for a, b in zip(frames, got)), name
+    monkeypatch.setattr(sys, "stdin", _Pipe(p.read_bytes()))
+    with io.open("-", fps=Fraction(50)) as r:
+        assert r.info.fps == 50
+    monkeypatch.setattr(sys, "stdin", _Pipe(b"\x00garbage" * 100))
+    with pytest.raises(UnsupportedFormatError, match="^stdin: not a video"):
+        io.open("-")
+
+
+def test_stdin_raw_yuv(tmp_path, monkeypatch):
+    frames = make_frames(3, 37, 21)
+    raw = b"".join(f.tobytes() for f in frames)
+    monkeypatch.setattr(sys, "stdin", _Pipe(raw))
+    with io.open("-", size=(37, 21)) as r:
+        assert r.info.frames is None and r.info.fps == io.DEFAULT_RAW_FPS
+        got = list(r)
+    assert len(got) == 3 and all(_same(a, b) for a, b in zip(frames, got))
+    monkeypatch.setattr(sys, "stdin", _Pipe(raw[:-5]))  # a size that does not divide the bytes: refused at the end
+    with io.open("-", size=(37, 21)) as r, pytest.raises(InputError, match="bytes after the last whole 37x21"):
+        list(r)
+    y4m = write_y4m(tmp_path / "b.y4m", frames).read_bytes()
+    monkeypatch.setattr(sys, "stdin", _Pipe(y4m))
+    with io.open("-", size=(37, 21)) as r, pytest.raises(InputError, match="Y4M stream.*drop --size"):
+        list(r)
+
+
+def test_stdout_y4m_and_terminals(tmp_path, monkeypatch):
+    frames = make_frames(2, 40, 24)
+    info = io.VideoInfo(40, 24, Fraction(25), 2)
+    out = _Pipe()
+    monkeypatch.setattr(sys, "stdout", out)
+    with io.open("-", "w", info=info) as w:
+        for f in frames:
+            w.write(f)
+    assert out.buffer.getvalue() == write_y4m(tmp_path / "c.y4m", frames).read_bytes()
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.y4m"]  # no temporary file for stdout
+
+    class Terminal(_Pipe):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    with pytest.raises(InputError, match="stdout is a terminal"):
+        io.open("-", "w", info=info)
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    with pytest.raises(InputError, match="stdin is a terminal"):
+        io.open("-")
