@@ -1,4 +1,5 @@
-"""The library API behind the CLI: encode a video file to an .nvc stream, decode it back.
+"""The library API behind the CLI: encode a video file to an .nvc stream, decode it back; or, frame by frame,
+``nvc.api.open`` an .nvc stream for writing (:class:`OutputStream`) or reading (:class:`InputStream`).
 
 >>> report = nvc.api.encode("clip.y4m", "clip.nvc", quality=3)
 >>> nvc.api.decode("clip.nvc", "clip.yuv")
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .io import Frame, VideoInfo, VideoReader, is_stdio
 from .io import open as open_video
 from .ladder import ladder_for
 from .metrics import psnr_planes
+
+if TYPE_CHECKING:
+    from .codec import CodedFrame
 
 Progress = Callable[[int, int | None], None]  # (frames done, total or None)
 
@@ -119,59 +123,44 @@ def encode(
     ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new; 0: none;
     None: the model's defaults, see :class:`nvc.codec.Encoder`)."""
-    from .codec import Encoder, resolve_device
-    from .color import padded_size
-    from .models import load
-    from .models.base import model_default_quality
-
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
-    if gop < 1 or gop > 65535:
-        raise InputError(f"--gop must be 1..65535, not {gop}")
     if is_stdio(output) and is_stdio(recon):
         raise InputError("-o - and --recon -: only one output can go to stdout")
     if not is_stdio(output) and Path(output).exists() and not force:
         raise InputError(f"{output}: already exists (use --force to overwrite)")
-    dev = resolve_device(device)
     with _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
         info = reader.info
-        net = load(model, checkpoint, device=str(dev), **(model_options or {}))
-        if quality is None:
-            quality = model_default_quality(net)
-        enc = Encoder(net, quality=quality, gop=gop, width=info.width, height=info.height, device=dev,
-                      numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
-        pw, ph = padded_size(info.width, info.height, net.alignment)
-        header = bitstream.StreamHeader(
-            model=net.name, weights_digest=net.weights_digest, numeric_mode=int(enc.numeric_mode), quality=quality,
-            width=info.width, height=info.height, padded_width=pw, padded_height=ph,
-            fps_num=info.fps.numerator, fps_den=info.fps.denominator, gop=gop,
-        )
         total = frames if frames is not None else info.frames
         if total is not None and info.frames is not None:
             total = min(total, info.frames)
         psnr_sum = np.zeros(3)
         sizes: list[int] = []
         t0 = time.perf_counter()
-        recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
+        stream = OutputStream(out, width=info.width, height=info.height, fps=info.fps, model=model, checkpoint=checkpoint,
+                              quality=quality, gop=gop, device=device, numeric=numeric, flat_quality=flat_quality,
+                              refine=refine, force=force, model_options=model_options)
+        recon_writer = None
         try:
-            with bitstream.open(out, "w", header=header, force=force) as writer:
-                for frame in reader:
-                    if frames is not None and len(sizes) >= frames:
-                        break
-                    coded = enc.encode(frame)
-                    writer.write(coded.frame_type, coded.quality, coded.payload)
-                    sizes.append(len(coded.payload))
-                    p = psnr_planes(frame, coded.recon)
-                    psnr_sum += (p["psnr_y"], p["psnr_u"], p["psnr_v"])
-                    if recon_writer is not None:
-                        recon_writer.write(coded.recon)  # type: ignore[union-attr]
-                    if progress:
-                        progress(len(sizes), total)
-                if not sizes:
-                    raise InputError(f"{input or 'sample'}: no frames to encode")
+            recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
+            for frame in reader:
+                if frames is not None and len(sizes) >= frames:
+                    break
+                coded = stream.write(frame)
+                sizes.append(len(coded.payload))
+                p = psnr_planes(frame, coded.recon)
+                psnr_sum += (p["psnr_y"], p["psnr_u"], p["psnr_v"])
+                if recon_writer is not None:
+                    recon_writer.write(coded.recon)  # type: ignore[union-attr]
+                if progress:
+                    progress(len(sizes), total)
+            if not sizes:
+                raise InputError(f"{input or 'sample'}: no frames to encode")
+            stream.close()
             if recon_writer is not None:
                 recon_writer.close(ok=True)
         except BaseException:
+            stream.close(ok=False)
             if recon_writer is not None:
                 recon_writer.close(ok=False)
             raise
@@ -184,8 +173,8 @@ def encode(
         frames=n, bytes=nbytes, width=info.width, height=info.height, fps=rate, seconds=seconds,
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
         kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
-        model=net.name, quality=quality, gop=gop, device=str(dev), frame_bytes=sizes,
-        numeric="exact" if enc.exact else "fast",
+        model=stream.model.name, quality=stream.quality, gop=gop, device=str(stream.device), frame_bytes=sizes,
+        numeric="exact" if stream.encoder.exact else "fast",
     )
 
 
@@ -207,9 +196,6 @@ def decode(
     A truncated or damaged stream: every complete frame before the damage is written, then the error
     (a :class:`~nvc.errors.BitstreamError`) is raised naming where and why decoding stopped.
     """
-    from .codec import Decoder, resolve_device
-    from .models import load
-
     if start < 0:
         raise InputError(f"--start must be >= 0, not {start}")
     if frames is not None and frames < 1:
@@ -217,52 +203,195 @@ def decode(
     out = Path(output)
     if not is_stdio(out) and out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to overwrite)")
-    dev = resolve_device(device)
-    with _stream_input(input) as src, bitstream.open(src, "r") as reader:
-        h = reader.header
-        if device == "auto" and h.numeric_mode == bitstream.NumericMode.FLOAT32_CPU:
-            dev = resolve_device("cpu")  # a float32 CPU stream decodes bit exactly only on a CPU
-        available = len(reader.frames)
-        if available == 0:
-            raise TruncatedStreamError(f"{src.name}: {reader.truncated or 'stream has no frames'}; nothing decoded")
-        if start >= available:
-            raise InputError(f"--start {start} is past the last frame ({available} frames in the stream)")
-        net = load(h.model, checkpoint, device=str(dev))
-        dec = Decoder.for_stream(net, h, dev)
+    with _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
+        decoded = stream.decode(start, frames)  # checks the range and the weights before any output exists
+        h, available = stream.header, len(stream)
         stop = available if frames is None else min(available, start + frames)
-        first = reader.gop_start(start)
         info = VideoInfo(h.width, h.height, Fraction(h.fps_num, h.fps_den), stop - start)
         written = 0
         failure: NvcError | None = None
         t0 = time.perf_counter()
         with open_video(out, "w", info=info, force=force) as writer:
-            for i in range(first, stop):
-                try:
-                    frame: Frame = dec.decode(reader.read(i))
-                except NvcError as e:
-                    failure = e
-                    break
-                if i >= start:
+            try:
+                for frame in decoded:
                     writer.write(frame)  # type: ignore[union-attr]
                     written += 1
                     if progress:
                         progress(written, stop - start)
-            if written == 0 and failure is not None:
-                raise failure
+            except NvcError as e:
+                if written == 0:
+                    raise
+                failure = e
         seconds = time.perf_counter() - t0
-        where = "stdout" if is_stdio(out) else out
         if failure is not None:
+            where = "stdout" if is_stdio(out) else out
             raise type(failure)(f"{failure}; wrote {written} complete frames to {where}")
-        if reader.truncated and stop == available and (frames is None or start + frames > available):
-            raise TruncatedStreamError(f"{reader.truncated}; wrote {written} complete frames to {where}")
     return DecodeReport(frames=written, seconds=seconds, decode_fps=written / seconds if seconds > 0 else 0.0,
-                        width=h.width, height=h.height, first=first)
+                        width=h.width, height=h.height, first=stream.gop_start(start))
 
 
 def info(input: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything the stream's header and index say (see ``nvc info --json``; ``-``: standard input)."""
     with _stream_input(input) as src, bitstream.open(src, "r") as reader:
         return bitstream.info_dict(reader)
+
+
+class OutputStream:
+    """An .nvc stream being written, frame by frame (``nvc.api.open(path, "w", width=..., height=...)``): each
+    :meth:`write` codes a frame and appends it; the file appears under its name when closed without error.
+
+    >>> with nvc.api.open("out.nvc", "w", width=352, height=288, fps=30, quality=6) as s:
+    ...     for frame in frames:            # nvc.io.Frame: 8-bit yuv420p planes
+    ...         coded = s.write(frame)      # .frame_type, .quality, .payload, .recon (the decoder's output)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, width: int, height: int, fps: Fraction | int = 30,
+                 model: str = "nvc-lite", checkpoint: str | os.PathLike[str] | None = None, quality: int | None = None,
+                 gop: int = 32, device: str = "auto", numeric: str | None = None, flat_quality: bool = False,
+                 refine: int | None = None, force: bool = False, model_options: dict[str, Any] | None = None) -> None:
+        """The options are :func:`encode`'s; ``fps`` is stored in the header (a rational)."""
+        from .codec import Encoder, resolve_device
+        from .color import padded_size
+        from .models import load
+        from .models.base import model_default_quality
+
+        if is_stdio(path):
+            raise InputError("-: nvc.api.open writes a file; nvc.api.encode(..., '-') writes a stream to stdout")
+        if gop < 1 or gop > 65535:
+            raise InputError(f"--gop must be 1..65535, not {gop}")
+        if Path(path).exists() and not force:
+            raise InputError(f"{path}: already exists (use --force to overwrite)")
+        rate = Fraction(fps)
+        self.device = resolve_device(device)
+        self.model = load(model, checkpoint, device=str(self.device), **(model_options or {}))
+        self.quality = model_default_quality(self.model) if quality is None else quality
+        self.encoder = Encoder(self.model, quality=self.quality, gop=gop, width=width, height=height, device=self.device,
+                               numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
+        pw, ph = padded_size(width, height, self.model.alignment)
+        self.header = bitstream.StreamHeader(
+            model=self.model.name, weights_digest=self.model.weights_digest, numeric_mode=int(self.encoder.numeric_mode),
+            quality=self.quality, width=width, height=height, padded_width=pw, padded_height=ph,
+            fps_num=rate.numerator, fps_den=rate.denominator, gop=gop,
+        )
+        self._writer = bitstream.open(path, "w", header=self.header, force=force)
+        assert isinstance(self._writer, bitstream.StreamWriter)
+        self.path = Path(path)
+
+    @property
+    def frames(self) -> int:
+        """Frames written so far."""
+        return self._writer.frame_count
+
+    def write(self, frame: Frame) -> CodedFrame:
+        """Codes ``frame`` (the next in display order) and appends it to the stream."""
+        coded = self.encoder.encode(frame)
+        self._writer.write(coded.frame_type, coded.quality, coded.payload)
+        return coded
+
+    def close(self, ok: bool = True) -> None:
+        """``ok``: completes the header and renames the file into place; else deletes it."""
+        self._writer.close(ok)
+
+    def __enter__(self) -> OutputStream:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(ok=exc_type is None)
+
+
+class InputStream:
+    """An .nvc stream to decode (``nvc.api.open(path)``): iterate for every frame, or :meth:`decode` a range.
+
+    >>> with nvc.api.open("out.nvc") as s:
+    ...     print(s.header.width, s.header.height, len(s))
+    ...     for frame in s.decode(start=40, frames=10): ...   # seeks to the GoP holding frame 40
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] | None = None,
+                 device: str = "auto") -> None:
+        """``checkpoint``: the weights the stream was coded with, when not the shipped ones."""
+        from .codec import resolve_device
+        from .models import load
+
+        if is_stdio(path):
+            raise InputError("-: nvc.api.open reads a file; nvc.api.decode('-', ...) reads a stream from stdin")
+        self._reader = bitstream.open(path, "r")
+        assert isinstance(self._reader, bitstream.StreamReader)
+        try:
+            self.header = self._reader.header
+            dev = resolve_device(device)
+            if device == "auto" and self.header.numeric_mode == bitstream.NumericMode.FLOAT32_CPU:
+                dev = resolve_device("cpu")  # a float32 CPU stream decodes bit exactly only on a CPU
+            self.device = dev
+            self.model = load(self.header.model, checkpoint, device=str(dev)) if len(self) else None
+        except BaseException:
+            self._reader.close()
+            raise
+        self.path = Path(path)
+
+    def __len__(self) -> int:
+        """Complete frames in the stream (a cut or damaged stream has fewer than its header announces)."""
+        return len(self._reader.frames)
+
+    @property
+    def truncated(self) -> str | None:
+        """Why the stream is not whole (where it was cut or damaged), or None."""
+        return self._reader.truncated
+
+    def gop_start(self, index: int) -> int:
+        """The I frame that decoding frame ``index`` starts from."""
+        return self._reader.gop_start(index)
+
+    def decode(self, start: int = 0, frames: int | None = None) -> Iterator[Frame]:
+        """Frames ``start`` .. ``start + frames - 1`` (all from ``start``: ``frames`` None), decoded from the I frame
+        of ``start``'s GoP. A damaged frame, or a cut at the end of the range, raises its
+        :class:`~nvc.errors.BitstreamError` after the frames before it."""
+        from .codec import Decoder
+
+        available = len(self)
+        if available == 0:
+            raise TruncatedStreamError(f"{self.path.name}: {self.truncated or 'stream has no frames'}; nothing decoded")
+        if start < 0:
+            raise InputError(f"--start must be >= 0, not {start}")
+        if start >= available:
+            raise InputError(f"--start {start} is past the last frame ({available} frames in the stream)")
+        if frames is not None and frames < 1:
+            raise InputError(f"--frames must be at least 1, not {frames}")
+        stop = available if frames is None else min(available, start + frames)
+        return self._frames(Decoder.for_stream(self.model, self.header, self.device), start, stop,
+                            cut=stop == available and (frames is None or start + frames > available))
+
+    def _frames(self, dec: Any, start: int, stop: int, cut: bool) -> Iterator[Frame]:
+        for i in range(self.gop_start(start), stop):
+            frame = dec.decode(self._reader.read(i))
+            if i >= start:
+                yield frame
+        if cut and self.truncated:
+            raise TruncatedStreamError(self.truncated)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.decode()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> InputStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(  # noqa: A001 - mirrors av.open / nvc.io.open
+    path: str | os.PathLike[str], mode: str = "r", **options: Any
+) -> InputStream | OutputStream:
+    """``open(path)`` -> :class:`InputStream` (options: ``checkpoint``, ``device``); ``open(path, "w", width=...,
+    height=..., ...)`` -> :class:`OutputStream` (options: :class:`OutputStream`'s)."""
+    if mode in ("r", "rb"):
+        return InputStream(path, **options)
+    if mode in ("w", "wb"):
+        return OutputStream(path, **options)
+    raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
 
 
 @contextmanager
@@ -277,7 +406,7 @@ def _stream_input(input: str | os.PathLike[str]) -> Iterator[Path]:
     if sys.stdin is None or sys.stdin.isatty():
         raise InputError("stdin is a terminal: pipe an .nvc stream in, e.g. cat clip.nvc | nvc decode - -o out.y4m")
     with tempfile.TemporaryDirectory(prefix="nvc-stdin-") as d:
-        spool = Path(d) / "stdin.nvc"
+        spool = Path(d) / "stdin"
         with spool.open("wb") as f:
             shutil.copyfileobj(sys.stdin.buffer, f)
         yield spool

@@ -116,3 +116,40 @@ def test_input_errors(tmp_path):
     with pytest.raises(BitstreamError):
         api.decode(junk, tmp_path / "j.yuv")
     assert not (tmp_path / "o.nvc").exists()
+
+
+def test_open_streams_frame_by_frame(coded, tmp_path):
+    """nvc.api.open: the frame-level API behind encode/decode gives the same bytes and frames."""
+    d, frames, _ = coded
+    out = tmp_path / "o.nvc"
+    with api.open(out, "w", width=72, height=40, fps=25, quality=1, gop=2, device="cpu") as s:
+        assert isinstance(s, api.OutputStream)
+        recon = [s.write(f).recon for f in frames]
+        assert s.frames == 5 and not out.exists()  # the file appears when closed
+    assert out.read_bytes() == (d / "a.nvc").read_bytes()
+    with api.open(out, device="cpu") as s:
+        assert isinstance(s, api.InputStream) and len(s) == 5 and s.truncated is None
+        assert (s.header.width, s.header.height, s.header.gop) == (72, 40, 2)
+        got = list(s)
+        part = list(s.decode(start=3, frames=1))
+    assert all(np.array_equal(a.y, b.y) and np.array_equal(a.u, b.u) for a, b in zip(got, recon))
+    assert len(part) == 1 and np.array_equal(part[0].y, recon[3].y)
+    # a failure inside the block leaves no file; a cut stream yields its complete frames, then raises
+    with pytest.raises(InputError, match="frame 1 is"):
+        with api.open(tmp_path / "bad.nvc", "w", width=72, height=40, device="cpu") as s:
+            s.write(frames[0])
+            s.write(make_frames(1, 48, 32)[0])
+    assert not (tmp_path / "bad.nvc").exists()
+    cut = tmp_path / "cut.nvc"
+    cut.write_bytes(out.read_bytes()[:-3])
+    seen = []
+    with api.open(cut, device="cpu") as s, pytest.raises(TruncatedStreamError):
+        for f in s:
+            seen.append(f)
+    assert len(seen) == 4
+    with pytest.raises(InputError, match="already exists"):
+        api.open(out, "w", width=72, height=40)
+    with pytest.raises(InputError, match="reads a file"):
+        api.open("-")
+    with pytest.raises(ValueError, match="mode"):
+        api.open(out, "a")
