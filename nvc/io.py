@@ -167,17 +167,13 @@ class RawYuvReader(VideoReader):
                 f"{path.name}: {total} bytes is not a whole number of {w}x{h} yuv420p frames "
                 f"({fb} bytes each); check --size"
             )
-        self.path, self._fb = path, fb
+        self.path = path
         self.info = VideoInfo(w, h, fps, total // fb)
         self._f: BinaryIO = path.open("rb")
 
     def __iter__(self) -> Iterator[Frame]:
         self._f.seek(0)
-        while True:
-            buf = self._f.read(self._fb)
-            if len(buf) < self._fb:
-                return
-            yield Frame.frombuffer(buf, self.info.width, self.info.height)
+        return _raw_frames(self._f, self.info.width, self.info.height, self.path.name)
 
     def close(self) -> None:
         self._f.close()
@@ -189,34 +185,34 @@ class RawYuvPipeReader(VideoReader):
     def __init__(self, f: BinaryIO, size: tuple[int, int], fps: Fraction | None) -> None:
         w, h = size
         _check_dims(w, h)
-        self._f, self._fb = f, frame_bytes(w, h)
+        self._f = f
         self.info = VideoInfo(w, h, fps or DEFAULT_RAW_FPS, None)
 
     def __iter__(self) -> Iterator[Frame]:
-        w, h, first = self.info.width, self.info.height, True
-        while True:
-            buf = _read_full(self._f, self._fb)
-            if first and buf.startswith(b"YUV4MPEG2"):
+        for i, frame in enumerate(_raw_frames(self._f, self.info.width, self.info.height, "stdin")):
+            if i == 0 and frame.y.tobytes()[:9] == b"YUV4MPEG2":
                 raise InputError("stdin: this is a Y4M stream, not raw yuv420p; drop --size")
-            first = False
-            if len(buf) < self._fb:
-                if buf:
-                    raise InputError(f"stdin: {len(buf)} bytes after the last whole {w}x{h} yuv420p frame "
-                                     f"({self._fb} bytes each); check --size")
-                return
-            yield Frame.frombuffer(buf, w, h)
+            yield frame
 
 
-def _read_full(f: BinaryIO, n: int) -> bytes:
-    """``n`` bytes from ``f``, fewer only at its end (a pipe's reads may return less before then)."""
-    parts, got = [], 0
-    while got < n:
-        b = f.read(n - got)
-        if not b:
-            break
-        parts.append(b)
-        got += len(b)
-    return b"".join(parts)
+def _raw_frames(f: BinaryIO, w: int, h: int, name: str) -> Iterator[Frame]:
+    """The ``w`` x ``h`` yuv420p frames of the raw bytes in ``f``; bytes left after the last whole frame are refused
+    (``name`` for the message). Reads until each frame is whole: a pipe's reads may return less."""
+    fb = frame_bytes(w, h)
+    while True:
+        parts, got = [], 0
+        while got < fb:
+            b = f.read(fb - got)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        if got < fb:
+            if got:
+                raise InputError(f"{name}: {got} bytes after the last whole {w}x{h} yuv420p frame "
+                                 f"({fb} bytes each); check --size")
+            return
+        yield Frame.frombuffer(b"".join(parts), w, h)
 
 
 class AvReader(VideoReader):
@@ -409,28 +405,26 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
     """Opens a video for reading (``"r"``) or writing (``"w"``, needs ``info``); ``-`` is standard input (Y4M or
     anything FFmpeg probes, raw yuv420p when ``size`` is given) or standard output (Y4M)."""
     p = Path(path)
-    if mode == "r" and is_stdio(path):
-        if sys.stdin is None or sys.stdin.isatty():
-            raise InputError("stdin is a terminal: pipe a video in, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | nvc encode - -o out.nvc")
-        stdin = sys.stdin.buffer
-        if size is not None:
-            return RawYuvPipeReader(stdin, size, fps)
-        reader = AvReader(p, file=stdin)
-        if fps is not None:
-            reader.info = VideoInfo(reader.info.width, reader.info.height, fps, reader.info.frames, reader.info.pix_fmt)
-        return reader
     if mode == "r":
-        if not p.exists():
-            raise InputError(f"{p}: no such file")
-        if not p.is_file():
-            raise InputError(f"{p}: not a file")
-        if not os.access(p, os.R_OK):
-            raise InputError(f"{p}: not readable (permission denied)")
-        if p.suffix.lower() == ".yuv":
-            return RawYuvReader(p, size, fps)
-        if p.suffix.lower() == ".nvc":
-            raise InputError(f"{p.name}: this is an nvc stream; use 'nvc decode'")
-        reader: VideoReader = Y4mReader(p) if p.suffix.lower() == ".y4m" else AvReader(p)
+        reader: VideoReader
+        if is_stdio(path):
+            if sys.stdin is None or sys.stdin.isatty():
+                raise InputError("stdin is a terminal: pipe a video in, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | nvc encode - -o out.nvc")
+            if size is not None:
+                return RawYuvPipeReader(sys.stdin.buffer, size, fps)
+            reader = AvReader(p, file=sys.stdin.buffer)
+        else:
+            if not p.exists():
+                raise InputError(f"{p}: no such file")
+            if not p.is_file():
+                raise InputError(f"{p}: not a file")
+            if not os.access(p, os.R_OK):
+                raise InputError(f"{p}: not readable (permission denied)")
+            if p.suffix.lower() == ".yuv":
+                return RawYuvReader(p, size, fps)
+            if p.suffix.lower() == ".nvc":
+                raise InputError(f"{p.name}: this is an nvc stream; use 'nvc decode'")
+            reader = Y4mReader(p) if p.suffix.lower() == ".y4m" else AvReader(p)
         if fps is not None:
             reader.info = VideoInfo(reader.info.width, reader.info.height, fps, reader.info.frames, reader.info.pix_fmt)
         return reader
