@@ -23,7 +23,7 @@ import numpy as np
 
 from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
-from .io import Frame, VideoInfo, VideoReader, is_stdio
+from .io import NATIVE_PIX_FMTS, Frame, VideoInfo, VideoReader, is_stdio
 from .io import open as open_video
 from .ladder import ladder_for
 from .metrics import psnr_planes
@@ -58,6 +58,12 @@ class EncodeReport:
     device: str
     frame_bytes: list[int] = field(default_factory=list)
     numeric: str = "exact"
+    source_pix_fmt: str = "yuv420p"  # the input's pixel format
+
+    @property
+    def converted(self) -> bool:
+        """Whether the input was converted to 8-bit yuv420p to be coded (10-bit, 4:2:2, 4:4:4, RGB, ...)."""
+        return self.source_pix_fmt not in NATIVE_PIX_FMTS and self.source_pix_fmt != "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,7 +180,7 @@ def encode(
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
         kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
         model=stream.model.name, quality=stream.quality, gop=gop, device=str(stream.device), frame_bytes=sizes,
-        numeric="exact" if stream.encoder.exact else "fast",
+        numeric="exact" if stream.encoder.exact else "fast", source_pix_fmt=info.pix_fmt,
     )
 
 

@@ -160,7 +160,9 @@ def encode(
     _report(output, recon).print(
         f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
-        f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})", highlight=False, soft_wrap=True,
+        f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})"
+        + (f", converted from {r.source_pix_fmt} to 8-bit yuv420p" if r.converted else ""),
+        highlight=False, soft_wrap=True,
     )
 
 

@@ -28,6 +28,8 @@ DEFAULT_RAW_FPS = Fraction(30)
 MAX_DIMENSION = 16384
 # the path that means standard input (reading) or standard output (writing)
 STDIO = "-"
+# the pixel formats read as they are; others are converted to 8-bit yuv420p
+NATIVE_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 
 __all__ = ["STDIO", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "is_stdio", "open", "parse_size", "parse_fps"]
 
@@ -218,8 +220,6 @@ def _raw_frames(f: BinaryIO, w: int, h: int, name: str) -> Iterator[Frame]:
 class AvReader(VideoReader):
     """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709."""
 
-    _NATIVE = {"yuv420p", "yuvj420p"}
-
     def __init__(self, path: Path, file: BinaryIO | None = None) -> None:
         """``file``: read that (standard input) instead of ``path``, probing its format."""
         import av
@@ -251,7 +251,7 @@ class AvReader(VideoReader):
         w, h = self.info.width, self.info.height
         try:
             for vf in self._c.decode(self._s):
-                if vf.format.name not in self._NATIVE or vf.width != w or vf.height != h:
+                if vf.format.name not in NATIVE_PIX_FMTS or vf.width != w or vf.height != h:
                     try:
                         vf = vf.reformat(width=w, height=h, format="yuv420p", dst_colorspace="ITU709",
                                          dst_color_range="MPEG")

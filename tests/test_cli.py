@@ -176,3 +176,21 @@ def test_broken_pipe_is_one_line(tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 2 and err.count("\n") == 1 and "broken pipe" in err, err
+
+
+def test_summary_names_a_pixel_format_conversion(tmp_path):
+    import av
+    import numpy as np
+
+    ten = tmp_path / "ten.mkv"
+    with av.open(str(ten), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p10le"
+        for pkt in [*s.encode(av.VideoFrame.from_ndarray(np.full((48, 32), 512, np.uint16), format="yuv420p10le")),
+                    *s.encode()]:
+            c.mux(pkt)
+    r = runner.invoke(app, ["encode", str(ten), "-o", str(tmp_path / "t.nvc"), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0 and "converted from yuv420p10le to 8-bit yuv420p" in r.output, r.output
+    src = write_y4m(tmp_path / "a.y4m", make_frames(1, 32, 32))
+    r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.nvc"), "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0 and "converted" not in r.output, r.output
