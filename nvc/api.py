@@ -115,6 +115,7 @@ def encode(
     numeric: str | None = None,
     flat_quality: bool = False,
     refine: int | None = None,
+    start: int = 0,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, ``-`` for standard input, or the built-in sample) to the .nvc stream
     ``output`` (``-``: standard output, all at once when the stream is complete, since the writer completes its
@@ -128,18 +129,25 @@ def encode(
     (:data:`nvc.ladder.DEFAULT_LADDER`), unless ``flat_quality`` codes every frame at ``quality``.
     ``refine``: encoder-side latent refinement, that many gradient steps per frame (nvc-lite; fewer bits
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new; 0: none;
-    None: the model's defaults, see :class:`nvc.codec.Encoder`)."""
+    None: the model's defaults, see :class:`nvc.codec.Encoder`).
+    ``start``: the first input frame to code (the ones before it are read and skipped; the stream starts with an
+    I frame there)."""
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
+    if start < 0:
+        raise InputError(f"--start must be >= 0, not {start}")
     if is_stdio(output) and is_stdio(recon):
         raise InputError("-o - and --recon -: only one output can go to stdout")
     if not is_stdio(output) and Path(output).exists() and not force:
         raise InputError(f"{output}: already exists (use --force to overwrite)")
-    with _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=frames) as reader:
+    span = None if frames is None else start + frames  # what the sample is generated to
+    with _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=span) as reader:
         info = reader.info
-        total = frames if frames is not None else info.frames
+        if info.frames is not None and start >= info.frames:
+            raise InputError(f"--start {start} is past the last frame ({info.frames} frames in the input)")
+        total = frames if frames is not None else None if info.frames is None else info.frames - start
         if total is not None and info.frames is not None:
-            total = min(total, info.frames)
+            total = min(total, info.frames - start)
         psnr_sum = np.zeros(3)
         sizes: list[int] = []
         t0 = time.perf_counter()
@@ -149,9 +157,11 @@ def encode(
         recon_writer = None
         try:
             recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
-            for frame in reader:
+            for i, frame in enumerate(reader):
                 if frames is not None and len(sizes) >= frames:
                     break
+                if i < start:
+                    continue
                 coded = stream.write(frame)
                 sizes.append(len(coded.payload))
                 p = psnr_planes(frame, coded.recon)
@@ -161,7 +171,7 @@ def encode(
                 if progress:
                     progress(len(sizes), total)
             if not sizes:
-                raise InputError(f"{input or 'sample'}: no frames to encode")
+                raise InputError(f"{input or 'sample'}: no frames to encode" + (f" from frame {start} on" if start else ""))
             stream.close()
             if recon_writer is not None:
                 recon_writer.close(ok=True)

@@ -133,6 +133,7 @@ def encode(
     refine: Optional[int] = typer.Option(None, "--refine", help=f"Encoder-side latent refinement: N gradient steps per frame, 0 for none (nvc-lite; any decoder reads the stream; frames up to 1920x1088). Default: {REFINE_DEFAULTS}; 20 on every frame codes 6-18 % fewer bits than none but encodes ~6x slower."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
+    start: int = typer.Option(0, "--start", help="First input frame to encode (the earlier ones are read and skipped)."),
     model: str = typer.Option("nvc-lite", "--model", "-m", help="Model name (see 'nvc models')."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights (.safetensors or torch state_dict)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -156,6 +157,7 @@ def encode(
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
                        progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
+                       start=start,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     _report(output, recon).print(
         f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "

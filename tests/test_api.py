@@ -153,3 +153,18 @@ def test_open_streams_frame_by_frame(coded, tmp_path):
         api.open("-")
     with pytest.raises(ValueError, match="mode"):
         api.open(out, "a")
+
+
+def test_encode_start_skips_input_frames(tmp_path):
+    frames = make_frames(5, 48, 32)
+    a, b = write_y4m(tmp_path / "all.y4m", frames), write_y4m(tmp_path / "tail.y4m", frames[2:4])
+    r = api.encode(a, tmp_path / "a.nvc", start=2, frames=2, quality=0, device="cpu")
+    api.encode(b, tmp_path / "b.nvc", quality=0, device="cpu")
+    assert r.frames == 2 and (tmp_path / "a.nvc").read_bytes() == (tmp_path / "b.nvc").read_bytes()
+    with pytest.raises(InputError, match="no frames to encode from frame 5 on"):  # a Y4M does not say its length
+        api.encode(a, tmp_path / "c.nvc", start=5, device="cpu")
+    with pytest.raises(InputError, match="--start 5 is past the last frame"):  # a raw .yuv does
+        api.encode(write_yuv(tmp_path / "all_48x32.yuv", frames), tmp_path / "c.nvc", start=5, device="cpu")
+    with pytest.raises(InputError, match="--start must be"):
+        api.encode(a, tmp_path / "c.nvc", start=-1, device="cpu")
+    assert not (tmp_path / "c.nvc").exists()
