@@ -58,6 +58,8 @@ class EncodeReport:
     device: str
     frame_bytes: list[int] = field(default_factory=list)
     numeric: str = "exact"
+    # one entry per coded frame: index, type ("I"/"P"), quality, bytes (payload), psnr_y/u/v/yuv
+    per_frame: list[dict[str, Any]] = field(default_factory=list)
     source_pix_fmt: str = "yuv420p"  # the input's pixel format
 
     @property
@@ -150,6 +152,7 @@ def encode(
             total = min(total, info.frames - start)
         psnr_sum = np.zeros(3)
         sizes: list[int] = []
+        per_frame: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         stream = OutputStream(out, width=info.width, height=info.height, fps=info.fps, model=model, checkpoint=checkpoint,
                               quality=quality, gop=gop, device=device, numeric=numeric, flat_quality=flat_quality,
@@ -163,9 +166,11 @@ def encode(
                 if i < start:
                     continue
                 coded = stream.write(frame)
-                sizes.append(len(coded.payload))
                 p = psnr_planes(frame, coded.recon)
                 psnr_sum += (p["psnr_y"], p["psnr_u"], p["psnr_v"])
+                per_frame.append({"index": len(sizes), "type": coded.frame_type.name, "quality": coded.quality,
+                                  "bytes": len(coded.payload), **{k: float(v) for k, v in p.items()}})
+                sizes.append(len(coded.payload))
                 if recon_writer is not None:
                     recon_writer.write(coded.recon)  # type: ignore[union-attr]
                 if progress:
@@ -190,7 +195,7 @@ def encode(
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
         kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
         model=stream.model.name, quality=stream.quality, gop=gop, device=str(stream.device), frame_bytes=sizes,
-        numeric="exact" if stream.encoder.exact else "fast", source_pix_fmt=info.pix_fmt,
+        numeric="exact" if stream.encoder.exact else "fast", source_pix_fmt=info.pix_fmt, per_frame=per_frame,
     )
 
 

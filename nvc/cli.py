@@ -142,6 +142,7 @@ def encode(
     recon: Optional[Path] = typer.Option(None, "--recon", help="Also write the reconstruction (.yuv/.y4m/.mkv/.mp4; - for Y4M on stdout)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line (with each frame's type, quality, bytes and PSNR)."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
     intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
     intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default as for --quality; `nvc models` lists them)."),
@@ -159,6 +160,9 @@ def encode(
                        progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
                        start=start,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
+    if as_json:
+        (sys.stderr if _report(output, recon) is err else sys.stdout).write(json.dumps(r.to_dict(), indent=2) + "\n")
+        return
     _report(output, recon).print(
         f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "

@@ -194,3 +194,16 @@ def test_summary_names_a_pixel_format_conversion(tmp_path):
     src = write_y4m(tmp_path / "a.y4m", make_frames(1, 32, 32))
     r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.nvc"), "--quiet", "--device", "cpu"])
     assert r.exit_code == 0 and "converted" not in r.output, r.output
+
+
+def test_encode_json_report(tmp_path):
+    src = write_y4m(tmp_path / "a.y4m", make_frames(3, 48, 32))
+    r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.nvc"), "-q", "0", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["frames"] == 3 and d["bytes"] == (tmp_path / "a.nvc").stat().st_size
+    assert [f["type"] for f in d["per_frame"]] == ["I", "P", "P"] and [f["quality"] for f in d["per_frame"]] == [3, 0, 0]
+    assert [f["bytes"] for f in d["per_frame"]] == d["frame_bytes"]
+    assert abs(sum(f["psnr_y"] for f in d["per_frame"]) / 3 - d["psnr_y"]) < 1e-9
+    r = runner.invoke(app, ["encode", str(src), "-o", "-", "-q", "0", "--quiet", "--json"])  # stdout carries the stream
+    assert r.exit_code == 0 and json.loads(r.stderr)["frames"] == 3 and r.stdout_bytes.startswith(b"NVC")
