@@ -140,6 +140,7 @@ def encode(
         raise InputError(f"--start must be >= 0, not {start}")
     if is_stdio(output) and is_stdio(recon):
         raise InputError("-o - and --recon -: only one output can go to stdout")
+    _check_not_input(input, output, recon)
     if not is_stdio(output) and Path(output).exists() and not force:
         raise InputError(f"{output}: already exists (use --force to overwrite)")
     span = None if frames is None else start + frames  # what the sample is generated to
@@ -222,6 +223,7 @@ def decode(
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
     out = Path(output)
+    _check_not_input(input, output)
     if not is_stdio(out) and out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to overwrite)")
     with _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
@@ -413,6 +415,15 @@ def open(  # noqa: A001 - mirrors av.open / nvc.io.open
     if mode in ("w", "wb"):
         return OutputStream(path, **options)
     raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
+
+
+def _check_not_input(input: str | os.PathLike[str] | None, *outputs: str | os.PathLike[str] | None) -> None:
+    """Refuses an output that is the input file itself (as FFmpeg does), ``--force`` or not."""
+    if input is None or is_stdio(input) or not Path(input).exists():
+        return
+    for o in outputs:
+        if o is not None and not is_stdio(o) and Path(o).exists() and Path(o).samefile(input):
+            raise InputError(f"{o}: is the input file; write the output elsewhere")
 
 
 @contextmanager

@@ -168,3 +168,18 @@ def test_encode_start_skips_input_frames(tmp_path):
     with pytest.raises(InputError, match="--start must be"):
         api.encode(a, tmp_path / "c.nvc", start=-1, device="cpu")
     assert not (tmp_path / "c.nvc").exists()
+
+
+def test_output_that_is_the_input_is_refused(tmp_path):
+    """As FFmpeg does, even with force: writing over the file being read would lose it."""
+    src = write_y4m(tmp_path / "a.y4m", make_frames(2, 48, 32))
+    before = src.read_bytes()
+    for kw in ({"output": src}, {"output": tmp_path / "o.nvc", "recon": tmp_path / "." / "a.y4m"}):
+        with pytest.raises(InputError, match="is the input file"):
+            api.encode(src, force=True, device="cpu", **kw)
+    assert src.read_bytes() == before and not (tmp_path / "o.nvc").exists()
+    stream = tmp_path / "s.y4m"  # a stream under a video's name
+    api.encode(src, stream, device="cpu", refine=0)
+    with pytest.raises(InputError, match="is the input file"):
+        api.decode(stream, stream, force=True, device="cpu")
+    assert stream.read_bytes()[:3] == b"NVC"
