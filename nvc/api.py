@@ -19,8 +19,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
 from .io import NATIVE_PIX_FMTS, Frame, VideoInfo, VideoReader, is_stdio
@@ -148,11 +146,8 @@ def encode(
         info = reader.info
         if info.frames is not None and start >= info.frames:
             raise InputError(f"--start {start} is past the last frame ({info.frames} frames in the input)")
-        total = frames if frames is not None else None if info.frames is None else info.frames - start
-        if total is not None and info.frames is not None:
-            total = min(total, info.frames - start)
-        psnr_sum = np.zeros(3)
-        sizes: list[int] = []
+        bounds = [b for b in (frames, None if info.frames is None else info.frames - start) if b is not None]
+        total = min(bounds) if bounds else None  # frames to code, when known (the progress bar's total)
         per_frame: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         stream = OutputStream(out, width=info.width, height=info.height, fps=info.fps, model=model, checkpoint=checkpoint,
@@ -162,21 +157,19 @@ def encode(
         try:
             recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
             for i, frame in enumerate(reader):
-                if frames is not None and len(sizes) >= frames:
+                if frames is not None and len(per_frame) >= frames:
                     break
                 if i < start:
                     continue
                 coded = stream.write(frame)
                 p = psnr_planes(frame, coded.recon)
-                psnr_sum += (p["psnr_y"], p["psnr_u"], p["psnr_v"])
-                per_frame.append({"index": len(sizes), "type": coded.frame_type.name, "quality": coded.quality,
+                per_frame.append({"index": len(per_frame), "type": coded.frame_type.name, "quality": coded.quality,
                                   "bytes": len(coded.payload), **{k: float(v) for k, v in p.items()}})
-                sizes.append(len(coded.payload))
                 if recon_writer is not None:
                     recon_writer.write(coded.recon)  # type: ignore[union-attr]
                 if progress:
-                    progress(len(sizes), total)
-            if not sizes:
+                    progress(len(per_frame), total)
+            if not per_frame:
                 raise InputError(f"{input or 'sample'}: no frames to encode" + (f" from frame {start} on" if start else ""))
             stream.close()
             if recon_writer is not None:
@@ -188,14 +181,14 @@ def encode(
             raise
         seconds = time.perf_counter() - t0
         nbytes = out.stat().st_size
-    n = len(sizes)
+    n = len(per_frame)
     rate = float(info.fps)
-    py, pu, pv = (float(v) / n for v in psnr_sum)
+    py, pu, pv = (sum(f[k] for f in per_frame) / n for k in ("psnr_y", "psnr_u", "psnr_v"))
     return EncodeReport(
         frames=n, bytes=nbytes, width=info.width, height=info.height, fps=rate, seconds=seconds,
         encode_fps=n / seconds if seconds > 0 else 0.0, bpp=nbytes * 8 / (n * info.width * info.height),
         kbps=nbytes * 8 / (n / rate) / 1000.0, psnr_y=py, psnr_u=pu, psnr_v=pv, psnr_yuv=(6 * py + pu + pv) / 8,
-        model=stream.model.name, quality=stream.quality, gop=gop, device=str(stream.device), frame_bytes=sizes,
+        model=stream.model.name, quality=stream.quality, gop=gop, device=str(stream.device), frame_bytes=[f["bytes"] for f in per_frame],
         numeric="exact" if stream.encoder.exact else "fast", source_pix_fmt=info.pix_fmt, per_frame=per_frame,
     )
 
