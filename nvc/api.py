@@ -221,9 +221,8 @@ def decode(
         raise InputError(f"{out}: already exists (use --force to overwrite)")
     with _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
         decoded = stream.decode(start, frames)  # checks the range and the weights before any output exists
-        h, available = stream.header, len(stream)
-        stop = available if frames is None else min(available, start + frames)
-        info = VideoInfo(h.width, h.height, Fraction(h.fps_num, h.fps_den), stop - start)
+        h, count = stream.header, len(stream.frame_range(start, frames))
+        info = VideoInfo(h.width, h.height, Fraction(h.fps_num, h.fps_den), count)
         written = 0
         failure: NvcError | None = None
         t0 = time.perf_counter()
@@ -233,7 +232,7 @@ def decode(
                     writer.write(frame)  # type: ignore[union-attr]
                     written += 1
                     if progress:
-                        progress(written, stop - start)
+                        progress(written, count)
             except NvcError as e:
                 if written == 0:
                     raise
@@ -358,12 +357,8 @@ class InputStream:
         """The I frame that decoding frame ``index`` starts from."""
         return self._reader.gop_start(index)
 
-    def decode(self, start: int = 0, frames: int | None = None) -> Iterator[Frame]:
-        """Frames ``start`` .. ``start + frames - 1`` (all from ``start``: ``frames`` None), decoded from the I frame
-        of ``start``'s GoP. A damaged frame, or a cut at the end of the range, raises its
-        :class:`~nvc.errors.BitstreamError` after the frames before it."""
-        from .codec import Decoder
-
+    def frame_range(self, start: int = 0, frames: int | None = None) -> range:
+        """The indices :meth:`decode` outputs for ``start`` and ``frames`` (checked against the stream)."""
         available = len(self)
         if available == 0:
             raise TruncatedStreamError(f"{self.path.name}: {self.truncated or 'stream has no frames'}; nothing decoded")
@@ -373,9 +368,17 @@ class InputStream:
             raise InputError(f"--start {start} is past the last frame ({available} frames in the stream)")
         if frames is not None and frames < 1:
             raise InputError(f"--frames must be at least 1, not {frames}")
-        stop = available if frames is None else min(available, start + frames)
-        return self._frames(Decoder.for_stream(self.model, self.header, self.device), start, stop,
-                            cut=stop == available and (frames is None or start + frames > available))
+        return range(start, available if frames is None else min(available, start + frames))
+
+    def decode(self, start: int = 0, frames: int | None = None) -> Iterator[Frame]:
+        """Frames ``start`` .. ``start + frames - 1`` (all from ``start``: ``frames`` None), decoded from the I frame
+        of ``start``'s GoP. A damaged frame, or a cut at the end of the range, raises its
+        :class:`~nvc.errors.BitstreamError` after the frames before it."""
+        from .codec import Decoder
+
+        r = self.frame_range(start, frames)
+        return self._frames(Decoder.for_stream(self.model, self.header, self.device), r.start, r.stop,
+                            cut=r.stop == len(self) and (frames is None or start + frames > len(self)))
 
     def _frames(self, dec: Any, start: int, stop: int, cut: bool) -> Iterator[Frame]:
         for i in range(self.gop_start(start), stop):
