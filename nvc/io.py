@@ -225,10 +225,12 @@ class AvReader(VideoReader):
         import av
 
         self.name = "stdin" if file is not None else path.name
+        self._pipe_hint = ("; from a pipe, FFmpeg reads Y4M, MKV or MPEG-TS but an MP4 often needs its file: give the path, or "
+                           "pipe Y4M (ffmpeg -i in.mp4 -f yuv4mpegpipe -)") if file is not None else ""
         try:
             self._c = av.open(file if file is not None else str(path), "r")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise UnsupportedFormatError(f"{self.name}: not a video FFmpeg can read ({_short(e)})") from None
+            raise UnsupportedFormatError(f"{self.name}: not a video FFmpeg can read ({_short(e)}){self._pipe_hint}") from None
         if not self._c.streams.video:
             self._c.close()
             raise UnsupportedFormatError(f"{self.name}: no video stream")
@@ -261,7 +263,7 @@ class AvReader(VideoReader):
                         ) from None
                 yield frame_from_av(vf, w, h)
         except av.FFmpegError as e:
-            raise InputError(f"{self.name}: decoding failed ({_short(e)})") from None
+            raise InputError(f"{self.name}: decoding failed ({_short(e)}){self._pipe_hint}") from None
 
     def close(self) -> None:
         self._c.close()
