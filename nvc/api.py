@@ -78,6 +78,9 @@ class DecodeReport:
     height: int
     first: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def open_source(
     input: str | os.PathLike[str] | None, *, size: tuple[int, int] | None = None, fps: Fraction | None = None,

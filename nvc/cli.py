@@ -85,6 +85,11 @@ def _report(*paths: Optional[Path]) -> Console:
     return err if any(is_stdio(p) for p in paths) else out
 
 
+def _json(d: dict[str, Any], console: Console) -> None:
+    """``d`` as indented JSON, plain (no markup), on the stream of ``console`` (see :func:`_report`)."""
+    (sys.stderr if console is err else sys.stdout).write(json.dumps(d, indent=2) + "\n")
+
+
 def _name(path: Path) -> str:
     from .io import is_stdio
 
@@ -161,7 +166,7 @@ def encode(
                        start=start,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     if as_json:
-        (sys.stderr if _report(output, recon) is err else sys.stdout).write(json.dumps(r.to_dict(), indent=2) + "\n")
+        _json(r.to_dict(), _report(output, recon))
         return
     _report(output, recon).print(
         f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
@@ -182,6 +187,7 @@ def decode(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks the CPU for a --numeric fast CPU stream; a fast CUDA stream needs cuda)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line."),
 ) -> None:
     """Decode an .nvc stream to a video file."""
     from . import api
@@ -189,6 +195,9 @@ def decode(
     with _progress("decode", not quiet) as progress:
         r = api.decode(input, output, start=start, frames=frames, checkpoint=checkpoint, device=device, force=force,
                        progress=progress)
+    if as_json:
+        _json(r.to_dict(), _report(output))
+        return
     _report(output).print(f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
 
 
@@ -202,7 +211,7 @@ def info(
 
     d = api.info(input)
     if as_json:
-        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        _json(d, out)
         return
     for k, v in d.items():
         if k != "frames":

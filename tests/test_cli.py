@@ -207,3 +207,5 @@ def test_encode_json_report(tmp_path):
     assert abs(sum(f["psnr_y"] for f in d["per_frame"]) / 3 - d["psnr_y"]) < 1e-9
     r = runner.invoke(app, ["encode", str(src), "-o", "-", "-q", "0", "--quiet", "--json"])  # stdout carries the stream
     assert r.exit_code == 0 and json.loads(r.stderr)["frames"] == 3 and r.stdout_bytes.startswith(b"NVC")
+    r = runner.invoke(app, ["decode", str(tmp_path / "a.nvc"), "-o", str(tmp_path / "a.yuv"), "--quiet", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["frames"] == 3 and json.loads(r.stdout)["width"] == 48
