@@ -119,6 +119,7 @@ def encode(
     flat_quality: bool = False,
     refine: int | None = None,
     start: int = 0,
+    threads: int | None = None,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, ``-`` for standard input, or the built-in sample) to the .nvc stream
     ``output`` (``-``: standard output, all at once when the stream is complete, since the writer completes its
@@ -134,7 +135,7 @@ def encode(
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new; 0: none;
     None: the model's defaults, see :class:`nvc.codec.Encoder`).
     ``start``: the first input frame to code (the ones before it are read and skipped; the stream starts with an
-    I frame there)."""
+    I frame there). ``threads``: CPU threads for the networks during the call (default: torch's, one per core)."""
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
     if start < 0:
@@ -145,7 +146,7 @@ def encode(
     if not is_stdio(output) and Path(output).exists() and not force:
         raise InputError(f"{output}: already exists (use --force to overwrite)")
     span = None if frames is None else start + frames  # what the sample is generated to
-    with _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=span) as reader:
+    with _cpu_threads(threads), _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=span) as reader:
         info = reader.info
         if info.frames is not None and start >= info.frames:
             raise InputError(f"--start {start} is past the last frame ({info.frames} frames in the input)")
@@ -206,6 +207,7 @@ def decode(
     device: str = "auto",
     force: bool = False,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> DecodeReport:
     """Decodes the .nvc stream ``input`` (``-``: standard input, read whole before decoding starts) to ``output``
     (.yuv, .y4m, .mkv or .mp4 by extension; ``-``: Y4M on standard output).
@@ -213,6 +215,7 @@ def decode(
     ``start``/``frames`` select a range; decoding starts at the I frame of the GoP containing ``start``.
     A truncated or damaged stream: every complete frame before the damage is written, then the error
     (a :class:`~nvc.errors.BitstreamError`) is raised naming where and why decoding stopped.
+    ``threads``: CPU threads for the networks during the call (default: torch's, one per core).
     """
     if start < 0:
         raise InputError(f"--start must be >= 0, not {start}")
@@ -222,7 +225,7 @@ def decode(
     _check_not_input(input, output)
     if not is_stdio(out) and out.exists() and not force:
         raise InputError(f"{out}: already exists (use --force to overwrite)")
-    with _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
+    with _cpu_threads(threads), _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
         decoded = stream.decode(start, frames)  # checks the range and the weights before any output exists
         h, count = stream.header, len(stream.frame_range(start, frames))
         info = VideoInfo(h.width, h.height, Fraction(h.fps_num, h.fps_den), count)
@@ -414,6 +417,25 @@ def open(  # noqa: A001 - mirrors av.open / nvc.io.open
     if mode in ("w", "wb"):
         return OutputStream(path, **options)
     raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")
+
+
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` for the block, then restored (None: unchanged). EXACT
+    decoding gives the same output with any count; the encoder's float32 steps (refinement) may round differently."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, not {threads}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_not_input(input: str | os.PathLike[str] | None, *outputs: str | os.PathLike[str] | None) -> None:

@@ -148,6 +148,7 @@ def encode(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line (with each frame's type, quality, bytes and PSNR)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core). As with x264's threads, the bytes may differ with another count (the encoder's float32 refinement rounds differently); the stream decodes the same everywhere."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
     intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
     intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default as for --quality; `nvc models` lists them)."),
@@ -163,7 +164,7 @@ def encode(
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
                        progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
-                       start=start,
+                       start=start, threads=threads,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     if as_json:
         _json(r.to_dict(), _report(output, recon))
@@ -188,13 +189,14 @@ def decode(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core); EXACT streams decode to the same output with any count."),
 ) -> None:
     """Decode an .nvc stream to a video file."""
     from . import api
 
     with _progress("decode", not quiet) as progress:
         r = api.decode(input, output, start=start, frames=frames, checkpoint=checkpoint, device=device, force=force,
-                       progress=progress)
+                       progress=progress, threads=threads)
     if as_json:
         _json(r.to_dict(), _report(output))
         return

@@ -183,3 +183,18 @@ def test_output_that_is_the_input_is_refused(tmp_path):
     with pytest.raises(InputError, match="is the input file"):
         api.decode(stream, stream, force=True, device="cpu")
     assert stream.read_bytes()[:3] == b"NVC"
+
+
+def test_threads_option_is_scoped(tmp_path):
+    import torch
+
+    src = write_y4m(tmp_path / "a.y4m", make_frames(2, 48, 32))
+    before = torch.get_num_threads()
+    api.encode(src, tmp_path / "a.nvc", device="cpu", refine=0, threads=1)
+    api.decode(tmp_path / "a.nvc", tmp_path / "one.yuv", device="cpu", threads=1)
+    api.decode(tmp_path / "a.nvc", tmp_path / "two.yuv", device="cpu", threads=2)
+    assert torch.get_num_threads() == before  # restored after each call
+    assert (tmp_path / "one.yuv").read_bytes() == (tmp_path / "two.yuv").read_bytes()
+    with pytest.raises(InputError, match="--threads must be at least 1"):
+        api.encode(src, tmp_path / "b.nvc", threads=0)
+    assert not (tmp_path / "b.nvc").exists()
