@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import bitstream
 from .errors import InputError, NvcError, TruncatedStreamError
-from .io import NATIVE_PIX_FMTS, Frame, VideoInfo, VideoReader, is_stdio
+from .io import NATIVE_PIX_FMTS, Frame, VideoInfo, VideoReader, is_stdio, output_name, std_pipe
 from .io import open as open_video
 from .ladder import ladder_for
 from .metrics import psnr_planes
@@ -245,8 +244,7 @@ def decode(
                 failure = e
         seconds = time.perf_counter() - t0
         if failure is not None:
-            where = "stdout" if is_stdio(out) else out
-            raise type(failure)(f"{failure}; wrote {written} complete frames to {where}")
+            raise type(failure)(f"{failure}; wrote {written} complete frames to {output_name(out)}")
     return DecodeReport(frames=written, seconds=seconds, decode_fps=written / seconds if seconds > 0 else 0.0,
                         width=h.width, height=h.height, first=stream.gop_start(start))
 
@@ -456,12 +454,11 @@ def _stream_input(input: str | os.PathLike[str]) -> Iterator[Path]:
             raise InputError(f"{src}: no such file")
         yield src
         return
-    if sys.stdin is None or sys.stdin.isatty():
-        raise InputError("stdin is a terminal: pipe an .nvc stream in, e.g. cat clip.nvc | nvc decode - -o out.y4m")
+    stdin = std_pipe("stdin", "pipe an .nvc stream in, e.g. cat clip.nvc | nvc decode - -o out.y4m")
     with tempfile.TemporaryDirectory(prefix="nvc-stdin-") as d:
         spool = Path(d) / "stdin"
         with spool.open("wb") as f:
-            shutil.copyfileobj(sys.stdin.buffer, f)
+            shutil.copyfileobj(stdin, f)
         yield spool
 
 
@@ -472,11 +469,10 @@ def _stream_output(output: str | os.PathLike[str]) -> Iterator[Path]:
     if not is_stdio(output):
         yield Path(output)
         return
-    if sys.stdout is None or sys.stdout.isatty():
-        raise InputError("stdout is a terminal: pipe the .nvc stream on, e.g. nvc encode in.y4m -o - | ssh host 'cat > out.nvc'")
+    stdout = std_pipe("stdout", "pipe the .nvc stream on, e.g. nvc encode in.y4m -o - | ssh host 'cat > out.nvc'")
     with tempfile.TemporaryDirectory(prefix="nvc-stdout-") as d:
         spool = Path(d) / "stdout.nvc"
         yield spool
         with spool.open("rb") as f:
-            shutil.copyfileobj(f, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+            shutil.copyfileobj(f, stdout)
+        stdout.flush()

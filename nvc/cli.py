@@ -90,12 +90,6 @@ def _json(d: dict[str, Any], console: Console) -> None:
     (sys.stderr if console is err else sys.stdout).write(json.dumps(d, indent=2) + "\n")
 
 
-def _name(path: Path) -> str:
-    from .io import is_stdio
-
-    return "stdout" if is_stdio(path) else str(path)
-
-
 @contextmanager
 def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, Optional[int]], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -155,6 +149,7 @@ def encode(
 ) -> None:
     """Encode a video to an .nvc stream."""
     from . import api
+    from .io import output_name
 
     if input is None and not sample:
         raise typer.BadParameter("give an INPUT video or --sample")
@@ -170,7 +165,7 @@ def encode(
         _json(r.to_dict(), _report(output, recon))
         return
     _report(output, recon).print(
-        f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
+        f"{output_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.bytes} bytes, {r.bpp:.4f} bpp, {r.kbps:.1f} kbps, "
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
         f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})"
         + (f", converted from {r.source_pix_fmt} to 8-bit yuv420p" if r.converted else ""),
@@ -193,6 +188,7 @@ def decode(
 ) -> None:
     """Decode an .nvc stream to a video file."""
     from . import api
+    from .io import output_name
 
     with _progress("decode", not quiet) as progress:
         r = api.decode(input, output, start=start, frames=frames, checkpoint=checkpoint, device=device, force=force,
@@ -200,7 +196,7 @@ def decode(
     if as_json:
         _json(r.to_dict(), _report(output))
         return
-    _report(output).print(f"{_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
+    _report(output).print(f"{output_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
 
 
 @_command

@@ -31,12 +31,27 @@ STDIO = "-"
 # the pixel formats read as they are; others are converted to 8-bit yuv420p
 NATIVE_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 
-__all__ = ["STDIO", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "is_stdio", "open", "parse_size", "parse_fps"]
+__all__ = ["STDIO", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "is_stdio", "open", "output_name", "parse_size",
+           "parse_fps", "std_pipe"]
 
 
 def is_stdio(path: str | os.PathLike[str] | None) -> bool:
     """Whether ``path`` is ``-``: standard input for a reader, standard output for a writer."""
     return path is not None and os.fspath(path) == STDIO
+
+
+def std_pipe(name: str, advice: str) -> BinaryIO:
+    """The binary ``sys.stdin`` or ``sys.stdout`` (``name``) for data; a terminal there is refused with ``advice``
+    (how to pipe instead)."""
+    stream = getattr(sys, name)
+    if stream is None or stream.isatty():
+        raise InputError(f"{name} is a terminal: {advice}")
+    return stream.buffer
+
+
+def output_name(path: str | os.PathLike[str]) -> str:
+    """How messages name an output: ``stdout`` for ``-``, else the path."""
+    return "stdout" if is_stdio(path) else os.fspath(path)
 
 
 @dataclass
@@ -410,11 +425,10 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
     if mode == "r":
         reader: VideoReader
         if is_stdio(path):
-            if sys.stdin is None or sys.stdin.isatty():
-                raise InputError("stdin is a terminal: pipe a video in, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | nvc encode - -o out.nvc")
+            stdin = std_pipe("stdin", "pipe a video in, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | nvc encode - -o out.nvc")
             if size is not None:
-                return RawYuvPipeReader(sys.stdin.buffer, size, fps)
-            reader = AvReader(p, file=sys.stdin.buffer)
+                return RawYuvPipeReader(stdin, size, fps)
+            reader = AvReader(p, file=stdin)
         else:
             if not p.exists():
                 raise InputError(f"{p}: no such file")
@@ -434,8 +448,7 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
         if info is None:
             raise ValueError("writing needs info=VideoInfo(...)")
         if is_stdio(path):
-            if sys.stdout is None or sys.stdout.isatty():
-                raise InputError("stdout is a terminal: pipe the Y4M output on, e.g. nvc decode in.nvc -o - | ffplay -")
+            std_pipe("stdout", "pipe the Y4M output on, e.g. nvc decode in.nvc -o - | ffplay -")
             return Y4mWriter(p, info, force)
         cls = WRITERS.get(p.suffix.lower())
         if cls is None:
