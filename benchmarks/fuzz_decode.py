@@ -5,7 +5,8 @@
 Each case takes a small valid stream (made here with the shipped model) and applies one mutation:
 truncation, bit flips in the header or payloads, header fields that lie (sizes up to 2^32-1, frame
 counts, payload lengths past the end; CRCs recomputed so the lie gets past the checksum), payload
-mutations with the frame CRC recomputed (so hostile data reaches the entropy decoder), or random bytes.
+mutations with the frame CRC recomputed (so hostile data reaches the entropy decoder), post-filter modes and
+parameters changed with the CRC recomputed (so they reach the post-filter's parser), or random bytes.
 It then parses and decodes the whole stream. Allowed outcomes: success, or an ``NvcError`` (a
 ``ValueError``). Anything else, or a case slower than 5 s, is a failure. The test suite runs a short
 pass of the same harness (tests/test_fuzz.py).
@@ -27,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 MUTATIONS = ("truncate", "flip_header", "flip_payload", "lie_header", "lie_length", "payload_crc_fixed", "rans_escape",
-             "random")
+             "filter_crc_fixed", "random")
 
 
 def make_stream(path: Path) -> bytes:
@@ -59,13 +60,14 @@ def _fix_header_crc(buf: bytearray) -> None:
 
 @lru_cache(maxsize=4)
 def _records(stream: bytes) -> tuple[tuple[int, int, int], ...]:
-    """(record offset, head size, payload length) of each frame record of a whole, valid stream (the seed),
-    parsed with nvc.bitstream's declaration of the file (``NVC_STREAM``)."""
-    from nvc.bitstream import NVC_STREAM
+    """(record offset, bytes before its payload, payload length) of each frame record of a whole, valid stream
+    (the seed), parsed with nvc.bitstream's declaration of the file (``NVC_STREAM``, ``RECORD_DATA``)."""
+    from nvc.bitstream import NVC_STREAM, RECORD_DATA
 
     out = []
     for r in NVC_STREAM.parse(stream).frames:
-        n = len(r.body.value.payload)
+        new = int(r.body.value.head.flags.filter) == 2
+        n = len(RECORD_DATA.parse(r.body.value.data, new_filter=new).payload)
         out.append((r.body.offset1, r.body.length - n, n))
     return tuple(out)
 
@@ -103,6 +105,8 @@ def mutate(data: bytes, kind: str, rng: random.Random) -> bytes:
         return _mutate_payload_fix_crc(buf, rng)
     if kind == "rans_escape":
         return _mutate_payload_fix_crc(buf, rng, how="rans_escape")
+    if kind == "filter_crc_fixed":
+        return _mutate_filter_fix_crc(buf, rng)
     n = rng.randrange(0, 4096)
     if rng.random() < 0.5:  # random bytes behind a valid magic+version
         return bytes(buf[:6]) + rng.randbytes(n)
@@ -159,6 +163,24 @@ def _mutate_payload_fix_crc(buf: bytearray, rng: random.Random, how: str | None 
         payload[:2] = rng.randbytes(2)
     buf[p0:p1] = payload
     struct.pack_into("<I", buf, p1, zlib.crc32(bytes(buf[off:p1])))
+    return bytes(buf)
+
+
+def _mutate_filter_fix_crc(buf: bytearray, rng: random.Random) -> bytes:
+    """Changes one record's post-filter mode bits, or damages a NEW filter's parameters (their length byte or
+    bits), and recomputes that record's CRC: hostile filters reach the decoder's parser and state rules."""
+    off, before, length = rng.choice(_records(bytes(buf)))
+    head = 5 + next(k for k in range(5) if buf[off + 5 + k] < 0x80) + 1  # sync, flags, quality, seq, LEB128 length
+    if head == before or rng.random() < 0.3:  # a frame without parameters, or a new mode (0..3) in the flags
+        buf[off + 2] = (buf[off + 2] & 0xF3) | rng.randrange(4) << 2
+    elif rng.random() < 0.3:  # the parameters' length byte
+        buf[off + head] = rng.randrange(256)
+    else:
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(off + head + 1, off + before)
+            buf[i] ^= 1 << rng.randrange(8)
+    end = off + before + length
+    struct.pack_into("<I", buf, end, zlib.crc32(bytes(buf[off:end])))
     return bytes(buf)
 
 

@@ -24,14 +24,15 @@ means: ``NvcLite.settle_padding``), ``margin=K`` (settle only positions K or mor
 part: ``NvcLite.settle_margin``) ``irefine=N`` (refinement steps for I frames: ``NvcLite.intra_refine``) and ``prefine=N`` (for P frames:
 ``NvcLite.inter_refine``), ``full=R`` (the motion search tries every displacement within R pixels on frames up
 to ``LIGHT_PIXELS``, coarse to fine past it: ``NvcLite.motion_full_radius``; 8 was the search before 2026-12-02),
-``zrefine=N`` (hyper-latent refinement steps on every frame: ``NvcLite.hyper_refine``).
+``zrefine=N`` (hyper-latent refinement steps on every frame: ``NvcLite.hyper_refine``), ``nofilter`` (no
+post-filter: ``nvc encode --no-postfilter``).
 
     python benchmarks/train_clip_check.py shipped:flat shipped shipped:ladder=1/0/0,q=0/1/2/3/4/5
     python benchmarks/train_clip_check.py OLD.safetensors:flat,q=2 shipped:flat,q=2 --per-frame   # drift over a GoP
 
 ``--split`` also stores each quality's bits per frame type and substream (where a stream's bits go: format
 3.0 codes the motion field, z and y in one rANS string, so the split is header (the payload's own fields) /
-rANS; 2.0 had the motion field's header apart, 1.x y, z and the motion field); every
+rANS, and 4.0 adds filter (the post-filter's parameters); 2.0 had the motion field's header apart, 1.x y, z and the motion field); every
 nvc entry's ``encode_s`` (seconds to code all its qualities) is stored too, comparable within one idle run:
 
     python benchmarks/train_clip_check.py shipped:q=0 --clips bigbuckbunny_CG.mp4=720x1280 --frames 8 --split
@@ -85,7 +86,7 @@ SUBSTREAMS = ("rans",)
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
               ladder=None, per_frame: dict | None = None, refine: int | None = None,
-              split: dict | None = None) -> list[tuple[float, float]]:
+              split: dict | None = None, postfilter: bool = True) -> list[tuple[float, float]]:
     """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs,
     ``split`` (if given) each quality's bpp per frame type (I, P) and substream (:data:`SUBSTREAMS`, plus
     the payload's own framing as ``header``), averaged over the frames of that type."""
@@ -97,13 +98,13 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
     pts = []
     for q in qualities:
         enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
-                      ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine)
+                      ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine, postfilter=postfilter)
         bits, psnr = [], []
         parts: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
-            bits.append(8 * len(cf.payload))
+            bits.append(8 * cf.size)  # the record's data: payload and post-filter
             psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
             if split is not None:
                 kind = cf.frame_type.name
@@ -113,6 +114,7 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
                 for name, s in zip(SUBSTREAMS, strings):
                     row[name] = row.get(name, 0.0) + 8 * len(s)
                 row["header"] = row.get("header", 0.0) + 8 * (len(cf.payload) - sum(len(s) for s in strings))
+                row["filter"] = row.get("filter", 0.0) + 8 * (cf.size - len(cf.payload))
         pts.append((sum(bits) / (len(frames) * h * w), float(np.mean(psnr))))
         if split is not None:
             split[q] = {k: {n: round(v / (counts[k] * h * w), 5) for n, v in row.items()} for k, row in parts.items()}
@@ -142,7 +144,7 @@ def parse_entry(entry: str) -> tuple[str, dict]:
     opts: dict = {}
     for o in filter(None, rest.split(",")):
         key, _, value = o.partition("=")
-        if key in ("replicate", "nosettle"):
+        if key in ("replicate", "nosettle", "nofilter"):
             opts[key] = True
         elif key == "flat":
             opts["ladder"] = FLAT
@@ -231,7 +233,7 @@ def main() -> None:
                 split = res.setdefault("split_bpp", {}).setdefault(entry, {}) if a.split else None
                 t0 = time.perf_counter()
                 pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
-                                opts.get("refine"), split)
+                                opts.get("refine"), split, "nofilter" not in opts)
                 res.setdefault("encode_s", {})[entry] = round(time.perf_counter() - t0, 1)
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)

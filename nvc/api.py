@@ -55,7 +55,8 @@ class EncodeReport:
     device: str
     frame_bytes: list[int] = field(default_factory=list)
     numeric: str = "exact"
-    # one entry per coded frame: index, type ("I"/"P"), quality, bytes (payload), psnr_y/u/v/yuv
+    # one entry per coded frame: index, type ("I"/"P"), quality, bytes (record data: payload and post-filter),
+    # filter (the post-filter mode: OFF, KEEP or NEW), psnr_y/u/v/yuv
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     source_pix_fmt: str = "yuv420p"  # the input's pixel format
 
@@ -119,6 +120,7 @@ def encode(
     refine: int | None = None,
     start: int = 0,
     threads: int | None = None,
+    postfilter: bool = True,
 ) -> EncodeReport:
     """Encodes ``input`` (any readable video, ``-`` for standard input, or the built-in sample) to the .nvc stream
     ``output`` (``-``: standard output, all at once when the stream is complete, since the writer completes its
@@ -134,7 +136,8 @@ def encode(
     at the same quality; 20 steps encode about 6 times slower on a CPU; decoders need nothing new; 0: none;
     None: the model's defaults, see :class:`nvc.codec.Encoder`).
     ``start``: the first input frame to code (the ones before it are read and skipped; the stream starts with an
-    I frame there). ``threads``: CPU threads for the networks during the call (default: torch's, one per core)."""
+    I frame there). ``threads``: CPU threads for the networks during the call (default: torch's, one per core).
+    ``postfilter``: let the encoder fit and signal a post-filter where it pays for its bits (:mod:`nvc.postfilter`)."""
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be at least 1, not {frames}")
     if start < 0:
@@ -155,7 +158,7 @@ def encode(
         t0 = time.perf_counter()
         stream = OutputStream(out, width=info.width, height=info.height, fps=info.fps, model=model, checkpoint=checkpoint,
                               quality=quality, gop=gop, device=device, numeric=numeric, flat_quality=flat_quality,
-                              refine=refine, force=force, model_options=model_options)
+                              refine=refine, force=force, model_options=model_options, postfilter=postfilter)
         recon_writer = None
         try:
             recon_writer = open_video(recon, "w", info=info, force=force) if recon else None
@@ -167,7 +170,7 @@ def encode(
                 coded = stream.write(frame)
                 p = psnr_planes(frame, coded.recon)
                 per_frame.append({"index": len(per_frame), "type": coded.frame_type.name, "quality": coded.quality,
-                                  "bytes": len(coded.payload), **{k: float(v) for k, v in p.items()}})
+                                  "bytes": coded.size, "filter": coded.filter.name, **{k: float(v) for k, v in p.items()}})
                 if recon_writer is not None:
                     recon_writer.write(coded.recon)  # type: ignore[union-attr]
                 if progress:
@@ -261,13 +264,14 @@ class OutputStream:
 
     >>> with nvc.api.open("out.nvc", "w", width=352, height=288, fps=30, quality=6) as s:
     ...     for frame in frames:            # nvc.io.Frame: 8-bit yuv420p planes
-    ...         coded = s.write(frame)      # .frame_type, .quality, .payload, .recon (the decoder's output)
+    ...         coded = s.write(frame)      # .frame_type, .quality, .payload, .recon (the decoder's output), .filter
     """
 
     def __init__(self, path: str | os.PathLike[str], *, width: int, height: int, fps: Fraction | int = 30,
                  model: str = "nvc-lite", checkpoint: str | os.PathLike[str] | None = None, quality: int | None = None,
                  gop: int = 32, device: str = "auto", numeric: str | None = None, flat_quality: bool = False,
-                 refine: int | None = None, force: bool = False, model_options: dict[str, Any] | None = None) -> None:
+                 refine: int | None = None, force: bool = False, model_options: dict[str, Any] | None = None,
+                 postfilter: bool = True) -> None:
         """The options are :func:`encode`'s; ``fps`` is stored in the header (a rational)."""
         from .codec import Encoder, resolve_device
         from .color import padded_size
@@ -285,7 +289,7 @@ class OutputStream:
         self.model = load(model, checkpoint, device=str(self.device), **(model_options or {}))
         self.quality = model_default_quality(self.model) if quality is None else quality
         self.encoder = Encoder(self.model, quality=self.quality, gop=gop, width=width, height=height, device=self.device,
-                               numeric=numeric, ladder=ladder_for(flat_quality), refine=refine)
+                               numeric=numeric, ladder=ladder_for(flat_quality), refine=refine, postfilter=postfilter)
         pw, ph = padded_size(width, height, self.model.alignment)
         self.header = bitstream.StreamHeader(
             model=self.model.name, weights_digest=self.model.weights_digest, numeric_mode=int(self.encoder.numeric_mode),
@@ -304,7 +308,7 @@ class OutputStream:
     def write(self, frame: Frame) -> CodedFrame:
         """Codes ``frame`` (the next in display order) and appends it to the stream."""
         coded = self.encoder.encode(frame)
-        self._writer.write(coded.frame_type, coded.quality, coded.payload)
+        self._writer.write(coded.frame_type, coded.quality, coded.payload, coded.filter, coded.filter_params)
         return coded
 
     def close(self, ok: bool = True) -> None:

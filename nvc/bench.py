@@ -55,9 +55,9 @@ CSV_FIELDS = (
 )
 # protocol fields that must match for a rerun to reuse stored points
 _RESUME_KEYS = ("version", "model", "checkpoint", "weights", "frames", "gop", "numeric", "quality_ladder", "refine",
-                "encoder")
+                "postfilter", "encoder")
 # what a protocol.json written before the key existed meant ("encoder": unrecorded, so never the same)
-_RESUME_DEFAULTS = {"refine": None}
+_RESUME_DEFAULTS = {"refine": None, "postfilter": False}  # format 3.0 had no post-filter
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class BenchConfig:
     numeric: str | None = None  # nvc's numeric mode (None: the model's default)
     flat_quality: bool = False  # every frame at its point's quality (else the encoder's quality ladder)
     refine: int | None = None  # nvc's encoder-side latent refinement steps per frame (None: the model's defaults)
+    postfilter: bool = True  # nvc's post-filter (nvc.postfilter)
 
 
 def _safe(name: str) -> str:
@@ -233,7 +234,7 @@ def _nvc_point(p: Point, cfg: BenchConfig) -> dict[str, Any]:
     s = p.sequence
     kw: dict[str, Any] = {"model": cfg.model, "quality": p.value, "gop": cfg.gop, "frames": cfg.frames,
                           "device": cfg.device, "force": True, "numeric": cfg.numeric,
-                          "flat_quality": cfg.flat_quality, "refine": cfg.refine}
+                          "flat_quality": cfg.flat_quality, "refine": cfg.refine, "postfilter": cfg.postfilter}
     dkw: dict[str, Any] = {"device": cfg.device, "force": True}
     if cfg.checkpoint:
         kw["checkpoint"] = dkw["checkpoint"] = cfg.checkpoint
@@ -543,6 +544,7 @@ def run_bench(
     numeric: str | None = None,
     flat_quality: bool = False,
     refine: int | None = None,
+    postfilter: bool = True,
 ) -> dict[str, Any]:
     """Runs the benchmark and returns the results dict (also written to ``out/results.json``).
 
@@ -552,6 +554,7 @@ def run_bench(
     ``numeric``: nvc's numeric mode, ``exact`` or ``fast`` (None: the model's default; the rate and
     distortion do not depend on it, the speed does). ``refine``: nvc's encoder-side latent refinement
     steps per frame (:meth:`nvc.models.lite.NvcLite.refine_latent`; 0: none; None: the model's defaults).
+    ``postfilter``: nvc's post-filter (:mod:`nvc.postfilter`).
     """
     from . import anchors as anchor_mod
 
@@ -606,7 +609,8 @@ def run_bench(
         "version": PROTOCOL_VERSION, "dataset": dataset, "root": str(root) if root is not None else None,
         "model": model, "checkpoint": ckpt, "weights": digest, "qualities": qs, "anchors": crf_map, "frames": frames,
         "gop": gop, "numeric": numeric,
-        "quality_ladder": ladder_for(flat_quality).describe(), "refine": refine, "encoder": choices,
+        "quality_ladder": ladder_for(flat_quality).describe(), "refine": refine, "postfilter": postfilter,
+        "encoder": choices,
         "rate": "bpp = bits / (frames * width * height); nvc bits = .nvc file size * 8; anchor bits = packet bytes * 8",
         "metrics": "per-frame PSNR-Y/U/V (8-bit planes), PSNR-YUV=(6Y+U+V)/8, PSNR-RGB (BT.709, peak 1), "
                    "MS-SSIM (RGB, data_range 1), each averaged over frames",
@@ -619,7 +623,7 @@ def run_bench(
 
     cfg = BenchConfig(out=str(out_dir), model=model, checkpoint=ckpt, frames=frames, gop=gop, device=dev,
                       metrics_device=metrics_device, anchor_codecs=tuple(anchor_list), numeric=numeric,
-                      flat_quality=flat_quality, refine=refine)
+                      flat_quality=flat_quality, refine=refine, postfilter=postfilter)
     all_points = [Point(s, model, "quality", q) for s in seqs for q in qs] + [
         Point(s, a, "crf", c) for s in seqs for a in anchor_list for c in crf_map[a]
     ]

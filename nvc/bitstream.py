@@ -2,10 +2,11 @@
 
 The layout is declared once, with ``construct``, in the ``HEADER``, ``FRAME_RECORD`` and ``PAYLOAD`` (and,
 for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md`` is the human-readable
-specification of the same bytes.  All integers are little-endian.  This module writes format 3.0 (compact
-frame records, no index; payloads without the fields a decoder derives); it still reads 2.0 streams (their
-payloads: ``PAYLOAD_V2``) and 1.x streams (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``, ``PAYLOAD_V1``,
-``NVC_STREAM_V1``).
+specification of the same bytes.  All integers are little-endian.  This module writes format 4.0 (compact
+frame records whose frame-type byte also holds the post-filter mode, a new filter's parameters ahead of the
+payload; no index; payloads without the fields a decoder derives); it still reads 3.0 streams (records without a
+post-filter: ``FRAME_RECORD_V3``), 2.0 streams (their payloads: ``PAYLOAD_V2``) and 1.x streams
+(``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``, ``PAYLOAD_V1``, ``NVC_STREAM_V1``).
 
 ``nvc.bitstream.open(path, "w", header=...)`` gives a :class:`StreamWriter` (output written through a
 temporary file renamed on success); ``nvc.bitstream.open(path)`` gives a :class:`StreamReader`, which
@@ -36,6 +37,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "FrameType",
+    "FilterMode",
     "NumericMode",
     "StreamHeader",
     "FramePayload",
@@ -54,10 +56,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (3, 0)
-READ_MAJORS = (1, 2, 3)  # the major versions this reader reads
+FORMAT_VERSION: tuple[int, int] = (4, 0)
+READ_MAJORS = (1, 2, 3, 4)  # the major versions this reader reads
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
-FRAME_SYNC = b"Nf"  # 2.x and 3.x
+FRAME_SYNC = b"Nf"  # 2.x, 3.x and 4.x
 FRAME_SYNC_V1 = b"NVfr"
 INDEX_MAGIC = b"NVix"
 TRAILER_MAGIC = b"NVtr"
@@ -73,7 +75,8 @@ MAX_GOP = 65535
 HEADER_PREFIX_SIZE = 8  # magic, major, minor, header_len
 HEADER_FIXED_SIZE = 59  # bytes before the model name in a 1.x header
 HEADER_MIN_SIZE = HEADER_FIXED_SIZE + 1 + 4  # one-byte model name + CRC
-RECORD_HEAD_MAX = 10  # 2.x and 3.x: a five-byte length (payloads up to 2^28 bytes need at most five)
+RECORD_HEAD_MAX = 10  # 2.x to 4.x: a five-byte length (payloads up to 2^28 bytes need at most five)
+MAX_FILTER_BYTES = 255  # 4.x: a new post-filter's parameters (nvc.postfilter)
 RECORD_HEAD_SIZE_V1 = 16
 RECORD_CRC_SIZE = 4
 RECORD_OVERHEAD_V1 = RECORD_HEAD_SIZE_V1 + RECORD_CRC_SIZE
@@ -85,6 +88,14 @@ TRAILER_SIZE = 20
 class FrameType(IntEnum):
     I = 0  # noqa: E741  (intra: decodable alone, starts a GoP)
     P = 1  # predicted from the previous decoded frame
+
+
+class FilterMode(IntEnum):
+    """4.x: what the decoder shows for a frame (``nvc.postfilter``; 1.x to 3.x frames are all ``OFF``)."""
+
+    OFF = 0  # the reconstruction
+    KEEP = 1  # the reconstruction through the GoP's current filter
+    NEW = 2  # the reconstruction through the filter this record carries, which becomes the GoP's current one
 
 
 class NumericMode(IntEnum):
@@ -141,7 +152,8 @@ _HEADER_BODY = cs.Struct(
     "version_major" / cs.Int8ul,  # 4
     "version_minor" / cs.Int8ul,  # 5
     "header_len" / cs.Int16ul,  # 6: whole header, magic to CRC inclusive
-    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1, 3: _HEADER_V1}, default=cs.Error),
+    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1, 3: _HEADER_V1, 4: _HEADER_V1},
+                         default=cs.Error),
     "fields_end" / cs.Tell,
     cs.Check(cs.this.header_len >= cs.this.fields_end + 4),
     # fields added by later minor versions; a 1.0 reader skips them
@@ -153,8 +165,32 @@ HEADER = cs.Struct(
     "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),
 )
 
-# 2.x and 3.x: a compact record (the per-frame bytes are most of a small, low-rate stream's overhead)
+# 4.x: a compact record (the per-frame bytes are most of a small, low-rate stream's overhead); its frame-type
+# byte also holds the post-filter mode, and a NEW filter's parameters come before the payload
 _RECORD_HEAD = cs.Struct(
+    "sync" / cs.Const(FRAME_SYNC),  # 0
+    "flags" / cs.BitStruct(  # 2, most significant bit first
+        "reserved" / cs.BitsInteger(4),  # written 0; a reader refuses others
+        "filter" / cs.Enum(cs.BitsInteger(2), FilterMode),
+        "frame_type" / cs.Enum(cs.BitsInteger(2), FrameType),
+    ),
+    "quality" / cs.Int8ul,  # 3
+    "seq" / cs.Int8ul,  # 4: frame number mod 256
+    "length" / cs.VarInt,  # 5: the record's data length (below), unsigned LEB128, shortest form, 1..5 bytes
+)
+# parsed with new_filter=(flags.filter == NEW)
+RECORD_DATA = cs.Struct(
+    "filter" / cs.If(cs.this._params.new_filter, cs.Prefixed(cs.Int8ul, cs.GreedyBytes)),  # 1..255 bytes
+    "payload" / cs.GreedyBytes,
+)
+
+FRAME_RECORD = cs.Struct(
+    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD, "data" / cs.Bytes(cs.this.head.length))),
+    "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),  # covers sync..end of data
+)
+
+# 2.x and 3.x: the same record with a whole byte for the frame type and no post-filter
+_RECORD_HEAD_V3 = cs.Struct(
     "sync" / cs.Const(FRAME_SYNC),  # 0
     "frame_type" / cs.Enum(cs.Int8ul, FrameType),  # 2
     "quality" / cs.Int8ul,  # 3
@@ -162,8 +198,8 @@ _RECORD_HEAD = cs.Struct(
     "length" / cs.VarInt,  # 5: payload length, unsigned LEB128, shortest form, 1..5 bytes
 )
 
-FRAME_RECORD = cs.Struct(
-    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD, "payload" / cs.Bytes(cs.this.head.length))),
+FRAME_RECORD_V3 = cs.Struct(
+    "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD_V3, "payload" / cs.Bytes(cs.this.head.length))),
     "crc" / cs.Checksum(cs.Int32ul, _crc32, cs.this.body.data),  # covers sync..end of payload
 )
 
@@ -213,6 +249,11 @@ NVC_STREAM = cs.Struct(
     "frames" / cs.GreedyRange(FRAME_RECORD),
     cs.Terminated,
 )
+NVC_STREAM_V3 = cs.Struct(
+    "header" / HEADER,
+    "frames" / cs.GreedyRange(FRAME_RECORD_V3),
+    cs.Terminated,
+)
 NVC_STREAM_V1 = cs.Struct(
     "header" / HEADER,
     "frames" / cs.GreedyRange(FRAME_RECORD_V1),
@@ -221,7 +262,7 @@ NVC_STREAM_V1 = cs.Struct(
     cs.Terminated,
 )
 
-# 3.x: what the decoder already knows is not repeated. One byte holds the shape's rank and the substream count;
+# 3.x and 4.x: what the decoder already knows is not repeated. One byte holds the shape's rank and the substream count;
 # a rank of 0 means the model derives the shape from the frame size (nvc.codec); the last substream's length is
 # what the payload has left.
 PAYLOAD = cs.Struct(
@@ -264,10 +305,10 @@ def _first_line(e: BaseException) -> str:
     return msg[:160]
 
 
-def _parse(con: cs.Construct, data: bytes, what: str) -> Any:
+def _parse(con: cs.Construct, data: bytes, what: str, **params: Any) -> Any:
     """``con.parse(data)`` with construct's (and struct's, codecs'...) exceptions turned into ours."""
     try:
-        return con.parse(data)
+        return con.parse(data, **params)
     except cs.ChecksumError:
         raise ChecksumError(f"{what}: CRC mismatch") from None
     except cs.StreamError as e:
@@ -278,9 +319,9 @@ def _parse(con: cs.Construct, data: bytes, what: str) -> Any:
         raise BitstreamError(f"{what}: malformed ({_first_line(e)})") from None
 
 
-def _build(con: cs.Construct, value: Any, what: str) -> bytes:
+def _build(con: cs.Construct, value: Any, what: str, **params: Any) -> bytes:
     try:
-        return con.build(value)
+        return con.build(value, **params)
     except _CONSTRUCT_ERRORS as e:
         raise BitstreamError(f"{what}: cannot encode ({_first_line(e)})") from None
 
@@ -510,9 +551,10 @@ class FrameInfo:
     index: int
     frame_type: FrameType
     quality: int
-    offset: int  # file offset of the payload
-    length: int  # payload length
+    offset: int  # file offset of the payload (4.x: of the record's data)
+    length: int  # payload length (4.x: the record's data length)
     head_size: int = RECORD_HEAD_SIZE_V1  # bytes of the record before its payload
+    filter: FilterMode = FilterMode.OFF  # 4.x: the post-filter mode
 
     @property
     def record_offset(self) -> int:
@@ -526,6 +568,18 @@ class FrameRecord:
     quality: int
     payload: bytes
     version: tuple[int, int] = FORMAT_VERSION  # the stream's format version (its payload layout)
+    filter: FilterMode = FilterMode.OFF  # the post-filter mode (4.x)
+    filter_params: bytes = b""  # a NEW filter's parameters (nvc.postfilter.unpack reads them)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """A 2.x to 4.x record head's fields (2.x and 3.x: ``filter`` OFF)."""
+
+    frame_type: FrameType
+    quality: int
+    length: int
+    filter: FilterMode
 
 
 # --------------------------------------------------------------------------------------------------
@@ -559,7 +613,9 @@ class StreamWriter:
     def frame_count(self) -> int:
         return self._count
 
-    def write(self, frame_type: FrameType, quality: int, payload: bytes) -> None:
+    def write(self, frame_type: FrameType, quality: int, payload: bytes, filter: FilterMode = FilterMode.OFF,
+              filter_params: bytes = b"") -> None:
+        """Appends a frame record: ``filter`` the post-filter mode, ``filter_params`` a NEW filter's bytes."""
         if self.closed:
             raise BitstreamError(f"{self.path}: writer is closed")
         i = self._count
@@ -576,8 +632,21 @@ class StreamWriter:
             raise BitstreamError(f"frame {i}: payload of {len(payload)} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
         if i >= MAX_FRAMES:
             raise BitstreamError(f"frame {i}: over the limit of {MAX_FRAMES} frames")
-        head = dict(sync=FRAME_SYNC, frame_type=ft.name, quality=quality, seq=i & 0xFF, length=len(payload))
-        record = _build(FRAME_RECORD, dict(body=dict(value=dict(head=head, payload=payload)), crc=None), f"frame {i}")
+        try:
+            mode = FilterMode(filter)
+        except ValueError:
+            raise BitstreamError(f"frame {i}: unknown post-filter mode {filter!r}") from None
+        filter_params = bytes(filter_params)
+        if (mode == FilterMode.NEW) != bool(filter_params) or len(filter_params) > MAX_FILTER_BYTES:
+            raise BitstreamError(f"frame {i}: a NEW post-filter takes 1..{MAX_FILTER_BYTES} bytes of parameters, "
+                                 f"other modes none ({mode.name}, {len(filter_params)} bytes)")
+        if mode == FilterMode.KEEP and ft == FrameType.I:
+            raise BitstreamError(f"frame {i}: an I frame has no current post-filter to keep")
+        new = mode == FilterMode.NEW
+        data = _build(RECORD_DATA, dict(filter=filter_params if new else None, payload=payload), f"frame {i}", new_filter=new)
+        flags = dict(reserved=0, filter=mode.name, frame_type=ft.name)
+        head = dict(sync=FRAME_SYNC, flags=flags, quality=quality, seq=i & 0xFF, length=len(data))
+        record = _build(FRAME_RECORD, dict(body=dict(value=dict(head=head, data=data)), crc=None), f"frame {i}")
         self._put(record)
         self._count += 1
 
@@ -698,24 +767,30 @@ class StreamReader:
         self.frames = frames
         return None
 
-    def _head(self, raw: bytes, i: int) -> tuple[Any, int]:
-        """A 2.x or 3.x record head from the first bytes of a record: (parsed, its size); refuses a damaged one."""
+    def _head(self, raw: bytes, i: int) -> tuple[_Head, int]:
+        """A 2.x to 4.x record head from the first bytes of a record: (its fields, its size); refuses a damaged one."""
+        con = _RECORD_HEAD if self.header.version[0] >= 4 else _RECORD_HEAD_V3
         try:
-            head = _parse(_RECORD_HEAD, raw, f"frame {i}")
+            head = _parse(con, raw, f"frame {i}")
         except TruncatedStreamError:  # the length's last byte is missing (the caller read RECORD_HEAD_MAX)
             if len(raw) < RECORD_HEAD_MAX:
                 raise
             raise BitstreamError(f"frame {i}: payload length longer than 5 bytes") from None
         if head.length > MAX_PAYLOAD:
             raise BitstreamError(f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit")
-        if not isinstance(head.frame_type, cs.EnumIntegerString):
-            raise BitstreamError(f"frame {i}: unknown frame type {int(head.frame_type)}")
-        built = _build(_RECORD_HEAD, head, f"frame {i}")
+        fields = head.flags if con is _RECORD_HEAD else head
+        ft = _enum_value(fields.frame_type, FrameType, f"frame {i}: frame type")
+        mode = FilterMode.OFF
+        if con is _RECORD_HEAD:
+            if head.flags.reserved:
+                raise BitstreamError(f"frame {i}: reserved flag bits set ({head.flags.reserved})")
+            mode = _enum_value(head.flags.filter, FilterMode, f"frame {i}: post-filter mode")
+        built = _build(con, head, f"frame {i}")
         if raw[: len(built)] != built:
             raise BitstreamError(f"frame {i}: payload length not in its shortest form")
         if head.seq != i & 0xFF:
             raise BitstreamError(f"frame {i}: record is numbered {head.seq} (mod 256), expected {i & 0xFF}")
-        return head, len(built)
+        return _Head(ft, head.quality, head.length, mode), len(built)
 
     def _walk(self, head_at: Any) -> tuple[list[FrameInfo], str | None, int]:
         """Walks the frame records from the header on: ``head_at(pos, left, i)`` reads record ``i``'s head at
@@ -740,8 +815,8 @@ class StreamReader:
             if need > left - head_size:
                 reason = f"stream truncated in frame {i} (payload needs {need} bytes, {left - head_size} left)"
                 break
-            frames.append(FrameInfo(i, FrameType[str(head.frame_type)], head.quality, pos + head_size, head.length,
-                                    head_size))
+            frames.append(FrameInfo(i, head.frame_type, head.quality, pos + head_size, head.length, head_size,
+                                    head.filter))
             pos += head_size + need
             i += 1
         announced = self.header.frame_count
@@ -750,7 +825,7 @@ class StreamReader:
         return frames, reason, pos
 
     def _head_at(self, pos: int, left: int, i: int) -> tuple[Any, int]:
-        """2.x and 3.x: record ``i``'s head at ``pos`` (for :meth:`_walk`)."""
+        """2.x to 4.x: record ``i``'s head at ``pos`` (for :meth:`_walk`)."""
         raw = self._pread(pos, min(RECORD_HEAD_MAX, left))
         if not FRAME_SYNC.startswith(raw[: len(FRAME_SYNC)]):
             raise BitstreamError(f"frame {i}: bad sync marker at offset {pos}")
@@ -780,7 +855,7 @@ class StreamReader:
             raise BitstreamError(f"frame {i}: unknown frame type {int(head.frame_type)}")
         if head.length > MAX_PAYLOAD:
             raise BitstreamError(f"frame {i}: payload length {head.length} over the {MAX_PAYLOAD >> 20} MiB limit")
-        return head, RECORD_HEAD_SIZE_V1
+        return _Head(FrameType[str(head.frame_type)], head.quality, head.length, FilterMode.OFF), RECORD_HEAD_SIZE_V1
 
     def _scan(self) -> None:
         """2.x and 3.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
@@ -820,15 +895,23 @@ class StreamReader:
                 raise BitstreamError(f"frame {i}: record header does not match the index")
         else:  # listed by the scan, so only a file changed since then differs
             head, head_size = self._head(raw[:RECORD_HEAD_MAX], i)
-            got = (head_size, head.length, head.quality, str(head.frame_type))
-            if got != (fi.head_size, fi.length, fi.quality, fi.frame_type.name):
+            got = (head_size, head.length, head.quality, head.frame_type, head.filter)
+            if got != (fi.head_size, fi.length, fi.quality, fi.frame_type, fi.filter):
                 raise BitstreamError(f"frame {i}: record header changed since the stream was opened")
-        payload = raw[fi.head_size : fi.head_size + fi.length]
+        data = raw[fi.head_size : fi.head_size + fi.length]
         (stored,) = struct.unpack_from("<I", raw, n - RECORD_CRC_SIZE)
         computed = _crc32(raw[: n - RECORD_CRC_SIZE])
         if stored != computed:
             raise ChecksumError(f"frame {i}: CRC mismatch (stored {stored:08x}, computed {computed:08x})")
-        return FrameRecord(i, fi.frame_type, fi.quality, payload, self.header.version)
+        if self.header.version[0] < 4:
+            return FrameRecord(i, fi.frame_type, fi.quality, data, self.header.version)
+        new = fi.filter == FilterMode.NEW
+        d = _parse(RECORD_DATA, data, f"frame {i}: post-filter parameters", new_filter=new)
+        if new and not d.filter:
+            raise BitstreamError(f"frame {i}: a NEW post-filter without parameters")
+        if fi.filter == FilterMode.KEEP and fi.frame_type == FrameType.I:
+            raise BitstreamError(f"frame {i}: an I frame has no current post-filter to keep")
+        return FrameRecord(i, fi.frame_type, fi.quality, d.payload, self.header.version, fi.filter, d.filter or b"")
 
     def gop_start(self, i: int) -> int:
         """Index of the last I frame at or before frame ``i``."""
@@ -890,7 +973,8 @@ def info_dict(reader: StreamReader) -> dict[str, Any]:
         "frames_complete": len(reader.frames),
         "truncated": reader.truncated,
         "frames": [
-            {"index": f.index, "type": f.frame_type.name, "quality": f.quality, "bytes": f.length, "offset": f.offset}
+            {"index": f.index, "type": f.frame_type.name, "quality": f.quality, "bytes": f.length, "offset": f.offset,
+             "filter": f.filter.name}
             for f in reader.frames
         ],
     }

@@ -130,6 +130,7 @@ def encode(
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
     refine: Optional[int] = typer.Option(None, "--refine", help=f"Encoder-side latent refinement: N gradient steps per frame, 0 for none (nvc-lite; any decoder reads the stream; frames up to 1920x1088). Default: {REFINE_DEFAULTS}; 20 on every frame codes 6-18 % fewer bits than none but encodes ~6x slower."),
+    postfilter: bool = typer.Option(True, "--postfilter/--no-postfilter", help="Fit a small Wiener filter to each frame and signal it where it pays for its bits (format 4.0; the decoder applies it outside the prediction loop)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     start: int = typer.Option(0, "--start", help="First input frame to encode (the earlier ones are read and skipped)."),
@@ -159,7 +160,7 @@ def encode(
         r = api.encode(input, output, model=model, checkpoint=checkpoint, quality=quality, gop=gop, frames=frames,
                        size=_size(size), fps=_fps(fps), device=device, force=force, sample=sample,
                        progress=progress, recon=recon, numeric=numeric, flat_quality=flat_quality, refine=refine,
-                       start=start, threads=threads,
+                       start=start, threads=threads, postfilter=postfilter,
                        model_options={"intra": intra, "intra_qp": intra_qp, "intra_quality": intra_quality})
     if as_json:
         _json(r.to_dict(), _report(output, recon))
@@ -204,7 +205,7 @@ def info(
     input: Path = typer.Argument(..., help="The .nvc stream; - reads stdin."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Print a stream's header and its frames (type, quality, bytes, offset)."""
+    """Print a stream's header and its frames (type, quality, bytes, offset, post-filter)."""
     from . import api
 
     d = api.info(input)
@@ -218,7 +219,8 @@ def info(
     counts = {t: sum(1 for f in frames if f["type"] == t) for t in ("I", "P")}
     out.print(f"{'frame records':>16}: {len(frames)} (I {counts['I']}, P {counts['P']})", highlight=False)
     for f in frames:
-        out.print(f"  #{f['index']:<5} {f['type']} q{f['quality']} {f['bytes']:>8} B @ {f['offset']}", highlight=False)
+        filt = "" if f["filter"] == "OFF" else f" filter {f['filter']}"
+        out.print(f"  #{f['index']:<5} {f['type']} q{f['quality']} {f['bytes']:>8} B @ {f['offset']}{filt}", highlight=False)
 
 
 @_command
@@ -297,6 +299,7 @@ def bench(
     numeric: Optional[str] = typer.Option(None, "--numeric", help="nvc's numeric mode: exact (default) or fast (float32; same RD, faster)."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="nvc codes every frame at the point's quality (see 'nvc encode --help')."),
     refine: Optional[int] = typer.Option(None, "--refine", help="nvc's encoder-side latent refinement steps per frame, 0 for none (default: the model's; see 'nvc encode --help')."),
+    postfilter: bool = typer.Option(True, "--postfilter/--no-postfilter", help="nvc's post-filter (see 'nvc encode --help')."),
 ) -> None:
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
@@ -305,7 +308,8 @@ def bench(
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
               qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
-              device=device, progress=True, numeric=numeric, flat_quality=flat_quality, refine=refine)
+              device=device, progress=True, numeric=numeric, flat_quality=flat_quality, refine=refine,
+              postfilter=postfilter)
     failures = results.get("failures", [])
     if failures:
         err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",

@@ -1,7 +1,7 @@
 """Encoder and decoder sessions: they hold the reference context; the models stay stateless.
 
 >>> enc = Encoder(model, quality=3, gop=32, width=w, height=h)
->>> coded = enc.encode(frame)          # -> CodedFrame(frame_type, quality, payload, recon)
+>>> coded = enc.encode(frame)          # -> CodedFrame(frame_type, quality, payload, recon, filter, filter_params)
                                        # (I frames and every 4th P frame higher: DEFAULT_LADDER)
 >>> dec = Decoder(model, width=w, height=h)
 >>> frame = dec.decode(record)         # equals coded.recon bit for bit (same device)
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from . import bitstream
-from .bitstream import FramePayload, FrameType, NumericMode
+from . import bitstream, postfilter
+from .bitstream import FilterMode, FramePayload, FrameType, NumericMode
 from .color import pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 from .errors import BitstreamError, InputError, WeightsMismatchError
 from .io import Frame
-from .ladder import DEFAULT_LADDER, FLAT, QualityLadder, ladder_for  # noqa: F401 - also nvc.codec.* since 0.1
+from .ladder import DEFAULT_LADDER, DEFAULT_LAMBDA, FLAT, QualityLadder, ladder_for  # noqa: F401 - also nvc.codec.* since 0.1
 
 
 def resolve_device(device: str) -> torch.device:
@@ -77,7 +77,19 @@ class CodedFrame:
     frame_type: FrameType
     quality: int
     payload: bytes
-    recon: Frame
+    recon: Frame  # what the decoder shows (through the post-filter)
+    filter: FilterMode = FilterMode.OFF
+    filter_params: bytes = b""
+
+    def record(self, index: int) -> bitstream.FrameRecord:
+        """The frame record a decoder reads for this frame, as frame ``index`` of a stream in the current format."""
+        return bitstream.FrameRecord(index, self.frame_type, self.quality, self.payload, bitstream.FORMAT_VERSION,
+                                     self.filter, self.filter_params)
+
+    @property
+    def size(self) -> int:
+        """The bytes of the frame's record data: its payload and, for a NEW post-filter, the filter's."""
+        return len(self.payload) + (len(self.filter_params) + 1 if self.filter_params else 0)
 
 
 class _Session:
@@ -89,7 +101,8 @@ class _Session:
         self.device = device
         self.exact = exact
         self.padded = padded_size(width, height, model.alignment)
-        self._ctx: Any = None
+        self._ctx: Any = None  # the model's reference context (the unfiltered reconstruction's)
+        self._filter: postfilter.PostFilter | None = None  # the GoP's current post-filter
         self.index = 0
 
     def _coding_options(self) -> dict[str, Any]:
@@ -106,16 +119,23 @@ class _Session:
         return Frame(*rgb_to_yuv420(x.cpu() if self.exact else x))
 
 
+def _frame_lambda(model: Any, quality: int) -> float:
+    """The rate-distortion weight of ``quality`` (the model's ``lambdas``; else the default quality's)."""
+    lambdas = getattr(model, "config", {}).get("lambdas") or ()
+    return float(lambdas[quality]) if 0 <= quality < len(lambdas) else float(DEFAULT_LAMBDA)
+
+
 class Encoder(_Session):
     """Codes frames in order: an I frame every ``gop`` frames, P frames in between (low delay)."""
 
     def __init__(self, model: Any, *, quality: int, gop: int, width: int, height: int,
                  device: torch.device | None = None, numeric: str | None = None,
-                 ladder: QualityLadder = DEFAULT_LADDER, refine: int | None = None) -> None:
+                 ladder: QualityLadder = DEFAULT_LADDER, refine: int | None = None, postfilter: bool = True) -> None:
         """``quality``: the P frames' quality; ``ladder`` raises some frames' (``FLAT``: none);
         ``refine``: gradient steps of encoder-side latent refinement per frame (0: none; None: the model's
         defaults, e.g. :attr:`nvc.models.lite.NvcLite.intra_refine`; the stream decodes with any decoder
-        either way, only encoding is slower)."""
+        either way, only encoding is slower); ``postfilter``: fit and signal a post-filter where it pays
+        (:mod:`nvc.postfilter`; False: every frame is shown as reconstructed)."""
         dev = device or torch.device("cpu")
         self.numeric_mode = numeric_mode(dev, numeric or default_numeric(model))
         super().__init__(model, width, height, dev, self.numeric_mode == NumericMode.EXACT)
@@ -125,6 +145,7 @@ class Encoder(_Session):
             raise InputError(f"--gop must be at least 1, not {gop}")
         check_refine(model, refine, self.padded)
         self.quality, self.gop, self.ladder, self.refine = quality, gop, ladder, refine
+        self.postfilter = postfilter
 
     def encode(self, frame: Frame) -> CodedFrame:
         if (frame.width, frame.height) != (self.width, self.height):
@@ -144,13 +165,32 @@ class Encoder(_Session):
                     opts["refine"] = self.refine
             strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
             recon = self._to_frame(x_hat)
+            choice = self._choose_filter(recon, frame, rgb, quality, intra)
         self._ctx = ctx
         self.index += 1
         shape = tuple(int(s) for s in shape)
         if shape == self._derived_shape():  # format 3.0: a shape the decoder derives is not written
             shape = ()
         payload = bitstream.encode_payload(FramePayload(shape=shape, strings=list(strings)))
-        return CodedFrame(FrameType.I if intra else FrameType.P, quality, payload, recon)
+        return CodedFrame(FrameType.I if intra else FrameType.P, quality, payload, choice.shown, choice.mode,
+                          choice.params)
+
+    def _choose_filter(self, recon: Frame, frame: Frame, rgb: torch.Tensor, quality: int, intra: bool) -> postfilter.Choice:
+        """The frame's post-filter (:func:`nvc.postfilter.choose`, the error measured on RGB as the model's
+        training does), and the GoP's current filter after it."""
+        if intra:
+            self._filter = None
+        if not self.postfilter:
+            return postfilter.Choice(FilterMode.OFF, b"", None, recon)
+        source = rgb[..., : self.height, : self.width].float()
+
+        def distortion(candidate: Frame) -> float:
+            shown = yuv420_to_rgb(candidate.y, candidate.u, candidate.v, self.device).float()
+            return float(torch.sum((shown - source) ** 2)) * 255.0**2
+
+        choice = postfilter.choose(recon, frame, self._filter, _frame_lambda(self.model, quality), distortion)
+        self._filter = choice.current
+        return choice
 
 
 class Decoder(_Session):
@@ -206,7 +246,22 @@ class Decoder(_Session):
             frame = self._to_frame(x_hat)
         self._ctx = ctx
         self.index = record.index + 1
-        return frame
+        return self._show(record, frame)
+
+    def _show(self, record: bitstream.FrameRecord, frame: Frame) -> Frame:
+        """The decoded picture through the record's post-filter (and the GoP's current filter updated)."""
+        if record.frame_type == FrameType.I:
+            self._filter = None
+        if record.filter == FilterMode.NEW:
+            try:
+                self._filter = postfilter.unpack(record.filter_params)
+            except BitstreamError as e:
+                raise BitstreamError(f"frame {record.index}: {e}") from None
+        elif record.filter == FilterMode.KEEP and self._filter is None:
+            raise BitstreamError(f"frame {record.index}: keeps a post-filter, but none was sent since the I frame")
+        if record.filter == FilterMode.OFF or self._filter is None:
+            return frame
+        return postfilter.apply(frame, self._filter)
 
     def _check_shape(self, index: int, shape: tuple[int, ...], n: int,
                      version: tuple[int, int] = bitstream.FORMAT_VERSION) -> tuple[int, ...]:

@@ -268,7 +268,7 @@ def test_nvc_point_uses_the_real_bitstream_size(tmp_path, monkeypatch):
                           progress=False)
     (p,) = res["sequences"]["c"]["nvc-lite"]
     assert seen == {"model": "nvc-lite", "quality": 2, "gop": 8, "frames": 3,
-                    "kw": {"numeric": None, "flat_quality": False, "refine": None}}
+                    "kw": {"numeric": None, "flat_quality": False, "refine": None, "postfilter": True}}
     assert p["bytes"] == 102 and p["bits"] == 816 and p["psnr_y"] == 100.0 and p["ms_ssim"] == pytest.approx(1.0)
     assert p["encode_fps"] == pytest.approx(6.0) and p["decode_fps"] == pytest.approx(12.0)
     assert not list((tmp_path / "run" / "tmp").iterdir())  # decoded .yuv removed

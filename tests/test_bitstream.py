@@ -56,7 +56,7 @@ def write_stream(path: Path, header: bs.StreamHeader = HEADER, frames=FRAMES, fo
 
 
 def v1_stream(frames=FRAMES, header: bytes | None = None) -> bytes:
-    """A 1.3 stream (nvc writes 3.0 and still reads 2.0 and 1.x), built from the 1.x construct declarations."""
+    """A 1.3 stream (nvc writes 4.0 and still reads 3.0, 2.0 and 1.x), built from the 1.x construct declarations."""
     hb = header or bs.encode_header(replace(HEADER, version=(1, 3), frame_count=len(frames)))
     out, entries = bytearray(hb), []
     for i, (ft, q, p) in enumerate(frames):
@@ -84,27 +84,30 @@ def reheader(data: bytes, **changes: int) -> bytes:
     return bytes(b)
 
 
-def v2_stream(path: Path, frames=FRAMES) -> bytes:
-    """A 2.0 stream: 3.0's header and records (payloads are opaque to the container) under major 2 (``path``:
-    a scratch file, removed)."""
-    data = reheader(write_stream(path, frames=frames), major=2)
+def v2_stream(path: Path, frames=FRAMES, major: int = 2) -> bytes:
+    """A 2.0 (or 3.0) stream: 4.0's header and records without a post-filter, whose bytes are 3.0's and 2.0's
+    (payloads are opaque to the container), under major 2 (or 3) (``path``: a scratch file, removed)."""
+    data = reheader(write_stream(path, frames=frames), major=major)
     path.unlink()
     return data
 
 
-@pytest.fixture(params=["3.0", "2.0", "1.3"])
+@pytest.fixture(params=["4.0", "3.0", "2.0", "1.3"])
 def stream(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes]:
-    """The stream of FRAMES as this nvc writes it (3.0), and as the 2.0 and 1.3 writers did (still read)."""
+    """The stream of FRAMES as this nvc writes it (4.0), and as the 3.0, 2.0 and 1.3 writers did (still read)."""
     p = tmp_path / "s.nvc"
-    if request.param == "3.0":
+    if request.param == "4.0":
         return p, write_stream(p)
-    p.write_bytes(v2_stream(tmp_path / "w.nvc") if request.param == "2.0" else v1_stream())
+    if request.param == "1.3":
+        p.write_bytes(v1_stream())
+    else:
+        p.write_bytes(v2_stream(tmp_path / "w.nvc", major=int(request.param[0])))
     return p, p.read_bytes()
 
 
 @pytest.fixture
 def stream_v3(tmp_path: Path) -> tuple[Path, bytes]:
-    """The stream of FRAMES in the record layout of 3.x (and 2.x)."""
+    """The stream of FRAMES in the record layout of 4.x (without post-filters that of 3.x and 2.x)."""
     p = tmp_path / "s.nvc"
     return p, write_stream(p)
 
@@ -185,7 +188,7 @@ def test_header_property_roundtrip(h: bs.StreamHeader) -> None:
     assert bs.decode_header(bs.encode_header(h)) == h
 
 
-VERSIONS = [(3, 0), (2, 0), (1, 3)]
+VERSIONS = [(4, 0), (3, 0), (2, 0), (1, 3)]
 
 
 @FAST
@@ -225,7 +228,7 @@ def test_payload_refusals(version: tuple[int, int]) -> None:
         with pytest.raises(BitstreamError):
             bs.encode_payload(p, version)
     with pytest.raises(VersionError):
-        bs.decode_payload(good, (4, 0))
+        bs.decode_payload(good, (5, 0))
 
 
 def test_payload_refuses_non_shortest_varints() -> None:
@@ -268,7 +271,8 @@ def test_stream_roundtrip(stream: tuple[Path, bytes]) -> None:
     assert json.loads(json.dumps(info)) == info
     assert info["version"] == "{}.{}".format(*r.header.version) and info["fps"] == "30000/1001" and info["weights_digest"] == bytes(range(16)).hex()
     assert info["file_size"] == len(data) and info["truncated"] is None and info["frame_count"] == 5
-    assert info["frames"][1] == {"index": 1, "type": "P", "quality": 3, "bytes": 2, "offset": r.frames[1].offset}
+    assert info["frames"][1] == {"index": 1, "type": "P", "quality": 3, "bytes": 2, "offset": r.frames[1].offset,
+                                 "filter": "OFF"}
     assert info["model"] == "nvc-lite" and info["matrix"] == "bt709" and info["color_range"] == "limited"
 
 
@@ -276,9 +280,10 @@ def test_whole_file_matches_the_construct_declaration(stream_v3: tuple[Path, byt
     _, data = stream_v3
     s = bs.NVC_STREAM.parse(data)
     assert s.header.body.value.fields.frame_count == 5 == len(s.frames)
-    assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
+    assert [r.body.value.data for r in s.frames] == [p for _, _, p in FRAMES]
     assert [r.body.value.head.seq for r in s.frames] == [0, 1, 2, 3, 4]
-    # 3.0 (and 2.0) records: 2 sync + type + quality + seq + LEB128 length + payload + CRC; nothing after them
+    # 4.0 records without a post-filter (and 3.0's, 2.0's): 2 sync + type + quality + seq + LEB128 length +
+    # payload + CRC; nothing after them
     hl = struct.unpack_from("<H", data, 6)[0]
     assert len(data) == hl + sum(5 + (1 if len(p) < 128 else 2) + len(p) + 4 for _, _, p in FRAMES)
     assert data[hl : hl + 6] == b"Nf\x00\x03\x00\x23"  # frame 0: I, quality 3, seq 0, 35 bytes
@@ -377,7 +382,7 @@ def test_bad_magic(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
 
 def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
     _, data = stream
-    for major in (0, 4, 255):
+    for major in (0, 5, 255):
         with pytest.raises(VersionError, match=rf"version {major}\.\d+ is not supported"):
             load(tmp_path, reheader(data, major=major))
         # refused from the version bytes alone, before anything else is looked at
@@ -387,7 +392,7 @@ def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> No
             load(tmp_path, bs.MAGIC + bytes([major, 0]))
 
 
-@pytest.mark.parametrize("version", [(3, 7), (2, 7), (1, 7)])
+@pytest.mark.parametrize("version", [(4, 7), (3, 7), (2, 7), (1, 7)])
 def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int]) -> None:
     newer = replace(HEADER, version=version, frame_count=len(FRAMES))
     hb = bs.encode_header(newer, extra=b"future fields")
@@ -395,7 +400,7 @@ def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int
     assert bs.decode_header(hb) == newer
     if version[0] == 1:
         data = v1_stream(header=hb)
-    else:  # the longer header in front of a 3.0 stream's records (they hold no offsets; 2.x's are the same)
+    else:  # the longer header in front of a 4.0 stream's records (they hold no offsets; 3.x's, 2.x's are the same)
         old = write_stream(tmp_path / "n.nvc")
         data = hb + old[struct.unpack_from("<H", old, 6)[0] :]
     with load(tmp_path, data) as r:
@@ -504,7 +509,7 @@ def test_lying_header_fields_refused(tmp_path: Path, stream: tuple[Path, bytes])
 
 
 def _with_head(data: bytes, start: int, **head: int) -> bytes:
-    """A 3.0 (or 2.0) stream with the record head at ``start`` rewritten (fields in ``head``; "raw_length": the
+    """A 4.0 (or 3.0, 2.0) stream with the record head at ``start`` rewritten (fields in ``head``; "raw_length": the
     length's bytes as given), its payload and CRC left as they are."""
     old_len = data[start + 5 :]
     n = next(k for k, b in enumerate(old_len) if b < 0x80) + 1
@@ -519,14 +524,16 @@ def _with_head(data: bytes, start: int, **head: int) -> bytes:
 
 
 def test_lying_record_heads_refused_quickly(tmp_path: Path, stream_v3: tuple[Path, bytes]) -> None:
-    """3.0 (and 2.0): a record head that lies stops the scan there; the frames before it survive."""
+    """4.0 (and 3.0, 2.0): a record head that lies stops the scan there; the frames before it survive."""
     path, data = stream_v3
     starts = _record_starts(path)
     t0 = time.perf_counter()
     for head, why in (({"length": 2**32 - 1}, "limit"), ({"length": 2**20}, "truncated in frame 2"),
                       ({"raw_length": b"\x82\x80\x00"}, "shortest form"),  # 2 in three bytes
                       ({"raw_length": b"\xff" * 5 + b"\x01"}, "longer than 5 bytes"),
-                      ({"seq": 7}, "numbered 7"), ({"frame_type": 9}, "unknown frame type 9")):
+                      ({"seq": 7}, "numbered 7"), ({"frame_type": 3}, "frame type: unknown code 3"),
+                      ({"frame_type": 0x11}, "reserved flag bits"),
+                      ({"frame_type": 0x0D}, "post-filter mode: unknown code 3")):
         with load(tmp_path, _with_head(data, starts[2], **head)) as r:
             assert len(r.frames) == 2 and why in r.truncated, (head, r.truncated)
     bad = bytearray(data)
@@ -589,6 +596,7 @@ def test_random_bytes(tmp_path: Path, b: bytes) -> None:
     read_everything(tmp_path, bs.MAGIC + b"\x01\x00" + b)
     read_everything(tmp_path, bs.MAGIC + b"\x02\x00" + b)
     read_everything(tmp_path, bs.MAGIC + b"\x03\x00" + b)
+    read_everything(tmp_path, bs.MAGIC + b"\x04\x00" + b)
     assert time.perf_counter() - t0 < 1
 
 
@@ -600,13 +608,14 @@ def _valid_stream(version: str) -> bytes:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            make = {"3.0": write_stream, "2.0": v2_stream}.get(version, lambda _: v1_stream())
+            make = {"4.0": write_filtered, "3.0": lambda p: v2_stream(p, major=3),
+                    "2.0": v2_stream}.get(version, lambda _: v1_stream())
             _VALID[version] = make(Path(d) / "v.nvc")
     return _VALID[version]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data(), st.sampled_from(["3.0", "2.0", "1.3"]))
+@given(st.data(), st.sampled_from(["4.0", "3.0", "2.0", "1.3"]))
 def test_random_damage(tmp_path: Path, data: st.DataObject, version: str) -> None:
     b = bytearray(_valid_stream(version))
     for _ in range(data.draw(st.integers(1, 4))):
@@ -616,3 +625,86 @@ def test_random_damage(tmp_path: Path, data: st.DataObject, version: str) -> Non
     t0 = time.perf_counter()
     read_everything(tmp_path, bytes(b[:cut]))
     assert time.perf_counter() - t0 < 1
+
+
+# ---------------------------------------------------------------------------------------------- 4.x post-filter
+
+# frames with every post-filter mode: (type, quality, payload, mode, parameters)
+FILTERED = [
+    (bs.FrameType.I, 3, b"intra-0", bs.FilterMode.NEW, b"\x80params"),
+    (bs.FrameType.P, 3, b"p1", bs.FilterMode.KEEP, b""),
+    (bs.FrameType.P, 3, b"", bs.FilterMode.OFF, b""),
+    (bs.FrameType.P, 4, b"p3", bs.FilterMode.NEW, bytes(255)),
+    (bs.FrameType.I, 3, b"x" * 200, bs.FilterMode.OFF, b""),
+]
+
+
+def write_filtered(path: Path, frames=FILTERED) -> bytes:
+    with bs.open(path, "w", header=HEADER) as w:
+        for ft, q, p, mode, params in frames:
+            w.write(ft, q, p, mode, params)
+    return path.read_bytes()
+
+
+def test_post_filter_round_trip_and_layout(tmp_path: Path) -> None:
+    data = write_filtered(tmp_path / "f.nvc")
+    with bs.open(tmp_path / "f.nvc") as r:
+        got = [(x.frame_type, x.quality, x.payload, x.filter, x.filter_params) for x in r]
+        assert got == FILTERED and r.truncated is None
+        assert [f["filter"] for f in bs.info_dict(r)["frames"]] == ["NEW", "KEEP", "OFF", "NEW", "OFF"]
+    s = bs.NVC_STREAM.parse(data)
+    assert [int(r.body.value.head.flags.filter) for r in s.frames] == [2, 1, 0, 2, 0]
+    hl = struct.unpack_from("<H", data, 6)[0]
+    # frame 0: sync, flags (filter NEW = 2 in bits 3..2, type I), quality 3, seq 0, 15 bytes: length byte, parameters
+    assert data[hl : hl + 7] == b"Nf\x08\x03\x00\x0f\x07" and data[hl + 7 : hl + 14] == b"\x80params"
+    assert data[hl + 14 : hl + 21] == b"intra-0"
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(list(bs.FilterMode)), st.binary(min_size=1, max_size=255),
+                          st.binary(max_size=40)), min_size=1, max_size=6))
+def test_post_filter_property_round_trip(tmp_path: Path, frames: list) -> None:
+    rows = []
+    for i, (mode, params, payload) in enumerate(frames):
+        ft = bs.FrameType.I if i == 0 else bs.FrameType.P
+        if ft == bs.FrameType.I and mode == bs.FilterMode.KEEP:
+            mode = bs.FilterMode.OFF
+        rows.append((ft, 1, payload, mode, params if mode == bs.FilterMode.NEW else b""))
+    p = tmp_path / "h.nvc"
+    p.unlink(missing_ok=True)
+    write_filtered(p, rows)
+    with bs.open(p) as r:
+        assert [(x.frame_type, x.quality, x.payload, x.filter, x.filter_params) for x in r] == rows
+
+
+def test_post_filter_refusals(tmp_path: Path) -> None:
+    with bs.open(tmp_path / "w.nvc", "w", header=HEADER) as w:
+        for ft, mode, params, why in ((bs.FrameType.I, bs.FilterMode.KEEP, b"", "no current post-filter"),
+                                      (bs.FrameType.I, bs.FilterMode.NEW, b"", "1..255 bytes"),
+                                      (bs.FrameType.I, bs.FilterMode.NEW, bytes(256), "1..255 bytes"),
+                                      (bs.FrameType.I, bs.FilterMode.OFF, b"x", "1..255 bytes"),
+                                      (bs.FrameType.I, 3, b"", "unknown post-filter mode")):
+            with pytest.raises(BitstreamError, match=why):
+                w.write(ft, 3, b"p", mode, params)
+        w.write(bs.FrameType.I, 3, b"p")
+    data = write_filtered(tmp_path / "f.nvc")
+    start = _record_starts(tmp_path / "f.nvc")[0]
+    # the NEW filter's length byte says 0, or more than the record holds (CRC recomputed): refused on reading
+    for n, why in ((0, "without parameters"), (200, "post-filter parameters")):
+        bad = bytearray(data)
+        bad[start + 6] = n
+        end = start + 6 + 15
+        struct.pack_into("<I", bad, end, zlib.crc32(bytes(bad[start:end])))
+        with load(tmp_path, bytes(bad)) as r:
+            with pytest.raises(BitstreamError, match=why):
+                r.read(0)
+            r.read(1)  # the scan is not affected: the record's length is intact
+    # an I frame that keeps a filter (flags 0x04: KEEP, I), CRC recomputed
+    bad = bytearray(write_stream(tmp_path / "k.nvc", frames=FRAMES))
+    start = _record_starts(tmp_path / "k.nvc")[0]
+    bad[start + 2] = 0x04
+    end = start + 6 + len(FRAMES[0][2])
+    struct.pack_into("<I", bad, end, zlib.crc32(bytes(bad[start:end])))
+    with load(tmp_path, bytes(bad)) as r:
+        with pytest.raises(BitstreamError, match="no current post-filter"):
+            r.read(0)

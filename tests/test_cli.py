@@ -196,6 +196,22 @@ def test_summary_names_a_pixel_format_conversion(tmp_path):
     assert r.exit_code == 0 and "converted" not in r.output, r.output
 
 
+def test_postfilter_option(tmp_path):
+    """The sample's frames get a post-filter (format 4.0) by default; --no-postfilter shows every frame as
+    reconstructed. Both decode to what the encoder's --recon wrote."""
+    modes = {}
+    for flag in ("--postfilter", "--no-postfilter"):
+        out, recon, dec = tmp_path / f"{flag}.nvc", tmp_path / f"{flag}.recon.y4m", tmp_path / f"{flag}.y4m"
+        r = runner.invoke(app, ["encode", "--sample", "-n", "2", "-o", str(out), "--recon", str(recon), flag, "--quiet", "--json"])
+        assert r.exit_code == 0, r.output
+        modes[flag] = [f["filter"] for f in json.loads(r.stdout)["per_frame"]]
+        assert runner.invoke(app, ["decode", str(out), "-o", str(dec), "--quiet"]).exit_code == 0
+        assert dec.read_bytes() == recon.read_bytes()
+        info = runner.invoke(app, ["info", str(out)]).output
+        assert ("filter NEW" in info) == ("NEW" in modes[flag])
+    assert modes["--postfilter"][0] == "NEW" and modes["--no-postfilter"] == ["OFF", "OFF"]
+
+
 def test_encode_json_report(tmp_path):
     src = write_y4m(tmp_path / "a.y4m", make_frames(3, 48, 32))
     r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "a.nvc"), "-q", "0", "--quiet", "--json"])

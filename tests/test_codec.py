@@ -30,7 +30,7 @@ def test_decoder_equals_encoder_bit_for_bit(lite):
     assert [c.frame_type for c in coded] == [FrameType.I, FrameType.P, FrameType.I, FrameType.P]
     dec = Decoder(lite, width=70, height=50)
     for i, c in enumerate(coded):
-        out = dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload))
+        out = dec.decode(c.record(i))
         assert _same(out, c.recon), f"frame {i} differs"
 
 
@@ -108,7 +108,7 @@ def test_bounded_memory_float_path_decodes_like_the_encoder(lite, monkeypatch):
     coded = [enc.encode(f) for f in frames]
     dec = Decoder(lite, width=96, height=80, exact=False)
     for i, c in enumerate(coded):
-        assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+        assert _same(dec.decode(c.record(i)), c.recon)
 
 
 def test_quality_ladder(lite):
@@ -121,7 +121,7 @@ def test_quality_ladder(lite):
     assert [c.quality for c in coded] == [6, 3, 3, 3, 4, 3]
     dec = Decoder(lite, width=64, height=64)
     for i, c in enumerate(coded):
-        assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+        assert _same(dec.decode(c.record(i)), c.recon)
     hi = lite.qualities - 1
     top = Encoder(lite, quality=hi, gop=2, width=64, height=64)
     assert [top.encode(f).quality for f in frames[:3]] == [hi, hi, hi]  # I P I: capped
@@ -171,7 +171,7 @@ def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     coded = [enc.encode(f) for f in frames]
     dec = Decoder(lite, width=w, height=h)
     for i, c in enumerate(coded):
-        assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+        assert _same(dec.decode(c.record(i)), c.recon)
     assert _cost(lite, frames[:1], coded[:1], 2) < _cost(lite, frames[:1], base[:1], 2)
     again = Encoder(lite, quality=2, gop=8, width=w, height=h, ladder=FLAT, refine=4)
     assert [again.encode(f).payload for f in frames] == [c.payload for c in coded]
@@ -181,7 +181,7 @@ def test_refinement_decodes_bit_for_bit_and_lowers_the_cost(lite, monkeypatch):
     dec = Decoder(lite, width=70, height=50, exact=False)
     for i, f in enumerate(small):
         c = fast.encode(f)
-        assert _same(dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)), c.recon)
+        assert _same(dec.decode(c.record(i)), c.recon)
 
 
 def test_refinement_errors(lite):

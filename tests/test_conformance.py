@@ -123,7 +123,7 @@ def _expect(v: dict, stream: Path, out: Path, checkpoint: Path | None = None) ->
 @pytest.mark.parametrize("folder", LEGACY, ids=[p.name for p in LEGACY])
 def test_earlier_versions_still_decode(folder, tmp_path):
     """Streams an earlier nvc wrote (format 1.3: 16-byte records, an index; 2.0: the payload's fields in
-    full) decode as they did then."""
+    full; 3.0: no post-filter) decode as they did then."""
     legacy = json.loads((folder / "manifest.json").read_text())
     assert legacy["format_version"] == folder.name != manifest_version()
     checkpoint = _weights(legacy["weights"], tmp_path)
@@ -181,6 +181,14 @@ def test_seek_into_second_gop(manifest, tmp_path):
     r = api.decode(VECTORS / "gop3-q1-64x64.nvc", part, start=4, frames=1, device="cpu")
     fb = frame_bytes(64, 64)
     assert r.first == 3 and part.read_bytes() == full.read_bytes()[4 * fb : 5 * fb]
+
+
+def test_vectors_use_every_post_filter_mode(manifest):
+    modes = set()
+    for name, *_ in SPECS:
+        with bitstream.open(VECTORS / f"{name}.nvc") as r:
+            modes |= {f.filter for f in r.frames}
+    assert modes == set(bitstream.FilterMode)
 
 
 def test_ladder_vector_carries_per_frame_qualities(manifest):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nvc import models
-from nvc.bitstream import FrameRecord, NumericMode
+from nvc.bitstream import NumericMode
 from nvc.codec import Decoder, Encoder
 from nvc.errors import InputError, ModelError
 from nvc.models import exact
@@ -92,7 +92,7 @@ def _code(model, frames, quality, numeric="exact"):
 
 def _decode(model, coded, w, h, exact_mode=True):
     dec = Decoder(model, width=w, height=h, exact=exact_mode)
-    return [dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)) for i, c in enumerate(coded)]
+    return [dec.decode(c.record(i)) for i, c in enumerate(coded)]
 
 
 def _same(a, b) -> bool:
@@ -197,7 +197,7 @@ def test_cpu_and_cuda_streams_cross_decode():
         coded = [enc.encode(f) for f in frames]
         dec = Decoder(dec_model, width=96, height=64, device=torch.device(dev_d), exact=True)
         with contextlib.nullcontext():
-            outs = [dec.decode(FrameRecord(i, c.frame_type, c.quality, c.payload)) for i, c in enumerate(coded)]
+            outs = [dec.decode(c.record(i)) for i, c in enumerate(coded)]
         assert all(_same(a, c.recon) for a, c in zip(outs, coded))
 
 

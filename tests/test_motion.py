@@ -271,8 +271,7 @@ def test_encoder_and_decoder_agree_with_motion(numeric):
         cf = enc.encode(f)
         p = bitstream.decode_payload(cf.payload)
         assert len(p.strings) == 1  # format 3.0: the field (P frames), z and y in one string
-        out = dec.decode(bitstream.FrameRecord(index=i, frame_type=cf.frame_type, quality=cf.quality,
-                                               payload=cf.payload))
+        out = dec.decode(cf.record(i))
         for a, b in ((out.y, cf.recon.y), (out.u, cf.recon.u), (out.v, cf.recon.v)):
             assert np.array_equal(a, b)
 

@@ -19,7 +19,7 @@ def test_split_adds_up_to_the_points(lite) -> None:
     row = split[0]
     assert set(row) == {"I", "P"}
     for kind in ("I", "P"):
-        assert set(row[kind]) == {*mod.SUBSTREAMS, "header"}
+        assert set(row[kind]) == {*mod.SUBSTREAMS, "header", "filter"}  # format 4.0: the post-filter's bytes
     for kind in ("I", "P"):  # format 3.0: one string, and a payload field of one byte
         assert row[kind]["rans"] > 0 and abs(row[kind]["header"] - 8 / (h * w)) < 1e-4
     # one I frame and two P frames: the per-type means, weighted by their counts, give the stream's bpp
@@ -29,6 +29,6 @@ def test_split_adds_up_to_the_points(lite) -> None:
 
 def test_parse_entry_options() -> None:
     mod = _check()
-    ck, opts = mod.parse_entry("shipped:refine=3,irefine=5,nosettle,q=0/2")
+    ck, opts = mod.parse_entry("shipped:refine=3,irefine=5,nosettle,q=0/2,nofilter")
     assert ck == "shipped"
-    assert opts == {"refine": 3, "irefine": 5, "nosettle": True, "q": (0, 2)}
+    assert opts == {"refine": 3, "irefine": 5, "nosettle": True, "q": (0, 2), "nofilter": True}

@@ -1,0 +1,169 @@
+"""The post-filter (nvc.postfilter): its arithmetic, its fit and choice, and the parsing of its parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nvc import postfilter as pf
+from nvc.bitstream import FilterMode
+from nvc.errors import BitstreamError
+from nvc.io import Frame
+
+from .conftest import make_frames
+
+FAST = settings(max_examples=150, deadline=None)
+
+
+def _values(name: str) -> int:
+    return 1 + len(pf._PAIRS[name]) + (0 if name == "y" else len(pf._LUMA_TAPS)) + 1
+
+
+def _blurred(frame: Frame) -> Frame:
+    """``frame`` with each plane averaged over 3x3 (a reconstruction that lost detail)."""
+    def blur(p: np.ndarray) -> np.ndarray:
+        q = np.pad(p.astype(np.int32), 1, mode="edge")
+        h, w = p.shape
+        return (sum(q[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) // 9).astype(np.uint8)
+    return Frame(blur(frame.y), blur(frame.u), blur(frame.v))
+
+
+def test_module_imports_neither_torch_nor_the_codec() -> None:
+    code = "import sys, nvc.postfilter; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"]
+
+
+def test_identity_and_offset() -> None:
+    f = make_frames(1, 67, 45, seed=2)[0]  # odd size: chroma 34x23
+    ident = pf.PostFilter(**{n: (1 << pf.SHIFT,) + (0,) * (_values(n) - 2) + (0,) for n in pf.PLANES})
+    out = pf.apply(f, ident)
+    assert all(np.array_equal(getattr(out, n), getattr(f, n)) for n in pf.PLANES)
+    # an offset of +2.5 levels on Y only (rounded half up), clipped at 255; U and V untouched (shared)
+    y = (1 << pf.SHIFT,) + (0,) * 6 + (5 << (pf.SHIFT - 1),)
+    out = pf.apply(f, pf.PostFilter(y=y))
+    assert np.array_equal(out.y, np.minimum(f.y.astype(int) + 3, 255)) and out.u is f.u and out.v is f.v
+
+
+def test_arithmetic_is_pinned() -> None:
+    """A fixed filter on a fixed picture: the spec's formula, pinned by the output's MD5 (any change to the
+    arithmetic changes every decoder's pictures)."""
+    f = make_frames(1, 67, 45, seed=7)[0]
+    filt = pf.PostFilter(y=(100, 9, -3, 2, 7, 2, -4, -40), u=(120, 3, 1, 2, -1, 0, 1, 3, -2, 0, 1, 0, 30),
+                         v=(110, 5, 4, 0, 0, 1, 0, 0, 0, 0, -1, 0, -64))
+    out = pf.apply(f, filt)
+    md5 = hashlib.md5(out.y.tobytes() + out.u.tobytes() + out.v.tobytes()).hexdigest()
+    # the same result from a direct, per-sample evaluation of the formula
+    def direct(name: str) -> np.ndarray:
+        p = getattr(f, name).astype(np.int64)
+        c = filt.planes()[name]
+        h, w = p.shape
+        yp = np.pad(f.y.astype(np.int64), ((0, 2 * h - f.y.shape[0]), (0, 2 * w - f.y.shape[1])), mode="edge")
+        s = yp[0::2, 0::2] + yp[0::2, 1::2] + yp[1::2, 0::2] + yp[1::2, 1::2]
+        at = lambda a, i, j: a[min(max(i, 0), h - 1), min(max(j, 0), w - 1)]  # noqa: E731 - edges replicated
+        out = np.zeros_like(p)
+        for i in range(h):
+            for j in range(w):
+                acc = c[0] * p[i, j] + c[-1] + (1 << (pf.SHIFT - 1))
+                for k, (dy, dx) in enumerate(pf._PAIRS[name]):
+                    acc += c[1 + k] * (at(p, i + dy, j + dx) + at(p, i - dy, j - dx))
+                if name != "y":
+                    base = 1 + len(pf._PAIRS[name])
+                    for k, (dy, dx) in enumerate(pf._LUMA_TAPS):
+                        acc += c[base + k] * (at(s, i + dy, j + dx) - s[i, j])
+                out[i, j] = min(max(acc >> pf.SHIFT, 0), 255)
+        return out
+    for name in pf.PLANES:
+        assert np.array_equal(getattr(out, name), direct(name)), name
+    assert md5 == "3d99c5b823694c0c63fe8c727c66a3a1"
+
+
+def test_fit_restores_a_blurred_picture() -> None:
+    src = make_frames(1, 96, 64, seed=4)[0]
+    rec = _blurred(src)
+    filt = pf.fit(rec, src)
+    out = pf.apply(rec, filt)
+    for name in pf.PLANES:
+        before = np.mean((getattr(rec, name).astype(float) - getattr(src, name)) ** 2)
+        after = np.mean((getattr(out, name).astype(float) - getattr(src, name)) ** 2)
+        assert after < 0.9 * before if name == "y" else after <= before, name  # a plane it cannot help: left alone
+    assert pf.unpack(pf.pack(filt)) == filt
+
+
+def test_choose_never_costs_more_than_showing_the_reconstruction() -> None:
+    src = make_frames(3, 96, 64, seed=5)
+    current = None
+    for i, f in enumerate(src):
+        rec = _blurred(f)
+        ch = pf.choose(rec, f, current, lam=0.01)
+        off = pf.choose(rec, f, None, lam=0.0)  # no weight on distortion: nothing pays for its bits
+        assert off.mode == FilterMode.OFF and off.shown is rec
+        if ch.mode == FilterMode.NEW:
+            assert ch.current == pf.unpack(ch.params)
+            assert all(np.array_equal(getattr(ch.shown, n), getattr(pf.apply(rec, ch.current), n)) for n in pf.PLANES)
+        if ch.mode == FilterMode.KEEP:
+            assert ch.current is current and not ch.params
+        err = lambda x: sum(np.sum((getattr(x, n).astype(float) - getattr(f, n)) ** 2) for n in pf.PLANES)  # noqa: E731
+        assert err(ch.shown) <= err(rec)
+        if i == 0:
+            assert ch.mode == FilterMode.NEW  # blur is what a Wiener filter undoes
+        current = ch.current
+    assert pf.choose(_blurred(src[0]), src[0], current, lam=0.01).mode in (FilterMode.KEEP, FilterMode.NEW)
+
+
+@st.composite
+def filters(draw: st.DrawFn) -> pf.PostFilter:
+    planes = {}
+    for name in pf.PLANES:
+        if draw(st.booleans()):
+            planes[name] = tuple(draw(st.lists(st.integers(-pf.MAX_ABS + 1, pf.MAX_ABS - 1), min_size=_values(name),
+                                               max_size=_values(name))))
+    if not planes:
+        planes["y"] = tuple(draw(st.lists(st.integers(-300, 300), min_size=8, max_size=8)))
+    return pf.PostFilter(**planes)
+
+
+@FAST
+@given(filters())
+def test_pack_unpack_property(filt: pf.PostFilter) -> None:
+    try:
+        data = pf.pack(filt)
+    except BitstreamError as e:  # large values everywhere: over the 255-byte limit
+        assert "limit" in str(e)
+        return
+    assert 1 <= len(data) <= pf.MAX_BYTES
+    assert pf.unpack(data) == filt
+
+
+@FAST
+@given(st.binary(max_size=64))
+def test_unpack_random_bytes(data: bytes) -> None:
+    try:
+        filt = pf.unpack(data)
+    except BitstreamError as e:
+        assert "\n" not in str(e) and str(e).startswith("post-filter: ")
+        return
+    assert pf.pack(filt) == data  # what parses is exactly one filter's coding
+
+
+def test_unpack_refusals() -> None:
+    good = pf.pack(pf.PostFilter(y=(128, 1, 0, 0, 0, 0, 0, 3)))
+    for bad, why in ((b"", "truncated"), (b"\x00", "at least one plane"), (good[:-1], "truncated"),
+                     (good + b"\x00", "after the parameters"), (bytes([good[0] | 0]) + b"\x00" * 10, "too long"),
+                     (good[:-1] + bytes([good[-1] | 1]), "padding")):
+        with pytest.raises(BitstreamError, match=why):
+            pf.unpack(bad)
+    with pytest.raises(BitstreamError, match="out of range"):  # a value of 2^14 (Exp-Golomb of k = 2^15 - 1)
+        w = pf._BitWriter()
+        for flag in (1, 0, 0):
+            w.flag(bool(flag))
+        w.se(1 << 14)
+        w.bits += [1] * 7  # the other six values and the offset: 0
+        pf.unpack(w.bytes())
+    with pytest.raises(BitstreamError, match="needs 8 values"):
+        pf.pack(pf.PostFilter(y=(128, 0)))
