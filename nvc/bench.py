@@ -329,18 +329,21 @@ def _curve(points: list[dict[str, Any]], metric: str) -> tuple[list[float], list
     return [p["bpp"] for p in pts], [p[metric] for p in pts]
 
 
-def _bd(anchor_pts: list[dict[str, Any]], test_pts: list[dict[str, Any]], metric: str) -> float | None:
+def _bd(anchor_pts: list[dict[str, Any]], test_pts: list[dict[str, Any]], metric: str) -> tuple[float | None, str]:
+    """The BD-rate of ``test_pts`` against ``anchor_pts`` on ``metric``, or None and why there is none."""
     from .metrics import bd_rate
 
     ra, da = _curve(anchor_pts, metric)
     rt, dt = _curve(test_pts, metric)
     if len(ra) < 2 or len(rt) < 2:
-        return None
+        return None, "fewer than 2 rate points"
     try:
         v = bd_rate(ra, da, rt, dt)
-    except (NvcError, ValueError, AssertionError):
-        return None
-    return None if math.isnan(v) or math.isinf(v) else v
+    except (NvcError, ValueError, AssertionError) as e:
+        return None, str(e).removeprefix("BD-rate: ")
+    if math.isnan(v) or math.isinf(v):
+        return None, "the curves' quality ranges do not overlap"
+    return v, ""
 
 
 def _average_curve(per_seq: dict[str, dict[str, list[dict[str, Any]]]], codec: str) -> list[dict[str, Any]]:
@@ -373,10 +376,16 @@ def _summarize(protocol: dict[str, Any], records: list[dict[str, Any]], nvc_code
         for pts in codecs.values():
             pts.sort(key=lambda r: r["bpp"])
     bd_seq: dict[str, dict[str, dict[str, float | None]]] = {}
+    missing: dict[str, dict[str, dict[str, str]]] = {}  # anchor -> metric -> sequence -> why it has no BD-rate
     for s, codecs in per_seq.items():
         bd_seq[s] = {}
         for a in anchors:
-            bd_seq[s][a] = {m: _bd(codecs.get(a, []), codecs.get(nvc_codec, []), m) for m in BD_METRICS}
+            bd_seq[s][a] = {}
+            for m in BD_METRICS:
+                v, why = _bd(codecs.get(a, []), codecs.get(nvc_codec, []), m)
+                bd_seq[s][a][m] = v
+                if v is None and codecs.get(a) and codecs.get(nvc_codec):
+                    missing.setdefault(a, {}).setdefault(m, {})[s] = why
     bd: dict[str, dict[str, float | None]] = {}
     bd_n: dict[str, dict[str, int]] = {}
     for a in anchors:
@@ -391,8 +400,9 @@ def _summarize(protocol: dict[str, Any], records: list[dict[str, Any]], nvc_code
         "sequences": per_seq,
         "average": {c: _average_curve(per_seq, c) for c in codecs_all},
         "bd_rate": bd,
-        "bd_rate_sequences": bd_n,
+        "bd_rate_sequences": bd_n,  # how many sequences each mean is over
         "bd_rate_per_sequence": bd_seq,
+        "bd_rate_missing": missing,  # the sequences a mean leaves out, and why
         "failures": failures,
     }
 
@@ -458,9 +468,16 @@ def _print_tables(results: dict[str, Any], console: Any) -> None:
         b.add_column("anchor")
         for m in BD_METRICS:
             b.add_column(m, justify="right")
+        total = len(results["bd_rate_per_sequence"])
+        counts = results.get("bd_rate_sequences", {})
         for a, row in results["bd_rate"].items():
-            b.add_row(a, *[_fmt(row[m]) for m in BD_METRICS])
+            n = counts.get(a, {})
+            b.add_row(a, *[_fmt(row[m]) + (f" ({n[m]}/{total})" if n.get(m, total) < total else "") for m in BD_METRICS])
         console.print(b)
+        for a, metrics in results.get("bd_rate_missing", {}).items():
+            for m, seqs in metrics.items():
+                for s, why in seqs.items():
+                    console.print(f"{m} vs {a}: {s} left out of the mean ({why})", highlight=False)
     for f in results["failures"]:
         console.print(f"[red]failed[/red] {f['point']}: {f['error']}")
 

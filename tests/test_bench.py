@@ -112,6 +112,31 @@ def test_outputs_schema_and_bd_rate(clips, tmp_path, counting):
     assert (out / "points" / "alpha_64x64_25__nvc-lite__q3.json").is_file()
 
 
+def test_a_sequence_without_bd_rate_is_named(clips, tmp_path, monkeypatch):
+    """A curve that is not monotonic has no BD-rate: the mean leaves that sequence out, and says so."""
+    def fake(p, cfg):
+        r = fake_record(p, cfg)
+        if p.sequence.name.startswith("beta") and p.codec == "nvc-lite" and p.value == 4:
+            r["psnr_yuv"] += 5  # above quality 5's
+        return r
+
+    monkeypatch.setattr(bench, "run_point", fake)
+    res = run(clips, tmp_path / "run")
+    assert res["bd_rate_per_sequence"]["beta_64x64_25"]["x264"]["psnr_yuv"] is None
+    assert res["bd_rate_sequences"]["x264"] == {"psnr_rgb": 2, "psnr_yuv": 1, "ms_ssim": 2}
+    assert res["bd_rate"]["x264"]["psnr_yuv"] == pytest.approx(-20.0, abs=1e-6)  # alpha's alone
+    why = res["bd_rate_missing"]["x264"]["psnr_yuv"]["beta_64x64_25"]
+    assert "not monotonic" in why and set(res["bd_rate_missing"]["x264"]) == {"psnr_yuv"}
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    bench._print_tables(res, Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert "-20.00 (1/2)" in out and "psnr_yuv vs x264: beta_64x64_25 left out of the mean (test curve is not" in out
+
+
 def test_resume_skips_finished_points(clips, tmp_path, counting):
     out = tmp_path / "run"
     first = run(clips, out, anchors=("x264",), qualities=range(5))
