@@ -75,19 +75,31 @@ def _luma_sums(y: np.ndarray, h: int, w: int) -> np.ndarray:
     return yp[0::2, 0::2] + yp[0::2, 1::2] + yp[1::2, 0::2] + yp[1::2, 1::2]
 
 
-def _inputs(rec: object, name: str) -> list[np.ndarray]:
-    """The filter's inputs for each sample of plane ``name``: centre, pair sums, (luma sums), int64."""
-    plane = getattr(rec, name)
-    r = _RADIUS[name]
-    p, h, w = _shifted(plane, r)
-    cols = [p[r:r + h, r:r + w]]
-    for dy, dx in _PAIRS[name]:
-        cols.append(p[r + dy:r + dy + h, r + dx:r + dx + w] + p[r - dy:r - dy + h, r - dx:r - dx + w])
-    if name != "y":
-        s, _, _ = _shifted(_luma_sums(rec.y, h, w), 1)
-        centre = s[1:1 + h, 1:1 + w]
-        cols += [s[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] - centre for dy, dx in _LUMA_TAPS]
-    return cols
+class _Inputs:
+    """The filter's inputs for each sample of a reconstruction's planes (centre, pair sums and, for U and V, the
+    luma-sum differences; int64), computed once per plane and frame however many filters are tried on it."""
+
+    def __init__(self, rec: object) -> None:
+        self.rec = rec
+        self._cols: dict[str, list[np.ndarray]] = {}
+        self._luma: list[np.ndarray] | None = None  # the same for U and V
+
+    def __call__(self, name: str) -> list[np.ndarray]:
+        if name not in self._cols:
+            r = _RADIUS[name]
+            p, h, w = _shifted(getattr(self.rec, name), r)
+            cols = [p[r:r + h, r:r + w]]
+            for dy, dx in _PAIRS[name]:
+                cols.append(p[r + dy:r + dy + h, r + dx:r + dx + w] + p[r - dy:r - dy + h, r - dx:r - dx + w])
+            self._cols[name] = cols if name == "y" else cols + self._luma_taps(h, w)
+        return self._cols[name]
+
+    def _luma_taps(self, h: int, w: int) -> list[np.ndarray]:
+        if self._luma is None:
+            s, _, _ = _shifted(_luma_sums(self.rec.y, h, w), 1)  # type: ignore[attr-defined]
+            centre = s[1:1 + h, 1:1 + w]
+            self._luma = [s[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] - centre for dy, dx in _LUMA_TAPS]
+        return self._luma
 
 
 def _filtered(cols: list[np.ndarray], coeffs: tuple[int, ...]) -> np.ndarray:
@@ -98,16 +110,18 @@ def _filtered(cols: list[np.ndarray], coeffs: tuple[int, ...]) -> np.ndarray:
     return np.clip(acc >> SHIFT, 0, 255).astype(np.uint8)
 
 
-def apply(rec: object, f: PostFilter) -> object:
+def apply(rec: object, f: PostFilter, inputs: Optional[_Inputs] = None) -> object:
     """``rec`` (an :class:`nvc.io.Frame`) through ``f``: a new frame of the same type (planes without a filter
     are shared, not copied)."""
-    out = {name: getattr(rec, name) if c is None else _filtered(_inputs(rec, name), c) for name, c in f.planes().items()}
+    inputs = inputs or _Inputs(rec)
+    out = {name: getattr(rec, name) if c is None else _filtered(inputs(name), c) for name, c in f.planes().items()}
     return type(rec)(out["y"], out["u"], out["v"])
 
 
-def _fit_plane(rec: object, src: object, name: str) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
+def _fit_plane(inputs: _Inputs, src: object, name: str) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
     """The plane's rounded least-squares filter and its output, or None where that is no closer to ``src``."""
-    cols = _inputs(rec, name)
+    rec = inputs.rec
+    cols = inputs(name)
     n = len(cols) + 1
     ata, atb = np.zeros((n, n)), np.zeros(n)
     rows = cols[0].shape[0]
@@ -148,7 +162,8 @@ def _solve(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
 def fit(rec: object, src: object) -> PostFilter:
     """The least-squares filter of every plane that takes ``rec`` closest to ``src`` (:class:`nvc.io.Frame`); a
     plane whose rounded filter does not bring it closer is left as it is."""
-    fitted = {name: _fit_plane(rec, src, name) for name in PLANES}
+    inputs = _Inputs(rec)
+    fitted = {name: _fit_plane(inputs, src, name) for name in PLANES}
     return PostFilter(**{name: None if f is None else f[0] for name, f in fitted.items()})
 
 
@@ -187,10 +202,11 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
         return sum(plane_error(n, getattr(shown, n)) for n in PLANES)
 
     measure = distortion or picture_error
+    inputs = _Inputs(rec)
     best = Choice(FilterMode.OFF, b"", current, rec)
     best_cost = lam_eff * measure(rec)
     if current is not None:
-        shown = apply(rec, current)
+        shown = apply(rec, current, inputs)
         cost = lam_eff * measure(shown)
         if cost < best_cost:
             best, best_cost = Choice(FilterMode.KEEP, b"", current, shown), cost
@@ -198,7 +214,7 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
     outs: dict[str, np.ndarray] = {}
     for name in PLANES:
         keep[name] = None
-        fitted = _fit_plane(rec, src, name)
+        fitted = _fit_plane(inputs, src, name)
         if fitted is None:
             continue
         coeffs, out = fitted
