@@ -644,6 +644,8 @@ class StreamWriter:
             raise BitstreamError(f"frame {i}: an I frame has no current post-filter to keep")
         new = mode == FilterMode.NEW
         data = _build(RECORD_DATA, dict(filter=filter_params if new else None, payload=payload), f"frame {i}", new_filter=new)
+        if len(data) > MAX_PAYLOAD:
+            raise BitstreamError(f"frame {i}: record data of {len(data)} bytes, over the {MAX_PAYLOAD >> 20} MiB limit")
         flags = dict(reserved=0, filter=mode.name, frame_type=ft.name)
         head = dict(sync=FRAME_SYNC, flags=flags, quality=quality, seq=i & 0xFF, length=len(data))
         record = _build(FRAME_RECORD, dict(body=dict(value=dict(head=head, data=data)), crc=None), f"frame {i}")
@@ -858,7 +860,7 @@ class StreamReader:
         return _Head(FrameType[str(head.frame_type)], head.quality, head.length, FilterMode.OFF), RECORD_HEAD_SIZE_V1
 
     def _scan(self) -> None:
-        """2.x and 3.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
+        """2.x to 4.x: the frames are the records up to the end of the file (:meth:`_walk`)."""
         self.frames, reason, pos = self._walk(self._head_at)
         n, announced = len(self.frames), self.header.frame_count
         if reason is None and pos < self.file_size:

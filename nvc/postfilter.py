@@ -2,10 +2,11 @@
 
 The decoder shows the model's reconstruction (8-bit yuv420p) passed through a fixed-point FIR filter per plane,
 with the plane's edges replicated: on Y a point-symmetric diamond of radius 2 (13 taps, 7 coefficients); on U and
-V a point-symmetric diamond of radius 1 (5 taps, 3 coefficients) plus 9 taps on the reconstructed luma (the sums
-of the 2x2 luma samples of each chroma sample and of its 8 neighbours), as cross-component filters do:
+V a point-symmetric diamond of radius 1 (5 taps, 3 coefficients) plus 8 taps on the reconstructed luma, as
+cross-component filters do: with L the sums of the 2x2 luma samples of each chroma sample, the differences between
+L at each of the 8 neighbours and L at the sample itself:
 
-    out = clip((c0 * p[x] + sum_k c_k * (p[x + d_k] + p[x - d_k]) + sum_j l_j * L[x + e_j] + offset
+    out = clip((c0 * p[x] + sum_k c_k * (p[x + d_k] + p[x - d_k]) + sum_j l_j * (L[x + e_j] - L[x]) + offset
                 + 2^(SHIFT-1)) >> SHIFT, 0, 255)
 
 The encoder fits the coefficients by least squares against the source (nothing is trained, so the filter adapts
@@ -46,7 +47,7 @@ CHOICE_SCALE = 4.0  # lambda's multiple in the choice (a new filter is kept for 
 
 @dataclass(frozen=True)
 class PostFilter:
-    """Per plane ``(c0, c_1..c_n[, l_1..l_9], offset)`` in units of ``2^-SHIFT``, or None: the plane as it is."""
+    """Per plane ``(c0, c_1..c_n[, l_1..l_8], offset)`` in units of ``2^-SHIFT``, or None: the plane as it is."""
 
     y: Optional[tuple[int, ...]] = None
     u: Optional[tuple[int, ...]] = None

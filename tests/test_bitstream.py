@@ -289,6 +289,24 @@ def test_whole_file_matches_the_construct_declaration(stream_v3: tuple[Path, byt
     assert data[hl : hl + 6] == b"Nf\x00\x03\x00\x23"  # frame 0: I, quality 3, seq 0, 35 bytes
 
 
+def test_whole_3x_file_matches_its_construct_declaration(tmp_path: Path) -> None:
+    data = v2_stream(tmp_path / "v3.nvc", major=3)
+    s = bs.NVC_STREAM_V3.parse(data)
+    assert [r.body.value.payload for r in s.frames] == [p for _, _, p in FRAMES]
+    assert [int(r.body.value.head.frame_type) for r in s.frames] == [int(t) for t, _, _ in FRAMES]
+
+
+def test_record_data_limit_counts_the_filter(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bs, "MAX_PAYLOAD", 100)
+    with bs.open(tmp_path / "l.nvc", "w", header=HEADER) as w:
+        w.write(bs.FrameType.I, 3, b"x" * 100)  # a payload at the limit, no filter: fits
+        with pytest.raises(BitstreamError, match="record data of 103 bytes"):
+            w.write(bs.FrameType.P, 3, b"x" * 100, bs.FilterMode.NEW, b"ab")
+        w.write(bs.FrameType.P, 3, b"x" * 97, bs.FilterMode.NEW, b"ab")
+    with bs.open(tmp_path / "l.nvc") as r:
+        assert r.truncated is None and r.read(1).payload == b"x" * 97
+
+
 def test_whole_1x_file_matches_its_construct_declaration(stream_v1: tuple[Path, bytes]) -> None:
     _, data = stream_v1
     s = bs.NVC_STREAM_V1.parse(data)
