@@ -1,7 +1,7 @@
 """The post-filter: a small Wiener filter per plane that the encoder fits to a frame and signals in the stream.
 
 The decoder shows the model's reconstruction (8-bit yuv420p) passed through a fixed-point FIR filter per plane,
-with the plane's edges replicated: on Y a point-symmetric diamond of radius 2 (13 taps, 7 coefficients); on U and
+with the plane's edges replicated: on Y a point-symmetric diamond of radius 3 (25 taps, 13 coefficients); on U and
 V a point-symmetric diamond of radius 1 (5 taps, 3 coefficients) plus 8 taps on the reconstructed luma, as
 cross-component filters do: with L the sums of the 2x2 luma samples of each chroma sample, the differences between
 L at each of the 8 neighbours and L at the sample itself:
@@ -34,8 +34,9 @@ MAX_BYTES = 255  # a packed filter's size limit (the record's length byte)
 PLANES = ("y", "u", "v")
 
 # one tap of each point-symmetric pair (dy, dx), the centre excluded
-_PAIRS = {"y": ((0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (2, 0)), "u": ((0, 1), (1, 0)), "v": ((0, 1), (1, 0))}
-_RADIUS = {"y": 2, "u": 1, "v": 1}
+_PAIRS = {"y": ((0, 1), (0, 2), (0, 3), (1, -2), (1, -1), (1, 0), (1, 1), (1, 2), (2, -1), (2, 0), (2, 1), (3, 0)),
+          "u": ((0, 1), (1, 0)), "v": ((0, 1), (1, 0))}
+_RADIUS = {"y": 3, "u": 1, "v": 1}
 # chroma planes: the differences between the 2x2 luma sums of each of the 8 neighbours and of the sample itself
 _LUMA_TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
 
