@@ -2,9 +2,10 @@
 
 The layout is declared once, with ``construct``, in the ``HEADER``, ``FRAME_RECORD`` and ``PAYLOAD`` (and,
 for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md`` is the human-readable
-specification of the same bytes.  All integers are little-endian.  This module writes format 4.0 (compact
+specification of the same bytes.  All integers are little-endian.  This module writes format 5.0 (compact
 frame records whose frame-type byte also holds the post-filter mode, a new filter's parameters ahead of the
-payload; no index; payloads without the fields a decoder derives); it still reads 3.0 streams (records without a
+payload; no index; payloads without the fields a decoder derives); 5.0's records are 4.0's, only a post-filter's
+parameters differ (several luma filters: ``nvc.postfilter``), and it reads 4.0 as well; it still reads 3.0 streams (records without a
 post-filter: ``FRAME_RECORD_V3``), 2.0 streams (their payloads: ``PAYLOAD_V2``) and 1.x streams
 (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``, ``PAYLOAD_V1``, ``NVC_STREAM_V1``).
 
@@ -56,8 +57,8 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Constants and limits (formats/nvc-bitstream.md, "Limits")
 
-FORMAT_VERSION: tuple[int, int] = (4, 0)
-READ_MAJORS = (1, 2, 3, 4)  # the major versions this reader reads
+FORMAT_VERSION: tuple[int, int] = (5, 0)
+READ_MAJORS = (1, 2, 3, 4, 5)  # the major versions this reader reads
 MAGIC = b"NVC\x1a"  # "NVC" + Ctrl-Z, like PNG's: stops `type`, catches text-mode transfers
 FRAME_SYNC = b"Nf"  # 2.x, 3.x and 4.x
 FRAME_SYNC_V1 = b"NVfr"
@@ -152,8 +153,7 @@ _HEADER_BODY = cs.Struct(
     "version_major" / cs.Int8ul,  # 4
     "version_minor" / cs.Int8ul,  # 5
     "header_len" / cs.Int16ul,  # 6: whole header, magic to CRC inclusive
-    "fields" / cs.Switch(cs.this.version_major, {1: _HEADER_V1, 2: _HEADER_V1, 3: _HEADER_V1, 4: _HEADER_V1},
-                         default=cs.Error),
+    "fields" / cs.Switch(cs.this.version_major, {m: _HEADER_V1 for m in (1, 2, 3, 4, 5)}, default=cs.Error),
     "fields_end" / cs.Tell,
     cs.Check(cs.this.header_len >= cs.this.fields_end + 4),
     # fields added by later minor versions; a 1.0 reader skips them

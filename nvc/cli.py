@@ -130,7 +130,7 @@ def encode(
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),
     refine: Optional[int] = typer.Option(None, "--refine", help=f"Encoder-side latent refinement: N gradient steps per frame, 0 for none (nvc-lite; any decoder reads the stream; frames up to 1920x1088). Default: {REFINE_DEFAULTS}; 20 on every frame codes 6-18 % fewer bits than none but encodes ~6x slower."),
-    postfilter: bool = typer.Option(True, "--postfilter/--no-postfilter", help="Fit a small Wiener filter to each frame and signal it where it pays for its bits (format 4.0; the decoder applies it outside the prediction loop)."),
+    postfilter: bool = typer.Option(True, "--postfilter/--no-postfilter", help="Fit a small Wiener filter to each frame and signal it where it pays for its bits (format 5.0: on luma one filter per run of activity classes; the decoder applies it outside the prediction loop)."),
     gop: int = typer.Option(32, "--gop", help="Intra period: an I frame every N frames (low delay, P frames between)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Encode at most N frames."),
     start: int = typer.Option(0, "--start", help="First input frame to encode (the earlier ones are read and skipped)."),

@@ -186,7 +186,7 @@ class Encoder(_Session):
 
         def distortion(candidate: Frame) -> float:
             shown = yuv420_to_rgb(candidate.y, candidate.u, candidate.v, self.device).float()
-            return float(torch.sum((shown - source) ** 2)) * 255.0**2
+            return float(torch.sum((shown - source) ** 2)) * 255.0**2 / 3  # per picture sample, as the model's loss
 
         choice = postfilter.choose(recon, frame, self._filter, _frame_lambda(self.model, quality), distortion)
         self._filter = choice.current
@@ -254,7 +254,7 @@ class Decoder(_Session):
             self._filter = None
         if record.filter == FilterMode.NEW:
             try:
-                self._filter = postfilter.unpack(record.filter_params)
+                self._filter = postfilter.unpack(record.filter_params, record.version)
             except BitstreamError as e:
                 raise BitstreamError(f"frame {record.index}: {e}") from None
         elif record.filter == FilterMode.KEEP and self._filter is None:

@@ -9,9 +9,13 @@ L at each of the 8 neighbours and L at the sample itself:
     out = clip((c0 * p[x] + sum_k c_k * (p[x + d_k] + p[x - d_k]) + sum_j l_j * (L[x + e_j] - L[x]) + offset
                 + 2^(SHIFT-1)) >> SHIFT, 0, 255)
 
+Since format 5.0 the luma plane may have up to :data:`CLASSES` filters: each 4x4 block of the reconstruction falls
+in an activity class by the sum of its samples' Laplacians (:func:`luma_classes`, computed alike by both sides),
+and runs of adjacent classes share a filter (:attr:`PostFilter.y_splits`), as adaptive loop filters classify.
+
 The encoder fits the coefficients by least squares against the source (nothing is trained, so the filter adapts
-to each clip and rate), keeps a plane's filter only where it pays for its bits (:func:`choose`), and may reuse
-the GoP's last filter for free. The next frame is predicted from the unfiltered reconstruction: the filter is
+to each clip and rate), merges classes while that pays, keeps a plane's filter only where it pays for its bits
+(:func:`choose`), and may reuse the GoP's last filter for free. The next frame is predicted from the unfiltered reconstruction: the filter is
 outside the prediction loop. Integer arithmetic only, so every decoder computes the same bytes.
 ``formats/nvc-bitstream.md`` ("Post-filter") specifies it; this module imports numpy, never torch.
 """
@@ -23,15 +27,21 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .bitstream import FilterMode
+from .bitstream import FORMAT_VERSION, FilterMode
 from .errors import BitstreamError
 
-__all__ = ["SHIFT", "PostFilter", "FilterMode", "Choice", "fit", "apply", "choose", "pack", "unpack", "PLANES"]
+__all__ = ["SHIFT", "CLASSES", "PostFilter", "FilterMode", "Choice", "fit", "apply", "choose", "pack", "unpack",
+           "luma_classes", "PLANES"]
 
 SHIFT = 7  # fractional bits of every coefficient and offset
 MAX_ABS = 1 << 14  # |value| limit: a decoder refuses more (sums stay far inside int64)
 MAX_BYTES = 255  # a packed filter's size limit (the record's length byte)
 PLANES = ("y", "u", "v")
+# luma classes (format 5.0): a 4x4 block's activity, the sum over its 16 samples of |2p - left - right| +
+# |2p - up - down|, against these bounds (twice the previous: 2, 4, ... 64 per sample); class k: k bounds below it
+BLOCK = 4
+ACTIVITY_BOUNDS = (32, 64, 128, 256, 512, 1024)
+CLASSES = len(ACTIVITY_BOUNDS) + 1
 
 # one tap of each point-symmetric pair (dy, dx), the centre excluded
 _PAIRS = {"y": ((0, 1), (0, 2), (0, 3), (1, -2), (1, -1), (1, 0), (1, 1), (1, 2), (2, -1), (2, 0), (2, 1), (3, 0)),
@@ -44,18 +54,32 @@ _LUMA_TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or d
 # R, G, B errors from Y, U, V errors of equal size, squared and averaged), per picture sample
 _RGB_WEIGHT = {"y": 1.355, "u": 1.50, "v": 1.17}
 CHOICE_SCALE = 4.0  # lambda's multiple in the choice (a new filter is kept for later frames too; measured)
+SPLIT_SCALE = 2.0  # lambda's multiple when merging luma classes (a further luma filter must pay sooner; measured)
 
 
 @dataclass(frozen=True)
 class PostFilter:
-    """Per plane ``(c0, c_1..c_n[, l_1..l_8], offset)`` in units of ``2^-SHIFT``, or None: the plane as it is."""
+    """Per plane ``(c0, c_1..c_n[, l_1..l_8], offset)`` in units of ``2^-SHIFT``, or None: the plane as it is.
+
+    Luma may have more filters (format 5.0): ``y`` serves the luma classes below ``y_splits[0]``, ``y_more[i]``
+    those from ``y_splits[i]`` on (``y_splits`` increasing, within ``1..CLASSES-1``)."""
 
     y: Optional[tuple[int, ...]] = None
     u: Optional[tuple[int, ...]] = None
     v: Optional[tuple[int, ...]] = None
+    y_more: tuple[tuple[int, ...], ...] = ()
+    y_splits: tuple[int, ...] = ()
 
     def planes(self) -> dict[str, Optional[tuple[int, ...]]]:
         return {"y": self.y, "u": self.u, "v": self.v}
+
+    def luma_filters(self) -> tuple[tuple[int, ...], ...]:
+        """Every luma filter, in class order (empty: no luma filter)."""
+        return () if self.y is None else (self.y, *self.y_more)
+
+    def class_filter(self) -> tuple[int, ...]:
+        """Each luma class's index into :meth:`luma_filters`."""
+        return tuple(sum(1 for s in self.y_splits if s <= k) for k in range(CLASSES))
 
     @property
     def empty(self) -> bool:
@@ -77,6 +101,21 @@ def _luma_sums(y: np.ndarray, h: int, w: int) -> np.ndarray:
     return yp[0::2, 0::2] + yp[0::2, 1::2] + yp[1::2, 0::2] + yp[1::2, 1::2]
 
 
+def luma_classes(y: np.ndarray) -> np.ndarray:
+    """Each luma sample's activity class (0..CLASSES-1, uint8): its 4x4 block's (aligned to the plane's corner;
+    a partial block at the right or bottom edge with its last column's or row's values repeated) sum of
+    ``|2p - left - right| + |2p - up - down|`` against :data:`ACTIVITY_BOUNDS`, the plane's edges replicated."""
+    h, w = y.shape
+    p = np.pad(y.astype(np.int32), 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    lap = np.abs(2 * c - p[:-2, 1:-1] - p[2:, 1:-1]) + np.abs(2 * c - p[1:-1, :-2] - p[1:-1, 2:])
+    hb, wb = -(-h // BLOCK), -(-w // BLOCK)
+    lap = np.pad(lap, ((0, hb * BLOCK - h), (0, wb * BLOCK - w)), mode="edge")
+    act = lap.reshape(hb, BLOCK, wb, BLOCK).sum(axis=(1, 3))
+    cls = np.searchsorted(np.asarray(ACTIVITY_BOUNDS), act, side="left").astype(np.uint8)
+    return np.repeat(np.repeat(cls, BLOCK, axis=0), BLOCK, axis=1)[:h, :w]
+
+
 class _Inputs:
     """The filter's inputs for each sample of a reconstruction's planes (centre, pair sums and, for U and V, the
     luma-sum differences; int64), computed once per plane and frame however many filters are tried on it."""
@@ -85,6 +124,14 @@ class _Inputs:
         self.rec = rec
         self._cols: dict[str, list[np.ndarray]] = {}
         self._luma: list[np.ndarray] | None = None  # the same for U and V
+        self._classes: np.ndarray | None = None
+
+    @property
+    def classes(self) -> np.ndarray:
+        """The luma classes of the reconstruction (:func:`luma_classes`)."""
+        if self._classes is None:
+            self._classes = luma_classes(self.rec.y)  # type: ignore[attr-defined]
+        return self._classes
 
     def __call__(self, name: str) -> list[np.ndarray]:
         if name not in self._cols:
@@ -112,33 +159,66 @@ def _filtered(cols: list[np.ndarray], coeffs: tuple[int, ...]) -> np.ndarray:
     return np.clip(acc >> SHIFT, 0, 255).astype(np.uint8)
 
 
+def _filtered_luma(inputs: _Inputs, filters: tuple[tuple[int, ...], ...], splits: tuple[int, ...]) -> np.ndarray:
+    """The luma plane through one filter per run of classes (``splits``: where each further filter begins)."""
+    cols = inputs("y")
+    if not splits:
+        return _filtered(cols, filters[0])
+    which = np.searchsorted(np.asarray(splits), np.arange(CLASSES), side="right")[inputs.classes]  # each sample's filter
+    table = np.asarray(filters, dtype=np.int64).T  # per value, its coefficient in each filter
+    acc = table[-1][which] + (1 << (SHIFT - 1))
+    for coeffs, col in zip(table[:-1], cols):
+        if coeffs.any():
+            acc += coeffs[which] * col
+    return np.clip(acc >> SHIFT, 0, 255).astype(np.uint8)
+
+
 def apply(rec: object, f: PostFilter, inputs: Optional[_Inputs] = None) -> object:
     """``rec`` (an :class:`nvc.io.Frame`) through ``f``: a new frame of the same type (planes without a filter
     are shared, not copied)."""
     inputs = inputs or _Inputs(rec)
-    out = {name: getattr(rec, name) if c is None else _filtered(inputs(name), c) for name, c in f.planes().items()}
+    out = {name: getattr(rec, name) if c is None else _filtered(inputs(name), c)
+           for name, c in f.planes().items() if name != "y"}
+    out["y"] = rec.y if f.y is None else _filtered_luma(inputs, f.luma_filters(), f.y_splits)  # type: ignore[attr-defined]
     return type(rec)(out["y"], out["u"], out["v"])
 
 
-def _fit_plane(inputs: _Inputs, src: object, name: str) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
-    """The plane's rounded least-squares filter and its output, or None where that is no closer to ``src``."""
-    rec = inputs.rec
-    cols = inputs(name)
+def _equations(cols: list[np.ndarray], target: np.ndarray, labels: Optional[np.ndarray] = None,
+               n_labels: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The normal equations of the least-squares fit of ``cols`` (and a constant) to ``target``, one set per
+    label (``labels``: each sample's; None: all samples one): ``A^T A``, ``A^T b``, ``b^T b`` and the counts."""
     n = len(cols) + 1
-    ata, atb = np.zeros((n, n)), np.zeros(n)
+    ata, atb, btb, count = np.zeros((n_labels, n, n)), np.zeros((n_labels, n)), np.zeros(n_labels), np.zeros(n_labels)
     rows = cols[0].shape[0]
-    b_all = getattr(src, name).astype(np.float64)
     step = max(1, (1 << 18) // max(1, cols[0].shape[1]))
-    for r0 in range(0, rows, step):  # normal equations, a band of rows at a time (bounded memory)
-        a = np.stack([c[r0:r0 + step].ravel().astype(np.float64) for c in cols] + [np.ones(cols[0][r0:r0 + step].size)], 1)
-        b = b_all[r0:r0 + step].ravel()
-        ata += a.T @ a
-        atb += a.T @ b
+    for r0 in range(0, rows, step):  # a band of rows at a time (bounded memory)
+        band = cols[0][r0:r0 + step]
+        a = np.stack([c[r0:r0 + step].ravel().astype(np.float64) for c in cols] + [np.ones(band.size)], 1)
+        b = target[r0:r0 + step].ravel().astype(np.float64)
+        if labels is None:
+            parts = [(0, a, b)]
+        else:
+            lab = labels[r0:r0 + step].ravel()
+            order = np.argsort(lab, kind="stable")  # the band's samples grouped by label (a radix sort for uint8)
+            a, b = a[order], b[order]
+            ends = np.searchsorted(lab[order], np.arange(n_labels + 1))
+            parts = [(k, a[lo:hi], b[lo:hi]) for k, (lo, hi) in enumerate(zip(ends, ends[1:])) if hi > lo]
+        for k, ak, bk in parts:
+            ata[k] += ak.T @ ak
+            atb[k] += ak.T @ bk
+            btb[k] += bk @ bk
+            count[k] += len(bk)
+    return ata, atb, btb, count
+
+
+def _rounded(ata: np.ndarray, atb: np.ndarray) -> Optional[tuple[int, ...]]:
+    """The fixed-point filter of a least-squares problem: the taps rounded, then the centre and offset solved again
+    for the rounded taps and rounded (rounding all at once can leave the DC gain off by a step, a level's bias on
+    bright or dark pictures); None where it has no finite solution."""
+    n = len(atb)
     sol = _solve(ata, atb)
     if sol is None:
         return None
-    # round the taps, then solve the centre and offset again for the rounded taps (rounding all of them at
-    # once can leave the DC gain off by a step, a level's bias on bright or dark pictures)
     scale = 1 << SHIFT
     taps = np.clip(np.round(sol[1:-1] * scale), -MAX_ABS + 1, MAX_ABS - 1)
     idx = [0, n - 1]
@@ -147,10 +227,72 @@ def _fit_plane(inputs: _Inputs, src: object, name: str) -> Optional[tuple[tuple[
     if co is None:
         return None
     ends = np.clip(np.round(co * scale), -MAX_ABS + 1, MAX_ABS - 1)
-    coeffs = (int(ends[0]), *(int(t) for t in taps), int(ends[1]))
-    out = _filtered(cols, coeffs)
+    return (int(ends[0]), *(int(t) for t in taps), int(ends[1]))
+
+
+def _fit_plane(inputs: _Inputs, src: object, name: str) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
+    """The plane's rounded least-squares filter and its output, or None where that is no closer to ``src``."""
+    cols = inputs(name)
     target = getattr(src, name)
-    return (coeffs, out) if _sse(out, target) < _sse(getattr(rec, name), target) else None
+    ata, atb, _, _ = _equations(cols, target)
+    coeffs = _rounded(ata[0], atb[0])
+    if coeffs is None:
+        return None
+    out = _filtered(cols, coeffs)
+    return (coeffs, out) if _sse(out, target) < _sse(getattr(inputs.rec, name), target) else None
+
+
+def _fit_luma(inputs: _Inputs, src: object, weight: float
+              ) -> Optional[tuple[tuple[tuple[int, ...], ...], tuple[int, ...], np.ndarray]]:
+    """Luma filters for runs of classes, the runs chosen greedily for the least ``weight * (squared error) +
+    bits``: from a filter per class present, the two adjacent runs whose merge costs least are merged until one
+    is left, and the cheapest partition on the way is kept (errors estimated from the normal equations). Returns
+    the rounded filters, the splits and the output, or None where no filter brings the plane closer to ``src``."""
+    cols = inputs("y")
+    target = src.y  # type: ignore[attr-defined]
+    ata, atb, btb, count = _equations(cols, target, inputs.classes, CLASSES)
+    present = [k for k in range(CLASSES) if count[k] > 0]
+    if not present:
+        return None
+    cache: dict[tuple[int, int], float] = {}
+
+    def run_cost(lo: int, hi: int) -> float:  # one filter for classes lo..hi-1
+        if (lo, hi) not in cache:
+            a, b = ata[lo:hi].sum(0), atb[lo:hi].sum(0)
+            sol = _solve(a, b)
+            if sol is None:
+                cache[lo, hi] = float("inf")
+            else:
+                sse = max(0.0, float(btb[lo:hi].sum() - sol @ b))
+                est = np.clip(np.round(sol * (1 << SHIFT)), -MAX_ABS + 1, MAX_ABS - 1).astype(int)
+                cache[lo, hi] = weight * sse + _plane_bits("y", tuple(int(c) for c in est))
+        return cache[lo, hi]
+
+    starts = [0] + present[1:]  # an empty class joins the run before it (the first run starts at class 0)
+    bounds = starts + [CLASSES]
+    best_starts, best = list(starts), sum(run_cost(lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+    while len(starts) > 1:
+        bounds = starts + [CLASSES]
+        merged = [(run_cost(bounds[i], bounds[i + 2]) - run_cost(bounds[i], bounds[i + 1])
+                   - run_cost(bounds[i + 1], bounds[i + 2]), i) for i in range(len(starts) - 1)]
+        _, i = min(merged)
+        del starts[i + 1]
+        bounds = starts + [CLASSES]
+        total = sum(run_cost(lo, hi) for lo, hi in zip(bounds, bounds[1:]))
+        if total <= best:
+            best_starts, best = list(starts), total
+    bounds = best_starts + [CLASSES]
+    filters = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        coeffs = _rounded(ata[lo:hi].sum(0), atb[lo:hi].sum(0))
+        if coeffs is None:
+            return None
+        filters.append(coeffs)
+    splits = tuple(best_starts[1:])
+    out = _filtered_luma(inputs, tuple(filters), splits)
+    if _sse(out, target) >= _sse(inputs.rec.y, target):  # type: ignore[attr-defined]
+        return None
+    return tuple(filters), splits, out
 
 
 def _solve(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
@@ -191,9 +333,10 @@ class Choice:
 def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
            distortion: Optional[Callable[[object], float]] = None) -> Choice:
     """The cheapest of OFF, KEEP (when ``current``) and NEW (a fresh fit, each plane kept only where it pays for
-    its bits) for a frame: ``CHOICE_SCALE * lam * distortion(shown) + bits``. ``distortion``: a picture's squared
-    error, summed over its samples, in 8-bit units (the codec measures it on RGB, as the model is trained;
-    default: the planes' errors weighted as their shares of an RGB error)."""
+    its bits; luma's classes merged by ``SPLIT_SCALE * lam``) for a frame: ``CHOICE_SCALE * lam * distortion(shown)
+    + bits``. ``distortion``: a picture's squared error, summed over its samples, in 8-bit units (the codec measures
+    it on RGB, averaged over the three channels, as the model's loss does; default: the planes' errors weighted as
+    their shares of an RGB error, the same measure)."""
     lam_eff = CHOICE_SCALE * lam
 
     def plane_error(name: str, out: np.ndarray) -> float:
@@ -212,17 +355,34 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
         cost = lam_eff * measure(shown)
         if cost < best_cost:
             best, best_cost = Choice(FilterMode.KEEP, b"", current, shown), cost
-    keep: dict[str, Optional[tuple[int, ...]]] = {}
+    keep: dict[str, object] = {}
     outs: dict[str, np.ndarray] = {}
-    for name in PLANES:
-        keep[name] = None
+
+    def keep_luma(fitted: Optional[tuple[tuple[tuple[int, ...], ...], tuple[int, ...], np.ndarray]]) -> None:
+        keep.update(y=None, y_more=(), y_splits=())
+        outs.pop("y", None)
+        if fitted is not None:
+            filters, splits, out = fitted
+            if lam_eff * (plane_error("y", rec.y) - plane_error("y", out)) > _luma_bits(filters):  # type: ignore[attr-defined]
+                keep.update(y=filters[0], y_more=filters[1:], y_splits=splits)
+                outs["y"] = out
+
+    keep_luma(_fit_luma(inputs, src, SPLIT_SCALE * lam * _RGB_WEIGHT["y"]))
+    for name in ("u", "v"):
         fitted = _fit_plane(inputs, src, name)
         if fitted is None:
             continue
         coeffs, out = fitted
         if lam_eff * (plane_error(name, getattr(rec, name)) - plane_error(name, out)) > _plane_bits(name, coeffs):
             keep[name], outs[name] = coeffs, out
-    new = PostFilter(**keep)
+    new = PostFilter(**keep)  # type: ignore[arg-type]
+    if 8 * MAX_BYTES < _luma_bits(new.luma_filters()) + sum(_plane_bits(n, c) for n, c in new.planes().items()
+                                                             if c is not None and n != "y"):
+        # several luma filters with large values, over the parameters' 255 bytes: one luma filter instead (with
+        # U and V it needs at most 138 bytes)
+        single = _fit_plane(inputs, src, "y")
+        keep_luma(None if single is None else ((single[0],), (), single[1]))
+        new = PostFilter(**keep)  # type: ignore[arg-type]
     if not new.empty:
         params = pack(new)
         shown = type(rec)(*(outs.get(n, getattr(rec, n)) for n in PLANES))
@@ -296,18 +456,44 @@ def _plane_bits(name: str, coeffs: tuple[int, ...]) -> int:
     return len(w.bits) + 1
 
 
-def pack(f: PostFilter) -> bytes:
-    """The filter's bytes in a frame record: three flags (Y, U, V coded), then per coded plane its pair (and
-    luma) coefficients, the centre's difference from unit gain and the offset, as signed Exp-Golomb codes."""
+def _luma_bits(filters: tuple[tuple[int, ...], ...]) -> int:
+    """The bits of the luma filters, their plane flag and split flags included."""
+    return sum(_plane_bits("y", f) - 1 for f in filters) + 1 + CLASSES - 1
+
+
+def _check(name: str, coeffs: tuple[int, ...]) -> None:
+    if len(coeffs) != _count(name) or any(abs(c) >= MAX_ABS for c in coeffs):
+        raise BitstreamError(f"post-filter: {name} needs {_count(name)} values under {MAX_ABS}")
+
+
+def pack(f: PostFilter, version: tuple[int, int] = FORMAT_VERSION) -> bytes:
+    """The filter's bytes in a frame record: three flags (Y, U, V coded); for a coded Y (format 5.0) CLASSES - 1
+    flags, one per class from 1 on, set where a new luma filter begins; then per coded plane (luma: per filter)
+    its pair (and luma) coefficients, the centre's difference from unit gain and the offset, as signed
+    Exp-Golomb codes. Format 4.0 (``version``) has one luma filter and no split flags."""
     w = _BitWriter()
     planes = f.planes()
+    splits = tuple(f.y_splits)
+    if len(f.y_more) != len(splits) or list(splits) != sorted(set(splits)) or any(not 0 < k < CLASSES for k in splits):
+        raise BitstreamError(f"post-filter: {len(f.y_more)} more luma filters need as many increasing splits in "
+                             f"1..{CLASSES - 1}, got {splits}")
+    if splits and (f.y is None or version[0] < 5):
+        raise BitstreamError("post-filter: more luma filters need a first one and format 5.0")
     for name in PLANES:
         w.flag(planes[name] is not None)
     for name in PLANES:
         coeffs = planes[name]
-        if coeffs is not None:
-            if len(coeffs) != _count(name) or any(abs(c) >= MAX_ABS for c in coeffs):
-                raise BitstreamError(f"post-filter: {name} needs {_count(name)} values under {MAX_ABS}")
+        if coeffs is None:
+            continue
+        if name == "y":
+            if version[0] >= 5:
+                for k in range(1, CLASSES):
+                    w.flag(k in splits)
+            for c in f.luma_filters():
+                _check(name, c)
+                _write_plane(w, name, c)
+        else:
+            _check(name, coeffs)
             _write_plane(w, name, coeffs)
     out = w.bytes()
     if len(out) > MAX_BYTES:
@@ -315,28 +501,36 @@ def pack(f: PostFilter) -> bytes:
     return out
 
 
-def unpack(data: bytes) -> PostFilter:
-    """Parses :func:`pack`'s bytes; refuses an empty filter, truncated or trailing data and values out of
-    range (:class:`BitstreamError`)."""
+def _read_plane(r: _BitReader, name: str) -> tuple[int, ...]:
+    rest = [r.se() for _ in range(_count(name) - 2)]
+    centre, offset = r.se(), r.se()
+    coeffs = (0, *rest, offset)
+    coeffs = (centre + _unit_centre(name, coeffs), *rest, offset)
+    if any(abs(c) >= MAX_ABS for c in coeffs):
+        raise BitstreamError(f"post-filter: a {name} value is out of range")
+    return coeffs
+
+
+def unpack(data: bytes, version: tuple[int, int] = FORMAT_VERSION) -> PostFilter:
+    """Parses :func:`pack`'s bytes of format ``version`` (a record's); refuses an empty filter, truncated or
+    trailing data and values out of range (:class:`BitstreamError`)."""
     r = _BitReader(bytes(data))
     coded = [r.flag() for _ in PLANES]
     if not any(coded):
         raise BitstreamError("post-filter: a new filter must code at least one plane")
-    planes: dict[str, Optional[tuple[int, ...]]] = {}
+    planes: dict[str, object] = {}
     for name, on in zip(PLANES, coded):
         if not on:
-            planes[name] = None
             continue
-        rest = [r.se() for _ in range(_count(name) - 2)]
-        centre, offset = r.se(), r.se()
-        coeffs = (0, *rest, offset)
-        coeffs = (centre + _unit_centre(name, coeffs), *rest, offset)
-        if any(abs(c) >= MAX_ABS for c in coeffs):
-            raise BitstreamError(f"post-filter: a {name} value is out of range")
-        planes[name] = coeffs
+        if name == "y":
+            splits = tuple(k for k in range(1, CLASSES) if r.flag()) if version[0] >= 5 else ()
+            filters = [_read_plane(r, name) for _ in range(len(splits) + 1)]
+            planes.update(y=filters[0], y_more=tuple(filters[1:]), y_splits=splits)
+        else:
+            planes[name] = _read_plane(r, name)
     used = (r.pos + 7) // 8
     if any(r.flag() for _ in range(-r.pos % 8)):
         raise BitstreamError("post-filter: nonzero padding bits")
     if used != len(data):
         raise BitstreamError(f"post-filter: {len(data) - used} bytes after the parameters")
-    return PostFilter(**planes)
+    return PostFilter(**planes)  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ def write_stream(path: Path, header: bs.StreamHeader = HEADER, frames=FRAMES, fo
 
 
 def v1_stream(frames=FRAMES, header: bytes | None = None) -> bytes:
-    """A 1.3 stream (nvc writes 4.0 and still reads 3.0, 2.0 and 1.x), built from the 1.x construct declarations."""
+    """A 1.3 stream (nvc writes 5.0 and still reads 4.0, 3.0, 2.0 and 1.x), built from the 1.x construct declarations."""
     hb = header or bs.encode_header(replace(HEADER, version=(1, 3), frame_count=len(frames)))
     out, entries = bytearray(hb), []
     for i, (ft, q, p) in enumerate(frames):
@@ -85,18 +85,18 @@ def reheader(data: bytes, **changes: int) -> bytes:
 
 
 def v2_stream(path: Path, frames=FRAMES, major: int = 2) -> bytes:
-    """A 2.0 (or 3.0) stream: 4.0's header and records without a post-filter, whose bytes are 3.0's and 2.0's
-    (payloads are opaque to the container), under major 2 (or 3) (``path``: a scratch file, removed)."""
+    """A 2.0 (or 3.0, 4.0) stream: 5.0's header and records without a post-filter, whose bytes are 4.0's, 3.0's
+    and 2.0's (payloads are opaque to the container), under major 2 (or 3, 4) (``path``: a scratch file, removed)."""
     data = reheader(write_stream(path, frames=frames), major=major)
     path.unlink()
     return data
 
 
-@pytest.fixture(params=["4.0", "3.0", "2.0", "1.3"])
+@pytest.fixture(params=["5.0", "4.0", "3.0", "2.0", "1.3"])
 def stream(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes]:
-    """The stream of FRAMES as this nvc writes it (4.0), and as the 3.0, 2.0 and 1.3 writers did (still read)."""
+    """The stream of FRAMES as this nvc writes it (5.0), and as the 4.0, 3.0, 2.0 and 1.3 writers did (still read)."""
     p = tmp_path / "s.nvc"
-    if request.param == "4.0":
+    if request.param == "5.0":
         return p, write_stream(p)
     if request.param == "1.3":
         p.write_bytes(v1_stream())
@@ -107,7 +107,7 @@ def stream(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, bytes]
 
 @pytest.fixture
 def stream_v3(tmp_path: Path) -> tuple[Path, bytes]:
-    """The stream of FRAMES in the record layout of 4.x (without post-filters that of 3.x and 2.x)."""
+    """The stream of FRAMES in the record layout of 5.x and 4.x (without post-filters that of 3.x and 2.x)."""
     p = tmp_path / "s.nvc"
     return p, write_stream(p)
 
@@ -188,7 +188,7 @@ def test_header_property_roundtrip(h: bs.StreamHeader) -> None:
     assert bs.decode_header(bs.encode_header(h)) == h
 
 
-VERSIONS = [(4, 0), (3, 0), (2, 0), (1, 3)]
+VERSIONS = [(5, 0), (4, 0), (3, 0), (2, 0), (1, 3)]
 
 
 @FAST
@@ -228,7 +228,7 @@ def test_payload_refusals(version: tuple[int, int]) -> None:
         with pytest.raises(BitstreamError):
             bs.encode_payload(p, version)
     with pytest.raises(VersionError):
-        bs.decode_payload(good, (5, 0))
+        bs.decode_payload(good, (6, 0))
 
 
 def test_payload_refuses_non_shortest_varints() -> None:
@@ -400,7 +400,7 @@ def test_bad_magic(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
 
 def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> None:
     _, data = stream
-    for major in (0, 5, 255):
+    for major in (0, 6, 255):
         with pytest.raises(VersionError, match=rf"version {major}\.\d+ is not supported"):
             load(tmp_path, reheader(data, major=major))
         # refused from the version bytes alone, before anything else is looked at
@@ -410,7 +410,7 @@ def test_unknown_major_version(tmp_path: Path, stream: tuple[Path, bytes]) -> No
             load(tmp_path, bs.MAGIC + bytes([major, 0]))
 
 
-@pytest.mark.parametrize("version", [(4, 7), (3, 7), (2, 7), (1, 7)])
+@pytest.mark.parametrize("version", [(5, 7), (4, 7), (3, 7), (2, 7), (1, 7)])
 def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int]) -> None:
     newer = replace(HEADER, version=version, frame_count=len(FRAMES))
     hb = bs.encode_header(newer, extra=b"future fields")
@@ -418,7 +418,7 @@ def test_newer_minor_version_is_readable(tmp_path: Path, version: tuple[int, int
     assert bs.decode_header(hb) == newer
     if version[0] == 1:
         data = v1_stream(header=hb)
-    else:  # the longer header in front of a 4.0 stream's records (they hold no offsets; 3.x's, 2.x's are the same)
+    else:  # the longer header in front of a 5.0 stream's records (they hold no offsets; 4.x's, 3.x's, 2.x's are the same)
         old = write_stream(tmp_path / "n.nvc")
         data = hb + old[struct.unpack_from("<H", old, 6)[0] :]
     with load(tmp_path, data) as r:
@@ -626,14 +626,15 @@ def _valid_stream(version: str) -> bytes:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            make = {"4.0": write_filtered, "3.0": lambda p: v2_stream(p, major=3),
+            make = {"5.0": write_filtered, "4.0": lambda p: reheader(write_filtered(p), major=4),
+                    "3.0": lambda p: v2_stream(p, major=3),
                     "2.0": v2_stream}.get(version, lambda _: v1_stream())
             _VALID[version] = make(Path(d) / "v.nvc")
     return _VALID[version]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.data(), st.sampled_from(["4.0", "3.0", "2.0", "1.3"]))
+@given(st.data(), st.sampled_from(["5.0", "4.0", "3.0", "2.0", "1.3"]))
 def test_random_damage(tmp_path: Path, data: st.DataObject, version: str) -> None:
     b = bytearray(_valid_stream(version))
     for _ in range(data.draw(st.integers(1, 4))):

@@ -197,7 +197,7 @@ def test_summary_names_a_pixel_format_conversion(tmp_path):
 
 
 def test_postfilter_option(tmp_path):
-    """The sample's frames get a post-filter (format 4.0) by default; --no-postfilter shows every frame as
+    """The sample's frames get a post-filter (format 4.0 and later) by default; --no-postfilter shows every frame as
     reconstructed. Both decode to what the encoder's --recon wrote."""
     modes = {}
     for flag in ("--postfilter", "--no-postfilter"):

@@ -34,6 +34,8 @@ SPECS = [
     ("odd-q10-67x45", "odd display size (padding and 4:2:0 rounding), I P P, highest quality", (67, 45), 3, 10, 32, True),
     ("gop3-q1-64x64", "two GoPs (I P P I P), low quality, seek target", (64, 64), 5, 1, 3, True),
     ("ladder-q2-64x64", "per-frame qualities 5 2 2 2 3 2 (I +3, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
+    ("classes-q6-352x288", "the whole sample picture, I P: several luma post-filters by activity class (5.0)",
+     (352, 288), 2, 6, 32, True),
 ]
 
 
@@ -184,11 +186,18 @@ def test_seek_into_second_gop(manifest, tmp_path):
 
 
 def test_vectors_use_every_post_filter_mode(manifest):
-    modes = set()
+    """Every mode, and (5.0) a new filter with several luma filters, by class."""
+    from nvc import postfilter
+
+    modes, luma_filters = set(), set()
     for name, *_ in SPECS:
         with bitstream.open(VECTORS / f"{name}.nvc") as r:
-            modes |= {f.filter for f in r.frames}
+            for rec in r:
+                modes.add(rec.filter)
+                if rec.filter == bitstream.FilterMode.NEW:
+                    luma_filters.add(len(postfilter.unpack(rec.filter_params, rec.version).luma_filters()))
     assert modes == set(bitstream.FilterMode)
+    assert max(luma_filters) > 1 and 0 in luma_filters
 
 
 def test_ladder_vector_carries_per_frame_qualities(manifest):

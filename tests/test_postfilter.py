@@ -125,6 +125,11 @@ def filters(draw: st.DrawFn) -> pf.PostFilter:
                                                max_size=_values(name))))
     if not planes:
         planes["y"] = tuple(draw(st.lists(st.integers(-300, 300), min_size=_values("y"), max_size=_values("y"))))
+    if "y" in planes:
+        splits = tuple(sorted(draw(st.sets(st.integers(1, pf.CLASSES - 1), max_size=pf.CLASSES - 1))))
+        more = tuple(tuple(draw(st.lists(st.integers(-300, 300), min_size=_values("y"), max_size=_values("y"))))
+                     for _ in splits)
+        planes.update(y_more=more, y_splits=splits)
     return pf.PostFilter(**planes)
 
 
@@ -141,14 +146,92 @@ def test_pack_unpack_property(filt: pf.PostFilter) -> None:
 
 
 @FAST
-@given(st.binary(max_size=64))
-def test_unpack_random_bytes(data: bytes) -> None:
+@given(filters())
+def test_format_4_has_one_luma_filter(filt: pf.PostFilter) -> None:
+    """Format 4.0's parameters (read for 4.0 streams) have no split flags, and one luma filter at most."""
+    if filt.y_splits:
+        with pytest.raises(BitstreamError, match="format 5.0"):
+            pf.pack(filt, (4, 0))
+        filt = pf.PostFilter(y=filt.y, u=filt.u, v=filt.v)
     try:
-        filt = pf.unpack(data)
+        data = pf.pack(filt, (4, 0))
+    except BitstreamError as e:
+        assert "limit" in str(e)
+        return
+    assert pf.unpack(data, (4, 0)) == filt
+    if filt.y is not None:  # the same filter in 5.0: the split flags follow the plane flags
+        assert len(pf.pack(filt)) * 8 - len(data) * 8 in range(-7, pf.CLASSES + 7)
+
+
+@FAST
+@given(st.binary(max_size=64), st.sampled_from([(4, 0), (5, 0)]))
+def test_unpack_random_bytes(data: bytes, version: tuple[int, int]) -> None:
+    try:
+        filt = pf.unpack(data, version)
     except BitstreamError as e:
         assert "\n" not in str(e) and str(e).startswith("post-filter: ")
         return
-    assert pf.pack(filt) == data  # what parses is exactly one filter's coding
+    assert pf.pack(filt, version) == data  # what parses is exactly one filter's coding
+
+
+def test_luma_classes() -> None:
+    """A 4x4 block's class counts the activity bounds below the sum of its samples' Laplacians."""
+    y = np.full((10, 13), 100, np.uint8)  # partial blocks at the right and bottom edges
+    assert not pf.luma_classes(y).any()
+    y[4:8, 4:8] = 100 + 20 * (np.indices((4, 4)).sum(0) % 2).astype(np.uint8)  # a checkerboard of 0 / 20
+    cls = pf.luma_classes(y)
+    p = np.pad(y.astype(int), 1, mode="edge")
+    lap = sum(np.abs(2 * p[1:-1, 1:-1] - p[1 + dy:11 + dy, 1 + dx:14 + dx] - p[1 - dy:11 - dy, 1 - dx:14 - dx])
+              for dy, dx in ((0, 1), (1, 0)))
+    act = lap[4:8, 4:8].sum()
+    assert act > pf.ACTIVITY_BOUNDS[-1]
+    assert (cls[4:8, 4:8] == pf.CLASSES - 1).all()
+    # the neighbouring blocks see the board's edge: their class from their own sums, equal over each block
+    for by, bx in ((0, 4), (4, 0), (4, 8), (8, 4)):
+        a = lap[by:by + 4, bx:bx + 4].sum()
+        assert (cls[by:by + 4, bx:bx + 4] == np.searchsorted(pf.ACTIVITY_BOUNDS, a)).all()
+    assert cls.dtype == np.uint8 and cls.shape == y.shape
+    # the spec's rule, sample by sample, on a random picture with partial blocks (a partial block repeats the
+    # Laplacians of its last row and column)
+    rng = np.random.default_rng(1)
+    y = np.clip(128 + rng.normal(size=(11, 14)) * np.linspace(0, 30, 14), 0, 255).astype(np.uint8)  # busier rightwards
+    h, w = y.shape
+    at = lambda i, j: int(y[min(max(i, 0), h - 1), min(max(j, 0), w - 1)])  # noqa: E731
+    lap = lambda i, j: abs(2 * at(i, j) - at(i, j - 1) - at(i, j + 1)) + abs(2 * at(i, j) - at(i - 1, j) - at(i + 1, j))  # noqa: E731
+    cls = pf.luma_classes(y)
+    for i in range(h):
+        for j in range(w):
+            bi, bj = i - i % 4, j - j % 4
+            a = sum(lap(min(bi + di, h - 1), min(bj + dj, w - 1)) for di in range(4) for dj in range(4))
+            assert cls[i, j] == sum(a > b for b in pf.ACTIVITY_BOUNDS), (i, j)
+    assert len(np.unique(cls)) > 2
+
+
+def test_luma_filters_by_class() -> None:
+    """Each luma sample goes through the filter of its class's run."""
+    f = make_frames(1, 67, 45, seed=3)[0]
+    filters = [(1 << pf.SHIFT,) + (0,) * (_values("y") - 2) + (k << pf.SHIFT,) for k in range(3)]  # +0, +1, +2
+    filt = pf.PostFilter(y=filters[0], y_more=tuple(filters[1:]), y_splits=(2, 5))
+    assert filt.class_filter() == (0, 0, 1, 1, 1, 2, 2)
+    out = pf.apply(f, filt)
+    cls = pf.luma_classes(f.y)
+    expect = np.minimum(f.y.astype(int) + np.array(filt.class_filter())[cls], 255)
+    assert np.array_equal(out.y, expect) and len(np.unique(cls)) > 2
+    assert pf.unpack(pf.pack(filt)) == filt
+
+
+def test_choose_splits_luma_where_it_pays() -> None:
+    """A picture blurred in its smooth part and sharpened in its busy part: one filter cannot undo both."""
+    src = make_frames(1, 128, 96, seed=6)[0]
+    rec = _blurred(src)
+    busy = pf.luma_classes(src.y) >= 4
+    y = np.where(busy, np.clip(2 * src.y.astype(int) - rec.y, 0, 255), rec.y).astype(np.uint8)
+    rec = Frame(y, rec.u, rec.v)
+    ch = pf.choose(rec, src, None, lam=0.05)
+    assert ch.mode == FilterMode.NEW and ch.current.y_splits
+    one = pf.apply(rec, pf.fit(rec, src))
+    err = lambda x: np.sum((x.y.astype(float) - src.y) ** 2)  # noqa: E731
+    assert err(ch.shown) < err(one)
 
 
 def test_unpack_refusals() -> None:
@@ -160,10 +243,25 @@ def test_unpack_refusals() -> None:
             pf.unpack(bad)
     with pytest.raises(BitstreamError, match="out of range"):  # a value of 2^14 (Exp-Golomb of k = 2^15 - 1)
         w = pf._BitWriter()
-        for flag in (1, 0, 0):
+        for flag in (1, 0, 0) + (0,) * (pf.CLASSES - 1):  # Y only, one luma filter
             w.flag(bool(flag))
         w.se(1 << 14)
         w.bits += [1] * (_values("y") - 1)  # the other values and the offset: 0
         pf.unpack(w.bytes())
     with pytest.raises(BitstreamError, match=f"needs {_values('y')} values"):
         pf.pack(pf.PostFilter(y=(128, 0)))
+
+
+def test_choose_stays_within_the_parameter_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seven luma filters with large values would take more than 255 bytes: the encoder sends one instead."""
+    src = make_frames(1, 96, 64, seed=8)[0]
+    rec = _blurred(src)
+    big = tuple((-1) ** k * (pf.MAX_ABS - 1 - k) for k in range(_values("y")))
+    filters = (big,) * pf.CLASSES
+    with pytest.raises(BitstreamError, match="limit"):
+        pf.pack(pf.PostFilter(y=big, y_more=filters[1:], y_splits=tuple(range(1, pf.CLASSES))))
+    # a fit that "pays" (its output is the source itself), whatever its bits
+    monkeypatch.setattr(pf, "_fit_luma", lambda inputs, s, w: (filters, tuple(range(1, pf.CLASSES)), s.y.copy()))
+    ch = pf.choose(rec, src, None, lam=1e6)
+    assert ch.mode == FilterMode.NEW and len(ch.params) <= pf.MAX_BYTES
+    assert ch.current.y is not None and not ch.current.y_splits and ch.current == pf.unpack(ch.params)
