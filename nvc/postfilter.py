@@ -79,7 +79,7 @@ class PostFilter:
 
     def class_filter(self) -> tuple[int, ...]:
         """Each luma class's index into :meth:`luma_filters`."""
-        return tuple(sum(1 for s in self.y_splits if s <= k) for k in range(CLASSES))
+        return tuple(int(i) for i in _class_filter(self.y_splits))
 
     @property
     def empty(self) -> bool:
@@ -159,12 +159,17 @@ def _filtered(cols: list[np.ndarray], coeffs: tuple[int, ...]) -> np.ndarray:
     return np.clip(acc >> SHIFT, 0, 255).astype(np.uint8)
 
 
+def _class_filter(splits: tuple[int, ...]) -> np.ndarray:
+    """Each luma class's filter index, given the classes where each further filter begins."""
+    return np.searchsorted(np.asarray(splits, dtype=np.int64), np.arange(CLASSES), side="right")
+
+
 def _filtered_luma(inputs: _Inputs, filters: tuple[tuple[int, ...], ...], splits: tuple[int, ...]) -> np.ndarray:
     """The luma plane through one filter per run of classes (``splits``: where each further filter begins)."""
     cols = inputs("y")
     if not splits:
         return _filtered(cols, filters[0])
-    which = np.searchsorted(np.asarray(splits), np.arange(CLASSES), side="right")[inputs.classes]  # each sample's filter
+    which = _class_filter(splits)[inputs.classes]  # each sample's filter
     table = np.asarray(filters, dtype=np.int64).T  # per value, its coefficient in each filter
     acc = table[-1][which] + (1 << (SHIFT - 1))
     for coeffs, col in zip(table[:-1], cols):
