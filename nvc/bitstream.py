@@ -5,8 +5,8 @@ for a whole file, ``NVC_STREAM``) structures below; ``formats/nvc-bitstream.md``
 specification of the same bytes.  All integers are little-endian.  This module writes format 5.0 (compact
 frame records whose frame-type byte also holds the post-filter mode, a new filter's parameters ahead of the
 payload; no index; payloads without the fields a decoder derives); 5.0's records are 4.0's, only a post-filter's
-parameters differ (several luma filters: ``nvc.postfilter``), and it reads 4.0 as well; it still reads 3.0 streams (records without a
-post-filter: ``FRAME_RECORD_V3``), 2.0 streams (their payloads: ``PAYLOAD_V2``) and 1.x streams
+parameters differ (several luma filters: ``nvc.postfilter``), and it reads 4.0 as well; it still reads 3.0 streams
+(records without a post-filter: ``FRAME_RECORD_V3``), 2.0 streams (their payloads: ``PAYLOAD_V2``) and 1.x streams
 (``FRAME_RECORD_V1``, ``INDEX``, ``TRAILER``, ``PAYLOAD_V1``, ``NVC_STREAM_V1``).
 
 ``nvc.bitstream.open(path, "w", header=...)`` gives a :class:`StreamWriter` (output written through a

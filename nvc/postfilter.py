@@ -15,8 +15,8 @@ and runs of adjacent classes share a filter (:attr:`PostFilter.y_splits`), as ad
 
 The encoder fits the coefficients by least squares against the source (nothing is trained, so the filter adapts
 to each clip and rate), merges classes while that pays, keeps a plane's filter only where it pays for its bits
-(:func:`choose`), and may reuse the GoP's last filter for free. The next frame is predicted from the unfiltered reconstruction: the filter is
-outside the prediction loop. Integer arithmetic only, so every decoder computes the same bytes.
+(:func:`choose`), and may reuse the GoP's last filter for free. The next frame is predicted from the unfiltered
+reconstruction: the filter is outside the prediction loop. Integer arithmetic only, so every decoder computes the same bytes.
 ``formats/nvc-bitstream.md`` ("Post-filter") specifies it; this module imports numpy, never torch.
 """
 
