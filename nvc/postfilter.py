@@ -277,7 +277,6 @@ def _fit_luma(inputs: _Inputs, src: object, weight: float
     bounds = starts + [CLASSES]
     best_starts, best = list(starts), sum(run_cost(lo, hi) for lo, hi in zip(bounds, bounds[1:]))
     while len(starts) > 1:
-        bounds = starts + [CLASSES]
         merged = [(run_cost(bounds[i], bounds[i + 2]) - run_cost(bounds[i], bounds[i + 1])
                    - run_cost(bounds[i + 1], bounds[i + 2]), i) for i in range(len(starts) - 1)]
         _, i = min(merged)
