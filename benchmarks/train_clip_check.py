@@ -37,6 +37,9 @@ nvc entry's ``encode_s`` (seconds to code all its qualities) is stored too, comp
 
     python benchmarks/train_clip_check.py shipped:q=0 --clips bigbuckbunny_CG.mp4=720x1280 --frames 8 --split
 
+``--rgb`` also measures PSNR-RGB (BT.709, the decoded 4:2:0 converted as the bench does) and its BD-rate, for
+the nvc entries: the issue's metric, where a change to the chroma planes shows more than in PSNR-YUV's 6:1:1.
+
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
 on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
 """
@@ -86,26 +89,29 @@ SUBSTREAMS = ("rans",)
 
 def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], gop: int = 32,
               ladder=None, per_frame: dict | None = None, refine: int | None = None,
-              split: dict | None = None, postfilter: bool = True) -> list[tuple[float, float]]:
-    """Mean (bpp, PSNR-YUV) per quality; ``per_frame`` (if given) gets each quality's per-frame pairs,
+              split: dict | None = None, postfilter: bool = True, rgb: list | None = None) -> list[tuple[float, float]]:
+    """Mean (bpp, PSNR-YUV) per quality; ``rgb`` (if given) gets the mean (bpp, PSNR-RGB) per quality (as the
+    bench measures it: BT.709, 4:2:0 to RGB by :mod:`nvc.color`); ``per_frame`` (if given) gets each quality's per-frame pairs,
     ``split`` (if given) each quality's bpp per frame type (I, P) and substream (:data:`SUBSTREAMS`, plus
     the payload's own framing as ``header``), averaged over the frames of that type."""
     from nvc import bitstream
     from nvc.codec import Encoder
     from nvc.ladder import DEFAULT_LADDER
-    from nvc.metrics import psnr_planes
+    from nvc.metrics import _rgb, psnr_planes, psnr_rgb
 
     pts = []
     for q in qualities:
         enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
                       ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine, postfilter=postfilter)
-        bits, psnr = [], []
+        bits, psnr, prgb = [], [], []
         parts: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for f in frames:
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
             bits.append(8 * cf.size)  # the record's data: payload and post-filter
             psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
+            if rgb is not None:
+                prgb.append(psnr_rgb(_rgb(f), _rgb(cf.recon)))
             if split is not None:
                 kind = cf.frame_type.name
                 counts[kind] = counts.get(kind, 0) + 1
@@ -116,6 +122,8 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
                 row["header"] = row.get("header", 0.0) + 8 * (len(cf.payload) - sum(len(s) for s in strings))
                 row["filter"] = row.get("filter", 0.0) + 8 * (cf.size - len(cf.payload))
         pts.append((sum(bits) / (len(frames) * h * w), float(np.mean(psnr))))
+        if rgb is not None:
+            rgb.append((pts[-1][0], float(np.mean(prgb))))
         if split is not None:
             split[q] = {k: {n: round(v / (counts[k] * h * w), 5) for n, v in row.items()} for k, row in parts.items()}
         if per_frame is not None:
@@ -191,6 +199,7 @@ def main() -> None:
     ap.add_argument("--per-frame", action="store_true", help="also print and store each frame's (bpp, PSNR-YUV)")
     ap.add_argument("--split", action="store_true", help="also print and store each quality's bpp per frame type "
                     "(I, P) and substream (y, z, motion, header)")
+    ap.add_argument("--rgb", action="store_true", help="also measure PSNR-RGB (nvc entries) and its BD-rate")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
@@ -231,27 +240,34 @@ def main() -> None:
                     model.settle_padding = False
                 frame_pts = res.setdefault("per_frame", {}).setdefault(entry, {}) if a.per_frame else None
                 split = res.setdefault("split_bpp", {}).setdefault(entry, {}) if a.split else None
+                rgb = res.setdefault("points_rgb", {}).setdefault(entry, []) if a.rgb else None
                 t0 = time.perf_counter()
                 pts = rd_points(model, frames, h, w, opts.get("q", spread(model.qualities)), a.gop, opts.get("ladder"), frame_pts,
-                                opts.get("refine"), split, "nofilter" not in opts)
+                                opts.get("refine"), split, "nofilter" not in opts, rgb)
                 res.setdefault("encode_s", {})[entry] = round(time.perf_counter() - t0, 1)
                 for q, row in (frame_pts or {}).items():
                     print(clip, entry, f"q{q} per frame:", row, flush=True)
                 for q, row in (split or {}).items():
                     print(clip, entry, f"q{q} bpp per frame type and substream:", row, flush=True)
+                if rgb is not None:
+                    print(clip, entry, "PSNR-RGB", [(round(r, 4), round(p, 2)) for r, p in rgb], flush=True)
             res["points"][entry] = pts
             print(clip, entry, [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
-        base = res["points"][a.entries[0]]
-        for entry in a.entries[1:] if len(base) > 1 else []:  # one quality (--per-frame at q=2): no curve
-            o = res["points"][entry]
-            try:
-                r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
-            except NvcError as e:  # e.g. a quality that broke down (more bits, less PSNR): keep the points
-                res["bd_rate_psnr_yuv"][entry] = None
-                print(f"  BD-rate {entry} vs {a.entries[0]}: none ({e})", flush=True)
-                continue
-            res["bd_rate_psnr_yuv"][entry] = round(float(r), 2)
-            print(f"  BD-rate {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
+        for metric, points in (("psnr_yuv", res["points"]), ("psnr_rgb", res.get("points_rgb", {}))):
+            base = points.get(a.entries[0], [])
+            for entry in a.entries[1:] if len(base) > 1 else []:  # one quality (--per-frame at q=2): no curve
+                if entry not in points:  # x264 has no PSNR-RGB here
+                    continue
+                o = points[entry]
+                out = res.setdefault(f"bd_rate_{metric}", {})
+                try:
+                    r = bd_rate([x for x, _ in base], [y for _, y in base], [x for x, _ in o], [y for _, y in o])
+                except NvcError as e:  # e.g. a quality that broke down (more bits, less PSNR): keep the points
+                    out[entry] = None
+                    print(f"  BD-rate {metric} {entry} vs {a.entries[0]}: none ({e})", flush=True)
+                    continue
+                out[entry] = round(float(r), 2)
+                print(f"  BD-rate ({metric}) {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "gop": a.gop, "clips": results}, indent=1))
 
