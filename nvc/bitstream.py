@@ -39,6 +39,8 @@ __all__ = [
     "MAGIC",
     "FrameType",
     "FilterMode",
+    "MAX_FILTER_BYTES",
+    "filter_data_size",
     "NumericMode",
     "StreamHeader",
     "FramePayload",
@@ -77,7 +79,8 @@ HEADER_PREFIX_SIZE = 8  # magic, major, minor, header_len
 HEADER_FIXED_SIZE = 59  # bytes before the model name in a 1.x header
 HEADER_MIN_SIZE = HEADER_FIXED_SIZE + 1 + 4  # one-byte model name + CRC
 RECORD_HEAD_MAX = 10  # 2.x to 4.x: a five-byte length (payloads up to 2^28 bytes need at most five)
-MAX_FILTER_BYTES = 255  # 4.x: a new post-filter's parameters (nvc.postfilter)
+_FILTER_LENGTH = cs.Int8ul  # 4.x: a new post-filter's parameters (nvc.postfilter) follow their length ...
+MAX_FILTER_BYTES = (1 << 8 * _FILTER_LENGTH.sizeof()) - 1  # ... so they take 1..255 bytes
 RECORD_HEAD_SIZE_V1 = 16
 RECORD_CRC_SIZE = 4
 RECORD_OVERHEAD_V1 = RECORD_HEAD_SIZE_V1 + RECORD_CRC_SIZE
@@ -180,9 +183,14 @@ _RECORD_HEAD = cs.Struct(
 )
 # parsed with new_filter=(flags.filter == NEW)
 RECORD_DATA = cs.Struct(
-    "filter" / cs.If(cs.this._params.new_filter, cs.Prefixed(cs.Int8ul, cs.GreedyBytes)),  # 1..255 bytes
+    "filter" / cs.If(cs.this._params.new_filter, cs.Prefixed(_FILTER_LENGTH, cs.GreedyBytes)),  # 1..255 bytes
     "payload" / cs.GreedyBytes,
 )
+
+def filter_data_size(params: bytes) -> int:
+    """The bytes of a record's data that post-filter parameters ``params`` take, their length included (none: 0)."""
+    return _FILTER_LENGTH.sizeof() + len(params) if params else 0
+
 
 FRAME_RECORD = cs.Struct(
     "body" / cs.RawCopy(cs.Struct("head" / _RECORD_HEAD, "data" / cs.Bytes(cs.this.head.length))),

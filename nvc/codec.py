@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import bitstream, postfilter
-from .bitstream import FilterMode, FramePayload, FrameType, NumericMode
+from .bitstream import FilterMode, FramePayload, FrameType, NumericMode, filter_data_size
 from .color import pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_to_rgb
 from .errors import BitstreamError, InputError, WeightsMismatchError
 from .io import Frame
@@ -89,7 +89,7 @@ class CodedFrame:
     @property
     def size(self) -> int:
         """The bytes of the frame's record data: its payload and, for a NEW post-filter, the filter's."""
-        return len(self.payload) + (len(self.filter_params) + 1 if self.filter_params else 0)
+        return len(self.payload) + filter_data_size(self.filter_params)
 
 
 class _Session:

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .bitstream import FORMAT_VERSION, FilterMode
+from .bitstream import FORMAT_VERSION, MAX_FILTER_BYTES, FilterMode, filter_data_size
 from .errors import BitstreamError
 
 __all__ = ["SHIFT", "CLASSES", "PostFilter", "FilterMode", "Choice", "fit", "apply", "choose", "pack", "unpack",
@@ -35,7 +35,7 @@ __all__ = ["SHIFT", "CLASSES", "PostFilter", "FilterMode", "Choice", "fit", "app
 
 SHIFT = 7  # fractional bits of every coefficient and offset
 MAX_ABS = 1 << 14  # |value| limit: a decoder refuses more (sums stay far inside int64)
-MAX_BYTES = 255  # a packed filter's size limit (the record's length byte)
+MAX_BYTES = MAX_FILTER_BYTES  # a packed filter's size limit (the record's length byte)
 PLANES = ("y", "u", "v")
 # luma classes (format 5.0): a 4x4 block's activity, the sum over its 16 samples of |2p - left - right| +
 # |2p - up - down|, against these bounds (twice the previous: 2, 4, ... 64 per sample); class k: k bounds below it
@@ -390,7 +390,7 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
     if not new.empty:
         params = pack(new)
         shown = type(rec)(*(outs.get(n, getattr(rec, n)) for n in PLANES))
-        cost = lam_eff * measure(shown) + 8 * (len(params) + 1)
+        cost = lam_eff * measure(shown) + 8 * filter_data_size(params)
         if cost < best_cost:
             best = Choice(FilterMode.NEW, params, new, shown)
     return best
