@@ -92,12 +92,12 @@ def _count(name: str) -> int:
 
 def _shifted(p: np.ndarray, r: int) -> tuple[np.ndarray, int, int]:
     h, w = p.shape
-    return np.pad(p.astype(np.int64), r, mode="edge"), h, w
+    return np.pad(p.astype(np.int32), r, mode="edge"), h, w
 
 
 def _luma_sums(y: np.ndarray, h: int, w: int) -> np.ndarray:
     """The sums of each chroma sample's 2x2 luma samples (odd sizes: the last row and column replicated)."""
-    yp = np.pad(y.astype(np.int64), ((0, 2 * h - y.shape[0]), (0, 2 * w - y.shape[1])), mode="edge")
+    yp = np.pad(y.astype(np.int32), ((0, 2 * h - y.shape[0]), (0, 2 * w - y.shape[1])), mode="edge")
     return yp[0::2, 0::2] + yp[0::2, 1::2] + yp[1::2, 0::2] + yp[1::2, 1::2]
 
 
@@ -118,7 +118,8 @@ def luma_classes(y: np.ndarray) -> np.ndarray:
 
 class _Inputs:
     """The filter's inputs for each sample of a reconstruction's planes (centre, pair sums and, for U and V, the
-    luma-sum differences; int64), computed once per plane and frame however many filters are tried on it."""
+    luma-sum differences; int32: at most 1020 in magnitude, so a product with a value stays under 2^24), computed
+    once per plane and frame however many filters are tried on it."""
 
     def __init__(self, rec: object) -> None:
         self.rec = rec
