@@ -96,22 +96,24 @@ def rd_points(model, frames: list, h: int, w: int, qualities: tuple[int, ...], g
     the payload's own framing as ``header``), averaged over the frames of that type."""
     from nvc import bitstream
     from nvc.codec import Encoder
+    from nvc.color import yuv420_to_rgb
     from nvc.ladder import DEFAULT_LADDER
-    from nvc.metrics import _rgb, psnr_planes, psnr_rgb
+    from nvc.metrics import psnr_planes, psnr_rgb
 
     pts = []
+    src_rgb = [yuv420_to_rgb(f.y, f.u, f.v) for f in frames] if rgb is not None else []
     for q in qualities:
         enc = Encoder(model, quality=q, gop=gop, width=w, height=h, numeric="fast",
                       ladder=DEFAULT_LADDER if ladder is None else ladder, refine=refine, postfilter=postfilter)
         bits, psnr, prgb = [], [], []
         parts: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
-        for f in frames:
+        for i, f in enumerate(frames):
             cf = enc.encode(f)  # the encoder's reconstruction is the decoder's, bit for bit
             bits.append(8 * cf.size)  # the record's data: payload and post-filter
             psnr.append(psnr_planes(f, cf.recon)["psnr_yuv"])
             if rgb is not None:
-                prgb.append(psnr_rgb(_rgb(f), _rgb(cf.recon)))
+                prgb.append(psnr_rgb(src_rgb[i], yuv420_to_rgb(cf.recon.y, cf.recon.u, cf.recon.v)))
             if split is not None:
                 kind = cf.frame_type.name
                 counts[kind] = counts.get(kind, 0) + 1
