@@ -220,3 +220,30 @@ def test_decoding_in_one_row_stripes_gives_the_same_frames(lite, monkeypatch):
     coded = _code(lite, frames, quality=1)
     monkeypatch.setattr(exact, "STRIPE_BYTES", 1)
     assert all(_same(a, c.recon) for a, c in zip(_decode(lite, coded, 64, 64), coded))
+
+
+@pytest.mark.parametrize("k,s,p,op", [(5, 2, 2, 1), (3, 2, 1, 1), (4, 2, 1, 0), (1, 2, 0, 1), (2, 3, 0, 2),
+                                      (5, 3, 2, 0), (3, 1, 1, 0)])
+def test_transposed_convolution_by_phases_gives_the_same_bits(k, s, p, op, monkeypatch):
+    """A transposed convolution runs as one ordinary convolution per output phase (kernels smaller than the
+    stride leave phases with the bias alone): the same bits as one float64 transposed convolution, in any
+    stripes."""
+    torch.manual_seed(k * 10 + s)
+    layer = nn.ConvTranspose2d(6, 5, k, s, p, op)
+    x = torch.randn(1, 6, 7, 5) * 10
+    w, b, _ = exact._conv_weights(layer)
+    whole = F.conv_transpose2d(exact.quantize(x), w, b, s, p, op)
+    assert exact._phases(layer, w) is not None
+    assert torch.equal(exact.conv(layer, x), whole)
+    monkeypatch.setattr(exact, "STRIPE_BYTES", 1)  # one input row (s output rows) per stripe
+    assert torch.equal(exact.conv(layer, x), whole)
+    last = min(9, whole.shape[2])
+    rows = exact._conv_stripes(layer, exact.quantize(x), lambda y: y, torch.float64, rows=(3, last))
+    assert torch.equal(rows, whole[:, :, 3:last])
+
+
+def test_cpu_stripes_stay_cache_sized():
+    """On a CPU a 720p layer's stripes hold a few MiB of unfolded input, not the 64 MiB memory bound."""
+    x = torch.zeros(1, 1, 1, 1)
+    assert exact._budget(x) == min(exact.STRIPE_BYTES, exact.CACHE_BYTES) <= 8 << 20
+    assert exact._rows_per_stripe(32 * 9, 1280, 32, exact._budget(x)) <= 2
