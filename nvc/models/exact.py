@@ -131,7 +131,8 @@ def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finis
     output rows ``[rows[0], rows[1])`` when ``rows`` is given.
 
     The arithmetic is exact, so stripes give the same bits as one whole-frame convolution; they bound
-    the float64 working set (im2col buffers) independently of the frame size."""
+    the float64 working set (im2col buffers) independently of the frame size, and on a CPU keep it in
+    cache. Transposed convolutions run by output phase (:func:`_deconv_phase_rows`)."""
     w, b, terms = _conv_weights(mod)
     ho, wo = conv_out_size(mod, xq.shape[2], xq.shape[3])
     first, last = rows if rows is not None else (0, ho)
@@ -139,17 +140,18 @@ def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finis
         raise ValueError(f"rows {rows} outside 0..{ho}")
     out = torch.empty(xq.shape[0], mod.out_channels, last - first, wo, dtype=dtype, device=xq.device)
     budget = _budget(xq)
-    if isinstance(mod, nn.ConvTranspose2d) and (phases := _phases(mod, w)) is not None:
+    phases = _phases(mod, w) if isinstance(mod, nn.ConvTranspose2d) else None
+    if phases is not None:
         # stripes of whole input rows (s output rows each), sized by the phases' unfolded inputs
         step = mod.stride[0] * _rows_per_stripe(terms, xq.shape[3], mod.out_channels, budget)
-        rows_of = lambda o0, o1: _deconv_phase_rows(mod, xq, phases, b, o0, o1)  # noqa: E731
     else:
         step = _rows_per_stripe(terms, wo, mod.out_channels, budget)
-        rows_of = lambda o0, o1: conv_rows(mod, xq, o0, o1, w, b, torch.float64)  # noqa: E731
     with _no_cudnn(xq):
         for o0 in range(first, last, step):
             o1 = min(last, o0 + step)
-            out[:, :, o0 - first:o1 - first] = finish(rows_of(o0, o1))
+            y = (_deconv_phase_rows(mod, xq, phases, b, o0, o1) if phases is not None
+                 else conv_rows(mod, xq, o0, o1, w, b, torch.float64))
+            out[:, :, o0 - first:o1 - first] = finish(y)
     return out
 
 
