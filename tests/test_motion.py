@@ -46,6 +46,26 @@ def test_wide_search_goes_coarse_to_fine_and_finds_a_long_shift():
     assert torch.equal(full[0, :, 1:-1, 1:-1], inner)
 
 
+@pytest.mark.parametrize("n,h,w,block,radius,stripe", [(2, 48, 64, 16, 16, None), (1, 64, 96, 8, 3, None),
+                                                        (3, 32, 32, 4, 4, 1)])
+def test_full_search_errors_equal_one_candidate_at_a_time(n, h, w, block, radius, stripe, monkeypatch):
+    """The full search pools every horizontal shift of a row offset at once (in chunks): each candidate's error is
+    bit for bit that of differencing and pooling it alone, in the shortest-first order."""
+    if stripe is not None:
+        monkeypatch.setattr(motion, "STRIPE_PIXELS", stripe)  # one horizontal shift per pass
+    g = torch.Generator().manual_seed(n * h + radius)
+    cur = torch.rand(n, 1, h, w, generator=g)
+    ref = (cur + 0.05 * torch.randn(n, 1, h, w, generator=g)).roll(3, -1)
+    errs, vecs = motion._full_search(cur, ref, block, radius)
+    padded = torch.nn.functional.pad(ref, (radius,) * 4, mode="replicate")
+    cands = motion._by_length(radius)
+    assert vecs.view(-1, 2).tolist() == [list(c) for c in cands]
+    one = torch.stack([torch.nn.functional.avg_pool2d(
+        (padded[..., radius + dy:radius + dy + h, radius + dx:radius + dx + w] - cur) ** 2, block)[:, 0]
+        for dy, dx in cands], dim=1)
+    assert torch.equal(errs, one)
+
+
 def test_full_search_finds_a_small_object_that_coarse_to_fine_misses():
     """A 16x16 patch moves 11 pixels over a flat background: in 4x downscaled luma it is a 4x4 blur the coarse
     level places wrongly, the full search does not."""
