@@ -43,7 +43,8 @@ def _by_length(radius: int) -> list[tuple[int, int]]:
 
 
 def _full_search(cur: Tensor, r: Tensor, block: int, radius: int) -> tuple[Tensor, Tensor]:
-    """Every displacement within ``radius``: (errors (N, K, bh, bw), vectors (K, 2) as (K, 1, 2, 1, 1)).
+    """Every displacement within ``radius`` on the first channel (luma): (errors (N, K, bh, bw), vectors (K, 2)
+    as (K, 1, 2, 1, 1)).
 
     The horizontal displacements of one vertical displacement are differenced and pooled together, as
     views of the padded reference's rows (a few at a time: about ``STRIPE_PIXELS`` · 32 values), which
@@ -57,7 +58,7 @@ def _full_search(cur: Tensor, r: Tensor, block: int, radius: int) -> tuple[Tenso
     for dy in range(side):
         shifted = rp[:, dy:dy + h].unfold(2, w, 1).transpose(1, 2)  # (N, dx, h, w): every horizontal shift
         for x0 in range(0, side, chunk):
-            grid[:, dy, x0:x0 + chunk] = F.avg_pool2d((shifted[:, x0:x0 + chunk] - cur) ** 2, block)
+            grid[:, dy, x0:x0 + chunk] = F.avg_pool2d((shifted[:, x0:x0 + chunk] - cur[:, :1]) ** 2, block)
     index = torch.tensor([(dy + radius) * side + dx + radius for dy, dx in cands], device=cur.device)
     errs = grid.view(n, side * side, *grid.shape[3:]).index_select(1, index)
     return errs, torch.tensor(cands, dtype=torch.long, device=cur.device).view(-1, 1, 2, 1, 1)
