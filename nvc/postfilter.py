@@ -236,27 +236,38 @@ def _rounded(ata: np.ndarray, atb: np.ndarray) -> Optional[tuple[int, ...]]:
     return (int(ends[0]), *(int(t) for t in taps), int(ends[1]))
 
 
-def _fit_plane(inputs: _Inputs, src: object, name: str) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
-    """The plane's rounded least-squares filter and its output, or None where that is no closer to ``src``."""
+def _fit_plane(inputs: _Inputs, src: object, name: str, eqs: Optional[tuple[np.ndarray, np.ndarray]] = None
+               ) -> Optional[tuple[tuple[int, ...], np.ndarray]]:
+    """The plane's rounded least-squares filter and its output, or None where that is no closer to ``src``.
+    ``eqs``: the fit's normal equations (``A^T A``, ``A^T b``) when already known."""
     cols = inputs(name)
     target = getattr(src, name)
-    ata, atb, _, _ = _equations(cols, target)
-    coeffs = _rounded(ata[0], atb[0])
+    if eqs is None:
+        ata, atb, _, _ = _equations(cols, target)
+        eqs = ata[0], atb[0]
+    coeffs = _rounded(*eqs)
     if coeffs is None:
         return None
     out = _filtered(cols, coeffs)
     return (coeffs, out) if _sse(out, target) < _sse(getattr(inputs.rec, name), target) else None
 
 
-def _fit_luma(inputs: _Inputs, src: object, weight: float
+def _luma_equations(inputs: _Inputs, src: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The luma fit's normal equations per class (:func:`_equations`). Their sums over the classes are those of one
+    filter for the whole plane, bit for bit: every entry is a sum of integer products below 2^53."""
+    return _equations(inputs("y"), src.y, inputs.classes, CLASSES)  # type: ignore[attr-defined]
+
+
+def _fit_luma(inputs: _Inputs, src: object, weight: float,
+              eqs: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
               ) -> Optional[tuple[tuple[tuple[int, ...], ...], tuple[int, ...], np.ndarray]]:
     """Luma filters for runs of classes, the runs chosen greedily for the least ``weight * (squared error) +
     bits``: from a filter per class present, the two adjacent runs whose merge costs least are merged until one
     is left, and the cheapest partition on the way is kept (errors estimated from the normal equations). Returns
-    the rounded filters, the splits and the output, or None where no filter brings the plane closer to ``src``."""
-    cols = inputs("y")
+    the rounded filters, the splits and the output, or None where no filter brings the plane closer to ``src``.
+    ``eqs``: :func:`_luma_equations`, when already computed."""
     target = src.y  # type: ignore[attr-defined]
-    ata, atb, btb, count = _equations(cols, target, inputs.classes, CLASSES)
+    ata, atb, btb, count = _luma_equations(inputs, src) if eqs is None else eqs
     present = [k for k in range(CLASSES) if count[k] > 0]
     if not present:
         return None
@@ -372,7 +383,8 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
                 keep.update(y=filters[0], y_more=filters[1:], y_splits=splits)
                 outs["y"] = out
 
-    keep_luma(_fit_luma(inputs, src, SPLIT_SCALE * lam * _RGB_WEIGHT["y"]))
+    luma_eqs = _luma_equations(inputs, src)
+    keep_luma(_fit_luma(inputs, src, SPLIT_SCALE * lam * _RGB_WEIGHT["y"], luma_eqs))
     for name in ("u", "v"):
         fitted = _fit_plane(inputs, src, name)
         if fitted is None:
@@ -384,8 +396,8 @@ def choose(rec: object, src: object, current: Optional[PostFilter], lam: float,
     if 8 * MAX_BYTES < _luma_bits(new.luma_filters()) + sum(_plane_bits(n, c) for n, c in new.planes().items()
                                                              if c is not None and n != "y"):
         # several luma filters with large values, over the parameters' 255 bytes: one luma filter instead (with
-        # U and V it needs at most 138 bytes)
-        single = _fit_plane(inputs, src, "y")
+        # U and V it needs at most 138 bytes), from the classes' equations summed
+        single = _fit_plane(inputs, src, "y", (luma_eqs[0].sum(0), luma_eqs[1].sum(0)))
         keep_luma(None if single is None else ((single[0],), (), single[1]))
         new = PostFilter(**keep)  # type: ignore[arg-type]
     if not new.empty:

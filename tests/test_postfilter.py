@@ -261,7 +261,19 @@ def test_choose_stays_within_the_parameter_limit(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(BitstreamError, match="limit"):
         pf.pack(pf.PostFilter(y=big, y_more=filters[1:], y_splits=tuple(range(1, pf.CLASSES))))
     # a fit that "pays" (its output is the source itself), whatever its bits
-    monkeypatch.setattr(pf, "_fit_luma", lambda inputs, s, w: (filters, tuple(range(1, pf.CLASSES)), s.y.copy()))
+    monkeypatch.setattr(pf, "_fit_luma", lambda inputs, s, w, eqs=None: (filters, tuple(range(1, pf.CLASSES)), s.y.copy()))
     ch = pf.choose(rec, src, None, lam=1e6)
     assert ch.mode == FilterMode.NEW and len(ch.params) <= pf.MAX_BYTES
     assert ch.current.y is not None and not ch.current.y_splits and ch.current == pf.unpack(ch.params)
+
+
+def test_class_equations_sum_to_the_whole_planes_bit_for_bit() -> None:
+    """The fallback to one luma filter solves the classes' normal equations summed: the same numbers as fitting the
+    whole plane at once (integer products, exact in float64), so the same filter."""
+    src = make_frames(1, 96, 64, seed=3)[0]
+    rec = _blurred(src)
+    inputs = pf._Inputs(rec)
+    ata, atb, _, _ = pf._luma_equations(inputs, src)
+    whole_ata, whole_atb, _, _ = pf._equations(inputs("y"), src.y)
+    assert np.array_equal(ata.sum(0), whole_ata[0]) and np.array_equal(atb.sum(0), whole_atb[0])
+    assert pf._fit_plane(inputs, src, "y", (ata.sum(0), atb.sum(0)))[0] == pf._fit_plane(inputs, src, "y")[0]
