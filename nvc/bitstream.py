@@ -710,6 +710,9 @@ class StreamReader:
         try:
             self.file_size = os.fstat(self._f.fileno()).st_size
             self._open()
+        except BitstreamError as e:  # a bad header: say which stream, as the frames' errors do
+            self.close()
+            raise type(e)(f"{self.path.name}: {e}") from None
         except BaseException:
             self.close()
             raise

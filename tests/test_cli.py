@@ -70,6 +70,18 @@ def test_errors_are_one_line_exit_2(tmp_path):
     assert not (tmp_path / "o.nvc").exists() and not (tmp_path / "o.yuv").exists()
 
 
+def test_a_bad_stream_header_names_the_stream(tmp_path):
+    junk = tmp_path / "junk.nvc"
+    junk.write_bytes(b"hello, not a stream")
+    empty = tmp_path / "empty.nvc"
+    empty.write_bytes(b"")
+    for args, name, why in ((["decode", str(junk), "-o", str(tmp_path / "o.yuv")], "junk.nvc", "bad magic"),
+                            (["info", str(junk)], "junk.nvc", "bad magic"),
+                            (["info", str(empty)], "empty.nvc", "truncated in header")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and f"{name}: " in r.output and why in r.output, (args, r.output)
+
+
 def test_models_lists_default():
     from nvc.models import load
 
