@@ -10,6 +10,18 @@ from typing import BinaryIO
 from .errors import InputError, OutputExistsError
 
 
+def check_output(path: str | os.PathLike[str], force: bool) -> Path:
+    """``path`` as an output: refused when it is a folder or another non-file, or exists without ``force``."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; give the output a file name")
+    if p.exists() and not p.is_file():
+        raise InputError(f"{p}: exists and is not a regular file")
+    if p.exists() and not force:
+        raise OutputExistsError(f"{p}: already exists (use --force to overwrite)")
+    return p
+
+
 class AtomicFile:
     """A temporary file beside ``path``; ``close(ok=True)`` renames it over ``path``, else deletes it.
 
@@ -17,12 +29,8 @@ class AtomicFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
-        self.path = Path(path)
+        self.path = check_output(path, force)
         self.force = force
-        if self.path.exists() and not force:
-            raise OutputExistsError(f"{self.path}: already exists (use --force to overwrite)")
-        if self.path.exists() and not self.path.is_file():
-            raise InputError(f"{self.path}: exists and is not a regular file")
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise InputError(f"{parent}: output folder does not exist")

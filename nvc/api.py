@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bitstream
+from ._atomic import check_output
 from .errors import InputError, NvcError, TruncatedStreamError
 from .io import NATIVE_PIX_FMTS, Frame, VideoInfo, VideoReader, is_stdio, output_name, std_pipe
 from .io import open as open_video
@@ -145,8 +146,8 @@ def encode(
     if is_stdio(output) and is_stdio(recon):
         raise InputError("-o - and --recon -: only one output can go to stdout")
     _check_not_input(input, output, recon)
-    if not is_stdio(output) and Path(output).exists() and not force:
-        raise InputError(f"{output}: already exists (use --force to overwrite)")
+    if not is_stdio(output):
+        check_output(output, force)
     span = None if frames is None else start + frames  # what the sample is generated to
     with _cpu_threads(threads), _stream_output(output) as out, open_source(input, size=size, fps=fps, sample=sample, frames=span) as reader:
         info = reader.info
@@ -225,8 +226,8 @@ def decode(
         raise InputError(f"--frames must be at least 1, not {frames}")
     out = Path(output)
     _check_not_input(input, output)
-    if not is_stdio(out) and out.exists() and not force:
-        raise InputError(f"{out}: already exists (use --force to overwrite)")
+    if not is_stdio(out):
+        check_output(out, force)
     with _cpu_threads(threads), _stream_input(input) as src, InputStream(src, checkpoint=checkpoint, device=device) as stream:
         decoded = stream.decode(start, frames)  # checks the range and the weights before any output exists
         h, count = stream.header, len(stream.frame_range(start, frames))
@@ -282,8 +283,7 @@ class OutputStream:
             raise InputError("-: nvc.api.open writes a file; nvc.api.encode(..., '-') writes a stream to stdout")
         if gop < 1 or gop > 65535:
             raise InputError(f"--gop must be 1..65535, not {gop}")
-        if Path(path).exists() and not force:
-            raise InputError(f"{path}: already exists (use --force to overwrite)")
+        check_output(path, force)
         rate = Fraction(fps)
         self.device = resolve_device(device)
         self.model = load(model, checkpoint, device=str(self.device), **(model_options or {}))

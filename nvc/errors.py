@@ -19,7 +19,7 @@ class UnsupportedFormatError(InputError):
     """The input's pixel format or container is not one nvc can read or convert."""
 
 
-class OutputExistsError(NvcError, FileExistsError):
+class OutputExistsError(InputError, FileExistsError):
     """An output exists and ``force`` was not given."""
 
 

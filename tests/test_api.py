@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from nvc import api, bitstream, io
-from nvc.errors import BitstreamError, ChecksumError, InputError, TruncatedStreamError, WeightsMismatchError
+from nvc.errors import (BitstreamError, ChecksumError, InputError, OutputExistsError, TruncatedStreamError,
+                        WeightsMismatchError)
 
 from .conftest import make_frames, write_y4m, write_yuv
 
@@ -99,6 +100,28 @@ def test_numeric_mode_mismatch_is_refused(coded, tmp_path):
             w.write(rec.frame_type, rec.quality, rec.payload)
     with pytest.raises(WeightsMismatchError, match="numeric fast on cuda: only a cuda decode"):
         api.decode(t, tmp_path / "m.yuv", device="cpu")
+
+
+def test_outputs_that_exist_or_are_folders_are_refused(tmp_path):
+    """One check for every output: an existing file needs ``force`` (an OutputExistsError, also a FileExistsError),
+    a folder is refused even with it, before anything is read or coded."""
+    src = write_yuv(tmp_path / "c_32x32.yuv", make_frames(1, 32, 32))
+    (tmp_path / "exists.nvc").write_bytes(b"keep")
+    for call in (lambda: api.encode(src, tmp_path / "exists.nvc"),
+                 lambda: api.decode(tmp_path / "missing.nvc", tmp_path / "exists.nvc"),
+                 lambda: api.open(tmp_path / "exists.nvc", "w", width=32, height=32)):
+        with pytest.raises(FileExistsError):
+            call()
+    with pytest.raises(OutputExistsError, match="already exists"):
+        api.encode(src, tmp_path / "exists.nvc")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for call in (lambda: api.encode(src, folder, force=True),
+                 lambda: api.decode(tmp_path / "exists.nvc", folder, force=True),
+                 lambda: api.open(folder, "w", width=32, height=32, force=True)):
+        with pytest.raises(InputError, match="is a folder"):
+            call()
+    assert (tmp_path / "exists.nvc").read_bytes() == b"keep" and not any(folder.iterdir())
 
 
 def test_input_errors(tmp_path):
