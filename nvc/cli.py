@@ -125,7 +125,7 @@ def _fps(text: Optional[str]) -> Optional[Fraction]:
 def encode(
     input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ... (omit with --sample); - reads stdin (Y4M or anything FFmpeg probes; raw yuv420p with --size)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write; - for stdout (all at once, when the stream is complete)."),
-    size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name), or of raw yuv420p on stdin."),
+    size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name), or of raw yuv420p on stdin; other inputs state their own (a different --size is refused)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
     quality: Optional[int] = typer.Option(None, "--quality", "-q", help=f"Quality index: 0 = smallest file ... highest = best (default: nvc-lite's quality of lambda {DEFAULT_LAMBDA:g}, other models' middle one; `nvc models` lists them). {_sentence(DEFAULT_LADDER.sentence())}."),
     flat_quality: bool = typer.Option(False, "--flat-quality", help="Code every frame at --quality (no quality ladder: by default the I frames and some P frames get more)."),

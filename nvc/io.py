@@ -441,6 +441,11 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
             if p.suffix.lower() == ".nvc":
                 raise InputError(f"{p.name}: this is an nvc stream; use 'nvc decode'")
             reader = Y4mReader(p) if p.suffix.lower() == ".y4m" else AvReader(p)
+        if size is not None and size != (reader.info.width, reader.info.height):
+            # the container states its size; a different --size is a mistake, not a request to scale
+            reader.close()
+            raise InputError(f"{p.name}: --size {size[0]}x{size[1]} does not match the video's "
+                             f"{reader.info.width}x{reader.info.height} (--size is for raw yuv420p; nvc does not scale)")
         if fps is not None:
             reader.info = VideoInfo(reader.info.width, reader.info.height, fps, reader.info.frames, reader.info.pix_fmt)
         return reader

@@ -35,6 +35,15 @@ def test_raw_yuv_odd_size(tmp_path):
     assert got[0].u.shape == (11, 19) and _same(frames[1], got[1])
 
 
+def test_size_of_a_container_must_match_it(tmp_path):
+    """--size describes raw yuv420p; a Y4M states its size, and a different --size is refused, not ignored."""
+    p = write_y4m(tmp_path / "c.y4m", make_frames(2, 48, 32))
+    with io.open(p, size=(48, 32)) as r:
+        assert (r.info.width, r.info.height) == (48, 32)
+    with pytest.raises(InputError, match="--size 32x32 does not match the video's 48x32"):
+        io.open(p, size=(32, 32))
+
+
 def test_raw_yuv_errors(tmp_path):
     p = write_yuv(tmp_path / "noname.yuv", make_frames(2, 32, 32))
     with pytest.raises(InputError, match="--size"):
