@@ -15,6 +15,8 @@ def test_registry():
     assert {"nvc-lite", "dvc", "dhvc-1.0"} <= set(models.names())
     with pytest.raises(ModelError, match="unknown model"):
         models.create("nope")
+    with pytest.raises(ModelError, match="unknown model 'nope'; known: .*nvc-lite"):  # not "no shipped weights"
+        models.load("nope")
 
 
 

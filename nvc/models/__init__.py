@@ -153,6 +153,8 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     (bytes) for the stream header.
     """
     options = {k: v for k, v in options.items() if v is not None}
+    if name not in ARCHITECTURES:  # before any file: a typo in --model is not a missing weights file
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
     path = Path(checkpoint) if checkpoint else shipped_weights(name)
     if checkpoint is None and not path.is_file():
         raise ModelError(f"no shipped weights for {name!r} ({path.name} missing); pass --checkpoint")
