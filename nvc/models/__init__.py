@@ -48,13 +48,17 @@ def names() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def create(name: str, **cfg: Any) -> nn.Module:
-    """Builds architecture ``name`` with fresh (untrained) weights."""
+def _architecture(name: str) -> Callable[..., nn.Module]:
+    """The factory registered as ``name``."""
     try:
-        factory = ARCHITECTURES[name]
+        return ARCHITECTURES[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}") from None
-    return factory(**cfg)
+
+
+def create(name: str, **cfg: Any) -> nn.Module:
+    """Builds architecture ``name`` with fresh (untrained) weights."""
+    return _architecture(name)(**cfg)
 
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -153,8 +157,7 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     (bytes) for the stream header.
     """
     options = {k: v for k, v in options.items() if v is not None}
-    if name not in ARCHITECTURES:  # before any file: a typo in --model is not a missing weights file
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(names())}")
+    _architecture(name)  # before any file: a typo in --model is not a missing weights file
     path = Path(checkpoint) if checkpoint else shipped_weights(name)
     if checkpoint is None and not path.is_file():
         raise ModelError(f"no shipped weights for {name!r} ({path.name} missing); pass --checkpoint")
