@@ -259,15 +259,15 @@ def _luma_equations(inputs: _Inputs, src: object) -> tuple[np.ndarray, np.ndarra
 
 
 def _fit_luma(inputs: _Inputs, src: object, weight: float,
-              eqs: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
+              eqs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
               ) -> Optional[tuple[tuple[tuple[int, ...], ...], tuple[int, ...], np.ndarray]]:
     """Luma filters for runs of classes, the runs chosen greedily for the least ``weight * (squared error) +
     bits``: from a filter per class present, the two adjacent runs whose merge costs least are merged until one
     is left, and the cheapest partition on the way is kept (errors estimated from the normal equations). Returns
     the rounded filters, the splits and the output, or None where no filter brings the plane closer to ``src``.
-    ``eqs``: :func:`_luma_equations`, when already computed."""
+    ``eqs``: :func:`_luma_equations` (the caller keeps them for its one-filter fallback)."""
     target = src.y  # type: ignore[attr-defined]
-    ata, atb, btb, count = _luma_equations(inputs, src) if eqs is None else eqs
+    ata, atb, btb, count = eqs
     present = [k for k in range(CLASSES) if count[k] > 0]
     if not present:
         return None
