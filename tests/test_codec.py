@@ -98,11 +98,13 @@ def test_payload_shape_is_derived_in_format_3(lite):
 
 
 def test_bounded_memory_float_path_decodes_like_the_encoder(lite, monkeypatch):
-    """Large frames (here: every frame) run the float path in stripes; the decoder still matches."""
+    """Large frames (here: every frame) run the float path in bounded memory (here the encoder's analysis in
+    stripes of a row or two); the decoder still matches."""
     import nvc.models.layers
     import nvc.models.lite
 
     monkeypatch.setattr(nvc.models.lite, "LIGHT_PIXELS", 0)
+    monkeypatch.setattr(nvc.models.layers, "CACHE_BYTES", 1)
     frames = make_frames(3, 96, 80, seed=11)
     enc = Encoder(lite, quality=3, gop=8, width=96, height=80, numeric="fast")
     coded = [enc.encode(f) for f in frames]

@@ -17,7 +17,7 @@ from nvc import models
 from nvc.bitstream import NumericMode
 from nvc.codec import Decoder, Encoder
 from nvc.errors import InputError, ModelError
-from nvc.models import exact
+from nvc.models import exact, layers
 
 from .conftest import make_frames
 
@@ -248,7 +248,7 @@ def test_cpu_stripes_stay_cache_sized():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert exact._budget(x) == min(exact.STRIPE_BYTES, 2 * exact.CACHE_BYTES) <= 8 << 20
+        assert exact._budget(x) == min(exact.STRIPE_BYTES, 2 * layers.CACHE_BYTES) <= 8 << 20
         assert exact._rows_per_stripe(32 * 9, 1280, 32, exact._budget(x)) <= 2
     finally:
         torch.set_num_threads(before)

@@ -127,6 +127,34 @@ def test_conv_rows_and_row_stripes_match_whole_frame(layer):
         assert torch.allclose(striped, seq(x), atol=1e-5)
 
 
+
+@pytest.mark.parametrize("budget", [1, 3000, 1 << 30], ids=["row", "stripes", "whole"])
+def test_run_light_matches_the_whole_frame_pass(budget, monkeypatch):
+    """The memory-light inference path computes the same layers as a whole-frame pass: the analysis in stripes
+    of rows (parts concatenated a stripe at a time; nvc-lite's geometries, a 1x1 layer, and a padding past the
+    kernel's reach, which runs whole), the synthesis with its GDNs in stripes."""
+    from nvc.models import layers
+    from nvc.models.layers import GDN, conv, deconv, run_light
+
+    monkeypatch.setattr(layers, "CACHE_BYTES", budget)
+    monkeypatch.setattr(layers, "STRIPE_BYTES", budget)
+    torch.manual_seed(2)
+    analysis = torch.nn.Sequential(conv(9, 8), GDN(8), conv(8, 8), torch.nn.Conv2d(8, 7, 1),
+                                   torch.nn.Conv2d(7, 6, 1, 1, 1), torch.nn.LeakyReLU(inplace=True))
+    synthesis = torch.nn.Sequential(deconv(6, 8), GDN(8, inverse=True), deconv(8, 3))
+    x = torch.rand(1, 9, 37, 23)
+    with torch.inference_mode():
+        y = run_light(analysis, [x[:, :3], x[:, 3:6], x[:, 6:]], analysis=True)
+        assert y.shape == analysis(x).shape and torch.allclose(y, analysis(x), rtol=0, atol=1e-5)
+        assert torch.allclose(run_light(synthesis, y), synthesis(y), rtol=0, atol=1e-5)
+
+
+def test_release_free_heap_is_harmless():
+    from nvc.models.layers import release_free_heap
+
+    release_free_heap()
+    release_free_heap()
+
 def _trained_looking(**cfg):
     """A small nvc-lite with trained-looking weights (seeded noise on the init), not the init itself."""
     torch.manual_seed(0)

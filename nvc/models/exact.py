@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import GDN, STRIPE_BYTES, conv_out_size, conv_rows, row_stripes, same_halo
+from .layers import GDN, STRIPE_BYTES, conv_out_size, conv_rows, row_stripes, same_halo, stripe_budget
 
 ACT_FRAC = 15  # activations: multiples of 2^-15 ...
 ACT_BITS = 23  # ... with |integer| < 2^23, i.e. |a| < 256 (float32 holds them exactly too)
@@ -97,16 +97,9 @@ def to_float32(x: Tensor) -> Tensor:
     return out
 
 
-# On a CPU, a stripe's unfolded input (float64) is sized to stay in cache, per torch thread (each thread
-# multiplies its share of the stripe): on a 2-core AMD EPYC (2 MiB L2 per core, 32 MiB L3), 2 threads, a 720p
-# EXACT decode took 9 s in 4 MiB stripes against 16 s in 64 MiB ones, the same bits.
-CACHE_BYTES = 2 << 20
-
-
 def _budget(x: Tensor) -> int:
-    """Bytes of float64 working set per convolution stripe: cache-sized on a CPU (``CACHE_BYTES`` per
-    thread), ``STRIPE_BYTES`` on a GPU (where each stripe is a kernel launch)."""
-    return STRIPE_BYTES if x.is_cuda else min(STRIPE_BYTES, CACHE_BYTES * max(1, torch.get_num_threads()))
+    """Bytes of float64 working set per convolution stripe (:func:`~nvc.models.layers.stripe_budget`)."""
+    return stripe_budget(x, STRIPE_BYTES)
 
 
 def _rows_per_stripe(terms: int, width: int, channels: int, budget: int | None = None) -> int:

@@ -8,6 +8,8 @@ reconstruction through the same ``dequantize`` call so they agree bit for bit.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from collections.abc import Callable
 
@@ -168,8 +170,39 @@ def same_halo(seq: nn.Sequential) -> int | None:
     return halo
 
 
-# Working set per stripe of the memory-bounded inference paths (float32 GDNs and fusion, exact convolutions).
+# Working set per stripe of the memory-bounded inference paths (float32 GDNs, convolutions and fusion, exact
+# convolutions): the bound, and what a GPU uses (each stripe is a kernel launch there).
 STRIPE_BYTES = 64 << 20
+
+# On a CPU, a stripe is sized to stay in cache, per torch thread (each thread takes its share of the stripe):
+# on a 2-core AMD EPYC (2 MiB L2 per core, 32 MiB L3), 2 threads, a 720p EXACT decode took 9 s in 4 MiB stripes
+# against 16 s in 64 MiB ones, the same bits. The encoder's float32 analysis runs in such stripes too: fewer
+# mid-sized temporaries for glibc's heap to keep (README, Speed).
+CACHE_BYTES = 2 << 20
+
+
+def stripe_budget(x: Tensor, cap: int = STRIPE_BYTES) -> int:
+    """Bytes of working set per stripe for ``x``'s device: ``CACHE_BYTES`` per torch thread on a CPU, ``cap``
+    on a GPU (and at most ``cap`` anywhere)."""
+    return cap if x.is_cuda else min(cap, CACHE_BYTES * max(1, torch.get_num_threads()))
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError, TypeError):  # no malloc_trim (another libc), or no process handle
+        return None
+
+
+def release_free_heap() -> None:
+    """Hands the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing). glibc
+    keeps freed blocks under its mmap threshold (up to 32 MB: a plane of a 1080p frame, a stripe's temporaries)
+    for reuse, but a block above it is mapped anew even while the heap holds that much free, so at 1080p the
+    freed heap (~300 MB) used to add to every peak."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
@@ -187,15 +220,61 @@ def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
     return out
 
 
-def run_light(seq: nn.Sequential, x: Tensor, budget: int = STRIPE_BYTES) -> Tensor:
-    """``seq(x)`` for inference; (inverse) GDNs on frames whose temporaries would pass ``budget`` bytes
-    run in stripes of rows (bounded memory)."""
+def _input_rows(mod: nn.Conv2d, o0: int, o1: int, h: int) -> tuple[int, int]:
+    """Input rows ``[a, b)`` from which ``mod`` itself (its own padding) computes output rows ``[o0, o1)`` of an
+    ``h``-row input as a whole-frame pass does: every row they read, starting on the stride's grid."""
+    (kh, _), (sh, _), (ph, _), (dh, _) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
+    a = max(0, o0 * sh - ph)
+    return a - a % sh, min(h, (o1 - 1) * sh - ph + dh * (kh - 1) + 1)
+
+
+def _conv_light(mod: nn.Conv2d, parts: list[Tensor], budget: int) -> Tensor:
+    """``mod(cat(parts, dim=1))`` for inference, in stripes of output rows, each computed by ``mod`` on the input
+    rows it reads: the convolution's own temporaries and the concatenation exist a stripe at a time. The same
+    products per output; the same bits as a whole-frame pass on this project's CPU (measured on nvc-lite's
+    layers at 1080p, not promised: a library may order its sums by position)."""
+    n, _, h, w = parts[0].shape
+    ho, wo = conv_out_size(mod, h, w)
+    cin = sum(p.shape[1] for p in parts)
+    per_row = (cin * w * mod.stride[0] + 2 * mod.out_channels * wo) * parts[0].element_size()
+    step = max(1, budget // per_row)
+    stripes = []
+    for o0 in range(0, ho, step):
+        o1 = min(ho, o0 + step)
+        a, b = _input_rows(mod, o0, o1, h)
+        r0 = o0 - a // mod.stride[0]  # output row o0 in the stripe's own output
+        if a >= b or r0 + o1 - o0 > conv_out_size(mod, b - a, w)[0]:
+            # padding past the kernel's reach (no layer of nvc's models): the whole frame at once
+            return mod(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+        stripes.append((o0, o1, a, b, r0))
+    out = torch.empty(n, mod.out_channels, ho, wo, dtype=parts[0].dtype, device=parts[0].device)
+    for o0, o1, a, b, r0 in stripes:
+        seg = [p[:, :, a:b] for p in parts]
+        out[:, :, o0:o1] = mod(seg[0] if len(seg) == 1 else torch.cat(seg, dim=1))[:, :, r0:r0 + (o1 - o0)]
+    return out
+
+
+def run_light(seq: nn.Sequential, x: Tensor | list[Tensor], analysis: bool = False) -> Tensor:
+    """``seq(x)`` for inference on a large frame (``x``: a tensor, or parts to concatenate along channels), in
+    bounded memory: (inverse) GDNs run in stripes of rows (``STRIPE_BYTES``), after the C heap's free pages are
+    released (:func:`release_free_heap`).
+
+    ``analysis``: ``seq`` is the encoder's analysis transform, whose output only chooses what the encoder codes
+    (a decoder never computes it), so its convolutions and GDNs run in cache-sized stripes
+    (:func:`stripe_budget`) and the parts are concatenated a stripe at a time. Decoder-side stacks keep the
+    whole-frame convolutions and 64 MiB GDN stripes that float32 streams were coded against, since a float32
+    result may depend on how a layer is cut (a transposed convolution's does, on this project's CPU)."""
+    parts = list(x) if isinstance(x, (list, tuple)) else [x]
+    budget = stripe_budget(parts[0]) if analysis else STRIPE_BYTES
+    release_free_heap()
     for m in seq:
-        if isinstance(m, GDN) and 4 * x.numel() * x.element_size() > budget:
-            x = _gdn_light(m, x, budget)
-        else:
-            x = m(x)
-    return x
+        big = 4 * sum(p.numel() for p in parts) * parts[0].element_size() > budget
+        if analysis and big and isinstance(m, nn.Conv2d):
+            parts = [_conv_light(m, parts, budget)]
+            continue
+        t = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        parts = [_gdn_light(m, t, budget) if big and isinstance(m, GDN) else m(t)]
+    return parts[0]
 
 
 def ste_round(x: Tensor) -> Tensor:

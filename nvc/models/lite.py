@@ -222,9 +222,12 @@ class NvcLite(nn.Module):
                 "z": self.i_z, "y": self.i_y, "ctx": self.i_ctx}
 
     def _analysis(self, x: Tensor, ref: Tensor | None, light: bool = False) -> Tensor:
-        """The analysis transform; ``light``: inference with memory-light GDNs (``run_light``)."""
-        seq, inp = (self.i_g_a, x) if ref is None else (self.p_g_a, torch.cat([x, ref, x - ref], dim=1))
-        return run_light(seq, inp) if light and x.shape[-2] * x.shape[-1] > LIGHT_PIXELS else seq(inp)
+        """The analysis transform; ``light``: inference, on large frames in cache-sized stripes (``run_light``)."""
+        parts = [x] if ref is None else [x, ref, x - ref]
+        seq = self.i_g_a if ref is None else self.p_g_a
+        if light and x.shape[-2] * x.shape[-1] > LIGHT_PIXELS:
+            return run_light(seq, parts, analysis=True)
+        return seq(torch.cat(parts, dim=1) if len(parts) > 1 else x)
 
     def _temporal(self, ref: Tensor | None, temporal: Tensor | None = None) -> Tensor | None:
         """The reference's temporal prior for a loop of :meth:`_params` calls: ``p_temporal(ref)``, or the given
