@@ -104,15 +104,18 @@ def conv_out_size(mod: nn.Conv2d | nn.ConvTranspose2d, h: int, w: int) -> tuple[
     return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
 
-def conv_rows(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, o0: int, o1: int, weight: Tensor | None = None,
-              bias: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
+def conv_rows(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor | list[Tensor], o0: int, o1: int,
+              weight: Tensor | None = None, bias: Tensor | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """Output rows ``[o0, o1)`` of ``mod(x)`` (weights: ``weight``/``bias``, else the module's), computed
-    from the input rows they depend on; the slice of ``x`` is cast to ``dtype`` when given."""
+    from the input rows they depend on; the slice of ``x`` is cast to ``dtype`` when given. ``x`` may be a
+    list of parts to concatenate along channels (ordinary convolutions): only their slices are."""
     w = mod.weight if weight is None else weight
     b = mod.bias if weight is None else bias
-    h = x.shape[2]
+    parts = x if isinstance(x, list) else [x]
+    h = parts[0].shape[2]
     (kh, _), (sh, sw), (ph, pw), (dh, dw) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
     if isinstance(mod, nn.ConvTranspose2d):
+        assert isinstance(x, Tensor)
         wo = conv_out_size(mod, h, x.shape[3])[1]
         # output row o receives input rows i with o = i*s - p + j*d, 0 <= j < k
         i0 = max(0, -(-(o0 + ph - dh * (kh - 1)) // sh))
@@ -130,7 +133,8 @@ def conv_rows(mod: nn.Conv2d | nn.ConvTranspose2d, x: Tensor, o0: int, o1: int, 
             y += b[None, :, None, None]
         return y
     a, z = o0 * sh - ph, (o1 - 1) * sh - ph + dh * (kh - 1) + 1  # input rows [a, z)
-    seg = x[:, :, max(a, 0):min(z, h)]
+    segs = [q[:, :, max(a, 0):min(z, h)] for q in parts]
+    seg = segs[0] if len(segs) == 1 else torch.cat(segs, dim=1)
     seg = seg.to(dtype) if dtype else seg
     if a < 0 or z > h:
         seg = F.pad(seg, (0, 0, max(0, -a), max(0, z - h)))
@@ -220,37 +224,19 @@ def _gdn_light(mod: GDN, x: Tensor, budget: int) -> Tensor:
     return out
 
 
-def _input_rows(mod: nn.Conv2d, o0: int, o1: int, h: int) -> tuple[int, int]:
-    """Input rows ``[a, b)`` from which ``mod`` itself (its own padding) computes output rows ``[o0, o1)`` of an
-    ``h``-row input as a whole-frame pass does: every row they read, starting on the stride's grid."""
-    (kh, _), (sh, _), (ph, _), (dh, _) = mod.kernel_size, mod.stride, mod.padding, mod.dilation
-    a = max(0, o0 * sh - ph)
-    return a - a % sh, min(h, (o1 - 1) * sh - ph + dh * (kh - 1) + 1)
-
-
 def _conv_light(mod: nn.Conv2d, parts: list[Tensor], budget: int) -> Tensor:
-    """``mod(cat(parts, dim=1))`` for inference, in stripes of output rows, each computed by ``mod`` on the input
-    rows it reads: the convolution's own temporaries and the concatenation exist a stripe at a time. The same
-    products per output; the same bits as a whole-frame pass on this project's CPU (measured on nvc-lite's
-    layers at 1080p, not promised: a library may order its sums by position)."""
+    """``mod(cat(parts, dim=1))`` for inference, in stripes of output rows (:func:`conv_rows`): the convolution's
+    own temporaries and the concatenation exist a stripe at a time. The same products per output; the same bits
+    as a whole-frame pass on this project's CPU (measured on nvc-lite's layers at 1080p; not promised, since a
+    library may order its sums by position)."""
     n, _, h, w = parts[0].shape
     ho, wo = conv_out_size(mod, h, w)
     cin = sum(p.shape[1] for p in parts)
     per_row = (cin * w * mod.stride[0] + 2 * mod.out_channels * wo) * parts[0].element_size()
     step = max(1, budget // per_row)
-    stripes = []
-    for o0 in range(0, ho, step):
-        o1 = min(ho, o0 + step)
-        a, b = _input_rows(mod, o0, o1, h)
-        r0 = o0 - a // mod.stride[0]  # output row o0 in the stripe's own output
-        if a >= b or r0 + o1 - o0 > conv_out_size(mod, b - a, w)[0]:
-            # padding past the kernel's reach (no layer of nvc's models): the whole frame at once
-            return mod(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
-        stripes.append((o0, o1, a, b, r0))
     out = torch.empty(n, mod.out_channels, ho, wo, dtype=parts[0].dtype, device=parts[0].device)
-    for o0, o1, a, b, r0 in stripes:
-        seg = [p[:, :, a:b] for p in parts]
-        out[:, :, o0:o1] = mod(seg[0] if len(seg) == 1 else torch.cat(seg, dim=1))[:, :, r0:r0 + (o1 - o0)]
+    for o0 in range(0, ho, step):
+        out[:, :, o0:o0 + step] = conv_rows(mod, parts, o0, min(ho, o0 + step))
     return out
 
 
