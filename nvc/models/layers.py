@@ -185,9 +185,10 @@ STRIPE_BYTES = 64 << 20
 CACHE_BYTES = 2 << 20
 
 
-def stripe_budget(x: Tensor, cap: int = STRIPE_BYTES) -> int:
+def stripe_budget(x: Tensor, cap: int | None = None) -> int:
     """Bytes of working set per stripe for ``x``'s device: ``CACHE_BYTES`` per torch thread on a CPU, ``cap``
-    on a GPU (and at most ``cap`` anywhere)."""
+    (default ``STRIPE_BYTES``) on a GPU, and at most ``cap`` anywhere."""
+    cap = STRIPE_BYTES if cap is None else cap
     return cap if x.is_cuda else min(cap, CACHE_BYTES * max(1, torch.get_num_threads()))
 
 
