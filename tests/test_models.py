@@ -127,12 +127,11 @@ def test_conv_rows_and_row_stripes_match_whole_frame(layer):
         assert torch.allclose(striped, seq(x), atol=1e-5)
 
 
-
 @pytest.mark.parametrize("budget", [1, 3000, 1 << 30], ids=["row", "stripes", "whole"])
 def test_run_light_matches_the_whole_frame_pass(budget, monkeypatch):
     """The memory-light inference path computes the same layers as a whole-frame pass: the analysis in stripes
     of rows (parts concatenated a stripe at a time; nvc-lite's geometries, a 1x1 layer, and a padding past the
-    kernel's reach, which runs whole), the synthesis with its GDNs in stripes."""
+    kernel's reach), the synthesis with its GDNs in stripes."""
     from nvc.models import layers
     from nvc.models.layers import GDN, conv, deconv, run_light
 
@@ -154,6 +153,7 @@ def test_release_free_heap_is_harmless():
 
     release_free_heap()
     release_free_heap()
+
 
 def _trained_looking(**cfg):
     """A small nvc-lite with trained-looking weights (seeded noise on the init), not the init itself."""
