@@ -107,6 +107,11 @@ def _rows_per_stripe(terms: int, width: int, channels: int, budget: int | None =
     return max(1, (STRIPE_BYTES if budget is None else budget) // per_row)
 
 
+# One output phase of a transposed convolution: the ordinary convolution kernel (out, in, ny, nx) and the
+# offsets (first input row, first input column) of its window relative to the phase's output position.
+_Phase = tuple[Tensor | None, int, int]
+
+
 def _conv_weights(mod: nn.Conv2d | nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, int]:
     kh, kw = mod.kernel_size
     if isinstance(mod, nn.ConvTranspose2d):
@@ -119,22 +124,37 @@ def _conv_weights(mod: nn.Conv2d | nn.ConvTranspose2d) -> tuple[Tensor, Tensor |
     return w, b, terms
 
 
+# A convolution's fixed-point weights, bias, product count and (transposed) phase kernels: computed once per
+# layer and pass, not per stripe, where a pass runs a layer stripe by stripe (run_rows, last_layer_rows).
+_Prepared = tuple[Tensor, Tensor | None, int, dict[tuple[int, int], _Phase] | None]
+Memo = dict[nn.Module, _Prepared]
+
+
+def _prepare(mod: nn.Conv2d | nn.ConvTranspose2d, memo: Memo | None = None) -> _Prepared:
+    if memo is not None and mod in memo:
+        return memo[mod]
+    w, b, terms = _conv_weights(mod)
+    prepared = (w, b, terms, _phases(mod, w) if isinstance(mod, nn.ConvTranspose2d) else None)
+    if memo is not None:
+        memo[mod] = prepared
+    return prepared
+
+
 def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finish, dtype: torch.dtype,
-                  rows: tuple[int, int] | None = None) -> Tensor:
+                  rows: tuple[int, int] | None = None, memo: Memo | None = None) -> Tensor:
     """``finish(mod(xq))`` computed in horizontal stripes of output rows (``xq``: grid values); only
-    output rows ``[rows[0], rows[1])`` when ``rows`` is given.
+    output rows ``[rows[0], rows[1])`` when ``rows`` is given; ``memo``: prepared weights to reuse.
 
     The arithmetic is exact, so stripes give the same bits as one whole-frame convolution; they bound
     the float64 working set (im2col buffers) independently of the frame size, and on a CPU keep it in
     cache. Transposed convolutions run by output phase (:func:`_deconv_phase_rows`)."""
-    w, b, terms = _conv_weights(mod)
+    w, b, terms, phases = _prepare(mod, memo)
     ho, wo = conv_out_size(mod, xq.shape[2], xq.shape[3])
     first, last = rows if rows is not None else (0, ho)
     if not 0 <= first <= last <= ho:
         raise ValueError(f"rows {rows} outside 0..{ho}")
     out = torch.empty(xq.shape[0], mod.out_channels, last - first, wo, dtype=dtype, device=xq.device)
     budget = _budget(xq)
-    phases = _phases(mod, w) if isinstance(mod, nn.ConvTranspose2d) else None
     if phases is not None:
         # stripes of whole input rows (s output rows each), sized by the phases' unfolded inputs
         step = mod.stride[0] * _rows_per_stripe(terms, xq.shape[3], mod.out_channels, budget)
@@ -147,11 +167,6 @@ def _conv_stripes(mod: nn.Conv2d | nn.ConvTranspose2d, xq: Tensor, finish: Finis
                  else conv_rows(mod, xq, o0, o1, w, b, torch.float64))
             out[:, :, o0 - first:o1 - first] = finish(y)
     return out
-
-
-# One output phase of a transposed convolution: the ordinary convolution kernel (out, in, ny, nx) and the
-# offsets (first input row, first input column) of its window relative to the phase's output position.
-_Phase = tuple[Tensor | None, int, int]
 
 
 def _phase_taps(k: int, s: int, p: int, r: int) -> tuple[list[int], int]:
@@ -247,7 +262,8 @@ def last_layer_rows(seq: nn.Sequential, x: Tensor) -> Callable[[int, int], Tenso
     if not isinstance(last, (nn.Conv2d, nn.ConvTranspose2d)):
         raise TypeError("last_layer_rows needs a convolution last")
     xq = run(nn.Sequential(*head), x) if head else to_float32(x)
-    return lambda a, z: _conv_stripes(last, xq, to_float32, torch.float32, rows=(a, z))
+    memo: Memo = {}
+    return lambda a, z: _conv_stripes(last, xq, to_float32, torch.float32, rows=(a, z), memo=memo)
 
 
 def run_rows(seq: nn.Sequential, parts: list[Tensor | Callable[[int, int], Tensor]]) -> Tensor:
@@ -261,16 +277,18 @@ def run_rows(seq: nn.Sequential, parts: list[Tensor | Callable[[int, int], Tenso
     w = next(p for p in parts if isinstance(p, Tensor)).shape[3]
     width = max(m.out_channels for m in seq if isinstance(m, nn.Conv2d)) + seq[0].in_channels
     step = max(16, STRIPE_BYTES // (width * w * 8 * 4))
-    return row_stripes(lambda t: run(seq, t, grid=True), parts, halo, step)
+    memo: Memo = {}
+    return row_stripes(lambda t: run(seq, t, grid=True, memo=memo), parts, halo, step)
 
 
-def run(seq: nn.Module, x: Tensor, grid: bool = False) -> Tensor:
+def run(seq: nn.Module, x: Tensor, grid: bool = False, memo: Memo | None = None) -> Tensor:
     """Runs a module made of convolutions, (inverse) GDNs and leaky ReLUs in exact arithmetic.
 
     Returns grid values as float32 (exact). Every operation's result is rounded to the activation grid
     where the next convolution would round it: a convolution's output after the leaky ReLU that follows
     it (if any), a GDN's output; so the bits equal those of rounding at each convolution's input.
-    ``grid``: ``x`` already holds grid values (as float32), so it is used as is."""
+    ``grid``: ``x`` already holds grid values (as float32), so it is used as is. ``memo``: the convolutions'
+    prepared weights, kept across calls on stripes of one frame."""
     mods = list(seq) if isinstance(seq, nn.Sequential) else [seq]
     if not grid:
         x = to_float32(x)
@@ -279,7 +297,8 @@ def run(seq: nn.Module, x: Tensor, grid: bool = False) -> Tensor:
         m = mods[i]
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             act = _activation(mods[i + 1]) if i + 1 < len(mods) else None
-            x = _conv_stripes(m, x, (lambda y, f=act: to_float32(f(y))) if act else to_float32, torch.float32)
+            x = _conv_stripes(m, x, (lambda y, f=act: to_float32(f(y))) if act else to_float32, torch.float32,
+                              memo=memo)
             i += 2 if act else 1
         elif isinstance(m, GDN):
             x = _gdn_stripes(m, x)
