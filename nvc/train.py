@@ -49,9 +49,14 @@ class Stage:
     # Up to this many frames are coded first without gradient (a uniform draw of 0..prefix per step), so
     # the loss also sees P frames deep in a GoP, predicted from references that have drifted.
     prefix: int = 0
+    # The I frame is always in the loss, with gradient, also behind a prefix (else the intra branch trains
+    # only on steps whose prefix is 0); it is coded ``intra_offset`` qualities higher than the P frames, up
+    # to the top, as the encoder's ladder codes I frames (nvc.ladder).
+    intra: bool = False
+    intra_offset: int = 0
 
 
-STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix"}
+STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix", "intra", "intra_offset"}
 # The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
 LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
 
@@ -121,9 +126,11 @@ class TrainConfig:
             if extra:
                 raise InputError(f"{p}: unknown stage keys {sorted(extra)}")
             stage = Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd")),
-                          int(s.get("prefix", 0)))
+                          int(s.get("prefix", 0)), bool(s.get("intra", False)), int(s.get("intra_offset", 0)))
             if stage.prefix < 0:
                 raise InputError(f"{p}: stage prefix must be 0 or more, not {stage.prefix}")
+            if stage.intra_offset < 0:
+                raise InputError(f"{p}: stage intra_offset must be 0 or more, not {stage.intra_offset}")
             stages.append(stage)
         if "lambda" in raw:
             raw["lmbda"] = float(raw.pop("lambda"))
@@ -283,6 +290,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     model = create(cfg.model, **args).to(device)
     if any(s.prefix for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
         raise InputError(f"model {cfg.model!r} does not train with a stage prefix")
+    if any(s.intra or s.intra_offset for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
+        raise InputError(f"model {cfg.model!r} does not train with a stage's intra keys")
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     if cfg.train_only:
         prefixes = tuple(cfg.train_only)

@@ -237,3 +237,67 @@ lr = 0.001
     assert torch.allclose(res["loss"], (total / 2).squeeze(), rtol=1e-5)
     with pytest.raises(ModelError, match="leaves no frame"):
         model.training_loss(clip, q, Stage(1, 0, 1e-3, prefix=4))
+
+
+def test_stage_intra(tmp_path):
+    """``intra`` keeps the I frame in the loss behind a prefix, at ``intra_offset`` qualities higher."""
+    import torch
+
+    from nvc.models import create
+    from nvc.train import Stage
+
+    torch.manual_seed(0)
+    model = create("nvc-lite", n=8, m=8, c=4)
+    clip = torch.rand(1, 4, 3, 64, 64)
+    q = torch.full((1,), model.qualities - 2, dtype=torch.long)
+    torch.manual_seed(1)
+    res = model.training_loss(clip, q, Stage(1, 2, 1e-3, prefix=2, intra=True, intra_offset=3))
+    res["loss"].backward()
+    assert model.i_g_a[0].weight.grad is not None and model.p_g_a[0].weight.grad is not None
+    # by hand: the I frame at the top quality (offset 3, clamped) in the loss, the P prefix frame without
+    # gradient, then the two loss frames; the mean over the three frames in the loss
+    torch.manual_seed(1)
+    top = torch.full_like(q, model.qualities - 1)
+    total = 0.0
+
+    def term(out, x, qq):
+        mse = ((out["x_hat"] - x) ** 2).mean()
+        bpp = sum((-torch.log2(v)).sum() for v in out["likelihoods"].values()) / (64 * 64)
+        return model.lambdas[qq] * 255.0**2 * mse + bpp
+
+    out = model(clip[:, 0], quality=top)
+    total = total + term(out, clip[:, 0], top)
+    with torch.no_grad():
+        ref = model(clip[:, 1], ref=out["x_hat"].detach().clamp(0, 1), quality=q)["x_hat"].clamp(0, 1)
+    for i in (2, 3):
+        out = model(clip[:, i], ref=ref, quality=q)
+        total = total + term(out, clip[:, i], q)
+        ref = out["x_hat"].clamp(0, 1)
+    assert torch.allclose(res["loss"], (total / 3).squeeze(), rtol=1e-5)
+
+    data = _data(tmp_path / "data")
+    p = tmp_path / "p.toml"
+    base = f"""model = "nvc-lite"
+model_args = {{ n = 8, m = 8, c = 4 }}
+data = "{data}"
+out = "{tmp_path / 'run'}"
+batch = 1
+crop = 64
+bf16 = false
+[[stages]]
+steps = 1
+frames = 2
+lr = 0.001
+prefix = 2
+"""
+    p.write_text(base + "intra = true\nintra_offset = 2\n")
+    cfg = TrainConfig.from_toml(p)
+    assert cfg.stages[0].intra and cfg.stages[0].intra_offset == 2
+    train(cfg)
+    p.write_text(base + "intra_offset = -1\n")
+    with pytest.raises(InputError, match="intra_offset must be 0 or more"):
+        TrainConfig.from_toml(p)
+    p.write_text(base.replace("nvc-lite", "dvc").replace("model_args = { n = 8, m = 8, c = 4 }", "lambda = 256")
+                 .replace("prefix = 2", "intra = true"))
+    with pytest.raises(InputError, match="intra keys"):
+        train(TrainConfig.from_toml(p))

@@ -115,7 +115,7 @@ class NvcLite(nn.Module):
     name = "nvc-lite"
     # Frames are padded to a multiple of this (two stride-2 stages of the hyperprior after four of y).
     alignment = 64
-    trains_with_prefix = True  # training_loss honours a stage's ``prefix`` (nvc.train.Stage)
+    trains_with_prefix = True  # training_loss honours a stage's ``prefix``, ``intra``, ``intra_offset`` (nvc.train.Stage)
 
     def __init__(self, n: int = 64, m: int = 96, c: int = 32, lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
                  motion: int = 0, motion_radius: int = MOTION_RADIUS, context: bool = False) -> None:
@@ -485,12 +485,15 @@ class NvcLite(nn.Module):
         samples of ``lambdas[q] * 255^2 * MSE + bpp`` -> ``{"loss", "bpp", "mse"}``.
 
         ``stage.prefix`` (if any): the first that many frames are coded without gradient and left out of
-        the loss, so the loss's frames are predicted from a reference that has already drifted."""
+        the loss, so the loss's frames are predicted from a reference that has already drifted.
+        ``stage.intra``: frame 0 (the I frame) is in the loss behind a prefix too; ``stage.intra_offset``:
+        it is coded that many qualities higher (up to the top), as the encoder's ladder does."""
         b, t, _, h, w = clip.shape
         skip = int(getattr(stage, "prefix", 0))
         if not 0 <= skip < t:
             raise ModelError(f"a stage prefix of {skip} leaves no frame of {t} in the loss")
-        lam = self.lambdas[quality] * 255.0**2
+        intra = bool(getattr(stage, "intra", False))
+        q_intra = (quality + int(getattr(stage, "intra_offset", 0))).clamp(max=self.qualities - 1)
         ref = None
         total = clip.new_zeros(())
 
@@ -503,22 +506,24 @@ class NvcLite(nn.Module):
                                  precision=self.motion_precision)
             return motion.compensate(ref, mv, self.motion, self.motion_precision, self.motion_overlap)
 
-        bpp_sum, mse_sum = clip.new_zeros(()), clip.new_zeros(())
+        bpp_sum, mse_sum, n = clip.new_zeros(()), clip.new_zeros(()), 0
         for i in range(t):
             x = clip[:, i]
-            if i < skip:
+            q = q_intra if i == 0 else quality
+            if i < skip and not (i == 0 and intra):
                 with torch.no_grad():
-                    ref = self(x, ref=predict(x, ref), quality=quality)["x_hat"].float().clamp(0, 1)
+                    ref = self(x, ref=predict(x, ref), quality=q)["x_hat"].float().clamp(0, 1)
                 continue
-            out = self(x, ref=predict(x, ref), quality=quality)
+            out = self(x, ref=predict(x, ref), quality=q)
             x_hat = out["x_hat"].float()
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             bpp = sum((-torch.log2(lik)).sum(dim=(1, 2, 3)) for lik in out["likelihoods"].values()) / (h * w)
-            total = total + (lam * mse + bpp).mean()
+            total = total + (self.lambdas[q] * 255.0**2 * mse + bpp).mean()
             bpp_sum = bpp_sum + bpp.mean().detach()
             mse_sum = mse_sum + mse.mean().detach()
-            ref = x_hat.clamp(0, 1)
-        n = t - skip
+            n += 1
+            # behind a prefix the I frame's gradient stops at its reconstruction
+            ref = x_hat.clamp(0, 1) if i >= skip else x_hat.detach().clamp(0, 1)
         return {"loss": total / n, "bpp": bpp_sum / n, "mse": mse_sum / n}
 
     # ------------------------------------------------------------------ coding contract
