@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 import tomllib
 from collections.abc import Callable
@@ -93,6 +94,8 @@ class TrainConfig:
     photo_prob: float = 0.5
     checkpoint_every: int = 250
     export_every: int = 1000
+    # also keep every export as <out>/step-<N>.safetensors (checkpoints to compare; <out>/<model> is the last)
+    keep_exports: bool = False
     log_every: int = 25
     threads: int = 0
     lmbda: float | None = None  # TOML key ``lambda``; models in LAMBDA_ARGS only; ``{lambda}`` in ``out``
@@ -430,6 +433,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             _atomic_save(state, ckpt)
         if dist.main and (step % cfg.export_every == 0 or step == end):
             export_safetensors(model, out / f"{cfg.model}.safetensors", {"steps": str(step)})
+            if cfg.keep_exports:
+                shutil.copyfile(out / f"{cfg.model}.safetensors", out / f"step-{step}.safetensors")
     if log_f is not None:
         log_f.close()
     return out / f"{cfg.model}.safetensors"

@@ -150,6 +150,7 @@ checkpoint_every = 2
 export_every = 2
 """
     p.write_text(base + f"""out = "{tmp_path / 'run'}"
+keep_exports = true
 quality_weights = [1, 0, 0, 0, 0, 0]
 lr_scales = {{ "_gain." = 10 }}
 [[stages]]
@@ -162,6 +163,8 @@ lr = 0.001
     after = load("nvc-lite", train(cfg)).state_dict()
     gain = after["i_y_gain.gain"] - first["i_y_gain.gain"]
     assert gain[0].abs().max() > 0 and gain[1:].abs().max() == 0  # only quality 0 was drawn
+    # keep_exports: each export also kept by its step (the run stopped at 1, then went on to 2)
+    assert sorted(f.name for f in (tmp_path / "run").glob("step-*")) == ["step-1.safetensors", "step-2.safetensors"]
     opt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["opt"]
     assert [(g["scale"], g["lr"]) for g in opt["param_groups"]] == [(1.0, 0.001), (10.0, 0.01)]
     for bad, msg in (("quality_weights = [-1, 1]", "quality_weights must be"),
