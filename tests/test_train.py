@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,17 +26,22 @@ def _data(root):
     return root
 
 
+def _tiny_lite(data: Path, out: Path, batch: int) -> str:
+    """The head of a config that trains a tiny nvc-lite on ``data`` (64x64 crops, fp32)."""
+    return f"""model = "nvc-lite"
+model_args = {{ n = 8, m = 8, c = 4 }}
+data = "{data}"
+out = "{out}"
+batch = {batch}
+crop = 64
+bf16 = false
+"""
+
+
 def test_tiny_training_loss_falls_and_resumes(tmp_path):
     data = _data(tmp_path / "data")
     cfg_path = tmp_path / "tiny.toml"
-    cfg_path.write_text(f"""
-model = "nvc-lite"
-model_args = {{ n = 8, m = 8, c = 4 }}
-data = "{data}"
-out = "{tmp_path / 'run'}"
-batch = 2
-crop = 64
-bf16 = false
+    cfg_path.write_text(_tiny_lite(data, tmp_path / "run", 2) + f"""
 log_every = 5
 checkpoint_every = 10
 export_every = 20
@@ -280,14 +286,7 @@ def test_stage_intra(tmp_path):
 
     data = _data(tmp_path / "data")
     p = tmp_path / "p.toml"
-    base = f"""model = "nvc-lite"
-model_args = {{ n = 8, m = 8, c = 4 }}
-data = "{data}"
-out = "{tmp_path / 'run'}"
-batch = 1
-crop = 64
-bf16 = false
-[[stages]]
+    base = _tiny_lite(data, tmp_path / "run", 1) + """[[stages]]
 steps = 1
 frames = 2
 lr = 0.001
