@@ -259,10 +259,12 @@ def test_refine_latent(lite):
     with torch.no_grad():
         y0 = lite.i_y_gain(lite.i_g_a(x), q)
     assert torch.equal(lite.refine_latent(x, None, 1, 0), y0)
-    y = lite.refine_latent(x, None, 1, 3, visible=(100, 150))
+    # a refinement that finds no cheaper latent keeps the analysis' one (run 22's weights find one in 6 steps
+    # here, not in 3 or 4)
+    y = lite.refine_latent(x, None, 1, 6, visible=(100, 150))
     assert y.shape == y0.shape and not torch.equal(y, y0)
-    assert torch.equal(lite.refine_latent(x, None, 1, 3, visible=(100, 150)), y)
-    assert not torch.equal(lite.refine_latent(x, None, 1, 3, visible=(100, 150), seed=1), y)
+    assert torch.equal(lite.refine_latent(x, None, 1, 6, visible=(100, 150)), y)
+    assert not torch.equal(lite.refine_latent(x, None, 1, 6, visible=(100, 150), seed=1), y)
 
     def cost(latent):
         r = lite.compress(x, quality=1, y=latent)
@@ -270,7 +272,7 @@ def test_refine_latent(lite):
         mse = float(((r["x_hat"].clamp(0, 1) - x)[..., :100, :150] ** 2).sum()) / (3 * x.shape[-2] * x.shape[-1])
         return float(lite.lambdas[1]) * 255**2 * mse + bits / (x.shape[-2] * x.shape[-1])
 
-    assert cost(lite.refine_latent(x, None, 1, 6, visible=(100, 150))) < cost(y0)
+    assert cost(y) < cost(y0)
     assert not any(p.grad is not None for p in lite.parameters())  # the weights are left alone
 
 
