@@ -40,6 +40,14 @@ nvc entry's ``encode_s`` (seconds to code all its qualities) is stored too, comp
 ``--rgb`` also measures PSNR-RGB (BT.709, the decoded 4:2:0 converted as the bench does) and its BD-rate, for
 the nvc entries: the issue's metric, where a change to the chroma planes shows more than in PSNR-YUV's 6:1:1.
 
+``--reuse CHECK.json`` takes the entries already measured in an earlier check's JSON (the same entry string, clip,
+crop, ``--frames`` and ``--gop``, and whatever ``--rgb`` / ``--per-frame`` / ``--split`` ask for) from it instead of
+coding them again: about 6 minutes an entry here. It is only sound while the encoder and the weights that entry
+names are unchanged since that check (same-machine float32 encodes repeat bit for bit); entries it lacks are coded:
+
+    python benchmarks/train_clip_check.py runs/train/nvc-lite-intra3/step-800.safetensors runs/train/nvc-lite-intra3/step-1600.safetensors \
+        --frames 16 --rgb --reuse benchmarks/results/check-nvc-lite-intra3.json
+
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
 on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
 """
@@ -171,6 +179,19 @@ def parse_entry(entry: str) -> tuple[str, dict]:
     return ck, opts
 
 
+def reusable(clip: dict | None, entry: str, size: str, rgb: bool, per_frame: bool, split: bool) -> dict | None:
+    """An entry's stored results in an earlier check's clip record (points, and points_rgb / per_frame / split_bpp
+    / encode_s where stored), or None if that record lacks the entry, the crop, or what this check asks for."""
+    if not clip or clip.get("size") != size or entry not in clip.get("points", {}):
+        return None
+    wanted = {"points_rgb": rgb and entry != "x264", "per_frame": per_frame and entry != "x264",
+              "split_bpp": split and entry != "x264"}
+    if any(need and entry not in clip.get(key, {}) for key, need in wanted.items()):
+        return None
+    keys = ["points", "encode_s"] + [k for k, need in wanted.items() if need]
+    return {k: clip[k][entry] for k in keys if entry in clip.get(k, {})}
+
+
 def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[float]:
     """PSNR-RGB of ``g_s(g_a(x))`` (intra branch, gains applied and inverted, no quantization) per quality."""
     import torch
@@ -202,8 +223,12 @@ def main() -> None:
     ap.add_argument("--split", action="store_true", help="also print and store each quality's bpp per frame type "
                     "(I, P) and substream (y, z, motion, header)")
     ap.add_argument("--rgb", action="store_true", help="also measure PSNR-RGB (nvc entries) and its BD-rate")
+    ap.add_argument("--reuse", default=None, help="an earlier check's JSON whose matching entries are taken, not coded")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    earlier = json.loads(Path(a.reuse).read_text()) if a.reuse else {}
+    if earlier and (earlier.get("frames"), earlier.get("gop")) != (a.frames, a.gop):
+        ap.error(f"--reuse: {a.reuse} was measured with --frames {earlier.get('frames')} --gop {earlier.get('gop')}")
 
     from nvc.errors import NvcError
     from nvc.metrics import bd_rate
@@ -229,7 +254,13 @@ def main() -> None:
                 print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
             continue
         for entry in a.entries:
-            if entry == "x264":
+            stored = reusable(earlier.get("clips", {}).get(clip), entry, f"{h}x{w}", a.rgb, a.per_frame, a.split)
+            if stored is not None:
+                for key, value in stored.items():
+                    res.setdefault(key, {})[entry] = value
+                pts = stored["points"]
+                print(clip, entry, f"(from {a.reuse})", [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
+            elif entry == "x264":
                 pts = x264_points(frames, h, w, a.gop)
             else:
                 ck, opts = parse_entry(entry)

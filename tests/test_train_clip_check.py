@@ -32,3 +32,17 @@ def test_parse_entry_options() -> None:
     ck, opts = mod.parse_entry("shipped:refine=3,irefine=5,nosettle,q=0/2,nofilter")
     assert ck == "shipped"
     assert opts == {"refine": 3, "irefine": 5, "nosettle": True, "q": (0, 2), "nofilter": True}
+
+
+def test_reusable_takes_only_what_the_check_asks_for() -> None:
+    mod = _check()
+    clip = {"size": "144x176", "points": {"a": [[0.1, 30.0]], "x264": [[0.1, 31.0]]},
+            "points_rgb": {"a": [[0.1, 28.0]]}, "encode_s": {"a": 5.0}}
+    assert mod.reusable(clip, "a", "144x176", True, False, False) == {
+        "points": [[0.1, 30.0]], "points_rgb": [[0.1, 28.0]], "encode_s": 5.0}
+    assert mod.reusable(clip, "a", "144x176", False, False, False) == {"points": [[0.1, 30.0]], "encode_s": 5.0}
+    assert mod.reusable(clip, "x264", "144x176", True, False, False) == {"points": [[0.1, 31.0]]}  # no RGB for x264
+    assert mod.reusable(clip, "a", "288x352", True, False, False) is None  # another crop
+    assert mod.reusable(clip, "a", "144x176", False, True, False) is None  # per-frame points not stored
+    assert mod.reusable(clip, "b", "144x176", False, False, False) is None
+    assert mod.reusable(None, "a", "144x176", False, False, False) is None
