@@ -45,7 +45,7 @@ crop, ``--frames`` and ``--gop``, and whatever ``--rgb`` / ``--per-frame`` / ``-
 coding them again: about 6 minutes an entry here. It is only sound while the encoder and the weights that entry
 names are unchanged since that check (same-machine float32 encodes repeat bit for bit); entries it lacks are coded:
 
-    python benchmarks/train_clip_check.py runs/train/nvc-lite-intra3/step-800.safetensors runs/train/nvc-lite-intra3/step-1600.safetensors \
+    python benchmarks/train_clip_check.py runs/train/nvc-lite-intra3/step-800.safetensors runs/train/nvc-lite-intra3/step-1700.safetensors \
         --frames 16 --rgb --reuse benchmarks/results/check-nvc-lite-intra3.json
 
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
@@ -256,9 +256,9 @@ def main() -> None:
         for entry in a.entries:
             stored = reusable(earlier.get("clips", {}).get(clip), entry, f"{h}x{w}", a.rgb, a.per_frame, a.split)
             if stored is not None:
+                pts = stored.pop("points")
                 for key, value in stored.items():
                     res.setdefault(key, {})[entry] = value
-                pts = stored["points"]
                 print(clip, entry, f"(from {a.reuse})", [(round(r, 4), round(p, 2)) for r, p in pts], flush=True)
             elif entry == "x264":
                 pts = x264_points(frames, h, w, a.gop)
@@ -302,7 +302,8 @@ def main() -> None:
                 out[entry] = round(float(r), 2)
                 print(f"  BD-rate ({metric}) {entry} vs {a.entries[0]}: {r:+.2f} %", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "gop": a.gop, "clips": results}, indent=1))
+        Path(a.json).write_text(json.dumps({"entries": a.entries, "frames": a.frames, "gop": a.gop, "reuse": a.reuse,
+                                         "clips": results}, indent=1))
 
 
 if __name__ == "__main__":
