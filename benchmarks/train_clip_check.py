@@ -184,8 +184,8 @@ def reusable(clip: dict | None, entry: str, size: str, rgb: bool, per_frame: boo
     / encode_s where stored), or None if that record lacks the entry, the crop, or what this check asks for."""
     if not clip or clip.get("size") != size or entry not in clip.get("points", {}):
         return None
-    wanted = {"points_rgb": rgb and entry != "x264", "per_frame": per_frame and entry != "x264",
-              "split_bpp": split and entry != "x264"}
+    nvc = entry != "x264"  # x264 entries store points only
+    wanted = {"points_rgb": rgb and nvc, "per_frame": per_frame and nvc, "split_bpp": split and nvc}
     if any(need and entry not in clip.get(key, {}) for key, need in wanted.items()):
         return None
     keys = ["points", "encode_s"] + [k for k, need in wanted.items() if need]
