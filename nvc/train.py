@@ -30,7 +30,7 @@ import random
 import shutil
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,39 @@ def export_safetensors(model: torch.nn.Module, path: Path, meta: dict[str, str])
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"config": json.dumps(model.config), **meta})
     os.replace(tmp, path)
+
+
+def average_exports(paths: Sequence[str | Path], out: str | Path, model: str = "nvc-lite") -> Path:
+    """Writes the uniform average of exported weights of architecture ``model`` (one config) to ``out``.
+
+    Floating-point tensors are averaged (others must agree); the entropy coders' tables are not averaged but
+    recomputed from the averaged parameters, as every export computes them. Returns ``out``."""
+    from .models import _TABLES, create, load_state
+
+    out = Path(out)
+    if len(paths) < 2:
+        raise InputError("averaging needs two or more weights files")
+    if out.exists():
+        raise InputError(f"{out}: already exists (nothing is overwritten)")
+    loaded = [load_state(p) for p in paths]
+    cfg = loaded[0][1]
+    if any(c != cfg for _, c in loaded[1:]):
+        raise InputError("the weights files have different model configs; only exports of one run average")
+    states = [{k: v for k, v in st.items() if not k.endswith(_TABLES)} for st, _ in loaded]
+    first = states[0]
+    for p, st in zip(paths[1:], states[1:]):
+        if st.keys() != first.keys() or any(st[k].shape != first[k].shape or st[k].dtype != first[k].dtype
+                                            or (not first[k].is_floating_point() and not torch.equal(st[k], first[k]))
+                                            for k in first):
+            raise InputError(f"{p}: its tensors do not match {paths[0]}'s")
+    mean = {k: torch.stack([st[k].double() for st in states]).mean(0).to(t.dtype) if t.is_floating_point() else t
+            for k, t in first.items()}
+    net = create(model, **cfg)
+    missing, unexpected = net.load_state_dict(mean, strict=False)
+    if unexpected or [k for k in missing if not k.endswith(_TABLES)]:
+        raise ModelError(f"averaged weights do not fit {model!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    export_safetensors(net, out, {"average_of": json.dumps([Path(p).name for p in paths])})
+    return out
 
 
 def clip_loss(model: torch.nn.Module, clip: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:

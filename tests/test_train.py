@@ -303,3 +303,42 @@ prefix = 2
                  .replace("prefix = 2", "intra = true"))
     with pytest.raises(InputError, match="intra keys"):
         train(TrainConfig.from_toml(p))
+
+
+def test_average_exports(tmp_path):
+    """Averaging exports: the parameters' mean, entropy tables recomputed, loadable; bad inputs refused."""
+    from nvc.models import _TABLES, create, load, load_state
+    from nvc.train import average_exports, export_safetensors
+
+    paths = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        model = create("nvc-lite", n=8, m=8, c=4)
+        paths.append(tmp_path / f"s{seed}.safetensors")
+        export_safetensors(model, paths[-1], {"steps": str(seed)})
+    out = average_exports(paths, tmp_path / "avg.safetensors")
+    states = [load_state(p)[0] for p in paths]
+    avg, cfg = load_state(out)
+    assert cfg == load_state(paths[0])[1]
+    for k, v in avg.items():
+        if k.endswith(_TABLES):
+            continue
+        if v.is_floating_point():
+            want = (states[0][k].double() + states[1][k].double() + states[2][k].double()) / 3
+            assert torch.allclose(v.double(), want, atol=1e-6), k
+    # tables are those of the averaged parameters, as an export computes them
+    again = create("nvc-lite", n=8, m=8, c=4)
+    again.load_state_dict({k: v for k, v in avg.items() if not k.endswith(_TABLES)}, strict=False)
+    export_safetensors(again, tmp_path / "re.safetensors", {})
+    re = load_state(tmp_path / "re.safetensors")[0]
+    assert all(torch.equal(re[k], avg[k]) for k in avg if k.endswith(_TABLES))
+    load("nvc-lite", checkpoint=out)  # complete and well-formed tables
+
+    with pytest.raises(InputError, match="already exists"):
+        average_exports(paths, out)
+    with pytest.raises(InputError, match="two or more"):
+        average_exports(paths[:1], tmp_path / "one.safetensors")
+    torch.manual_seed(3)
+    export_safetensors(create("nvc-lite", n=8, m=8, c=8), tmp_path / "other.safetensors", {})
+    with pytest.raises(InputError, match="different model configs"):
+        average_exports([paths[0], tmp_path / "other.safetensors"], tmp_path / "bad.safetensors")
