@@ -8,7 +8,8 @@ counts, payload lengths past the end; CRCs recomputed so the lie gets past the c
 mutations with the frame CRC recomputed (so hostile data reaches the entropy decoder), post-filter modes and
 parameters changed with the CRC recomputed (so they reach the post-filter's parser), or random bytes.
 It then parses and decodes the whole stream. Allowed outcomes: success, or an ``NvcError`` (a
-``ValueError``). Anything else, or a case slower than 5 s, is a failure. The test suite runs a short
+``ValueError``). Anything else, or a case slower than 5 s, is a failure. The result also names the
+slowest case (its index, mutation and outcome), so it can be replayed. The test suite runs a short
 pass of the same harness (tests/test_fuzz.py).
 """
 
@@ -223,7 +224,7 @@ def run(cases: int, seed: int, workdir: Path, limit_s: float = 5.0) -> dict:
     outcomes: Counter[str] = Counter()
     per_kind: Counter[str] = Counter()
     failures: list[dict] = []
-    slowest = 0.0
+    slowest = {"case": None, "kind": None, "outcome": None, "seconds": 0.0}
     t_start = time.perf_counter()
     for i in range(cases):
         kind = MUTATIONS[i % len(MUTATIONS)]
@@ -235,14 +236,16 @@ def run(cases: int, seed: int, workdir: Path, limit_s: float = 5.0) -> dict:
             outcome = f"ESCAPED {type(e).__name__}: {str(e)[:120]}"
             failures.append({"case": i, "kind": kind, "error": outcome})
         dt = time.perf_counter() - t0
-        slowest = max(slowest, dt)
+        if dt > slowest["seconds"]:
+            slowest = {"case": i, "kind": kind, "outcome": outcome, "seconds": dt}
         if dt > limit_s:
             failures.append({"case": i, "kind": kind, "error": f"took {dt:.1f} s"})
         outcomes[outcome] += 1
         per_kind[kind] += 1
     return {
         "cases": cases, "seed": seed, "seconds": round(time.perf_counter() - t_start, 1),
-        "slowest_case_s": round(slowest, 3), "outcomes": dict(outcomes.most_common()), "mutations": dict(per_kind),
+        "slowest_case_s": round(slowest["seconds"], 3), "slowest_case": {**slowest, "seconds": round(slowest["seconds"], 3)},
+        "outcomes": dict(outcomes.most_common()), "mutations": dict(per_kind),
         "failures": failures,
     }
 

@@ -33,6 +33,14 @@ def test_mutations_only_raise_nvc_errors(harness, kind):
         assert time.perf_counter() - t0 < 5.0
 
 
+def test_run_names_the_slowest_case(tmp_path):
+    res = fuzz.run(len(fuzz.MUTATIONS), 0, tmp_path)
+    slow = res["slowest_case"]
+    assert sum(res["outcomes"].values()) == res["cases"] and not res["failures"]
+    assert 0 <= slow["case"] < res["cases"] and slow["kind"] == fuzz.MUTATIONS[slow["case"]]
+    assert slow["outcome"] in res["outcomes"] and slow["seconds"] == res["slowest_case_s"] > 0
+
+
 @settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=400), keep=st.integers(0, 200))
 def test_random_bytes_after_valid_prefix(harness, data, keep):
