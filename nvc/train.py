@@ -117,12 +117,7 @@ class TrainConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{p}: config file not found")
-        try:
-            raw = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise InputError(f"{p}: invalid TOML ({e})") from None
+        raw = _read_config(p)
         stages = []
         for s in raw.pop("stages", []):
             extra = set(s) - STAGE_KEYS
@@ -162,6 +157,36 @@ class TrainConfig:
                 raise InputError(f"{p}: quality_weights must be a list of numbers >= 0 with a positive sum")
             cfg.quality_weights = [float(v) for v in w]
         return cfg
+
+
+def _read_config(p: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One config's TOML with its ``extends`` chain resolved (base first, this file's keys on top).
+
+    ``extends = "other.toml"`` (relative to this file's folder) reads that config first; a key set here
+    replaces the base's, except tables (``model_args``, ``lr_scales``), which merge key by key. ``stages``
+    is a list and so is replaced whole: a stage-only change restates the stages.
+    """
+    if not p.is_file():
+        by = f" (extended by {chain[-1]})" if chain else ""
+        raise InputError(f"{p}: config file not found{by}")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{p}: invalid TOML ({e})") from None
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise InputError(f"{p}: extends must be the path of another config")
+    base = p.parent / base_name
+    here = chain + (p.resolve(),)
+    if base.resolve() in here:
+        raise InputError(f"{p}: extends {base_name} loops back to a config already in the chain")
+    merged = _read_config(base, here)
+    for k, v in raw.items():
+        old = merged.get(k)
+        merged[k] = {**old, **v} if isinstance(v, dict) and isinstance(old, dict) else v
+    return merged
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -138,6 +138,37 @@ def test_bad_config(tmp_path):
     assert TrainConfig.from_toml(p).init_digest == "58e2d450"
 
 
+def test_config_extends(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('seed = 1\nbatch = 4\nout = "runs/a"\n[model_args]\nmotion = 16\ncontext = true\n'
+                    '[lr_scales]\n"_gain." = 10.0\n[[stages]]\nsteps = 5\nframes = 2\nlr = 1e-4\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = sub / "child.toml"
+    child.write_text('extends = "../base.toml"\nseed = 2\nout = "runs/b"\n[model_args]\ncontext = false\n')
+    cfg = TrainConfig.from_toml(child)
+    assert (cfg.seed, cfg.batch, cfg.out) == (2, 4, "runs/b")
+    assert cfg.model_args == {"motion": 16, "context": False}  # tables merge key by key
+    assert cfg.lr_scales == {"_gain.": 10.0}
+    assert [(s.steps, s.lr) for s in cfg.stages] == [(5, 1e-4)]
+    grand = tmp_path / "grand.toml"  # a chain: grand -> child -> base; stages replaced whole
+    grand.write_text('extends = "sub/child.toml"\n[[stages]]\nsteps = 7\nframes = 3\nlr = 2e-5\n')
+    cfg = TrainConfig.from_toml(grand)
+    assert (cfg.seed, cfg.batch) == (2, 4)
+    assert [(s.steps, s.frames, s.lr) for s in cfg.stages] == [(7, 3, 2e-5)]
+    bad = tmp_path / "bad.toml"
+    for text, match in (('extends = "none.toml"\n', "none.toml: config file not found \\(extended by"),
+                        ('extends = "bad.toml"\n', "loops back"),
+                        ("extends = 3\n", "extends must be"),
+                        ('extends = "base.toml"\nnonsense = 1\n', "unknown config keys")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=match):
+            TrainConfig.from_toml(bad)
+    base.write_text('extends = "sub/child.toml"\n')  # a longer loop: child -> base -> child
+    with pytest.raises(InputError, match="loops back"):
+        TrainConfig.from_toml(child)
+
+
 def test_quality_weights_and_lr_scales(tmp_path):
     """``quality_weights`` draws only the weighted qualities; ``lr_scales`` gives matching parameters their
     own Adam group at a multiple of the stage's lr."""
