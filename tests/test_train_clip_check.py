@@ -46,3 +46,21 @@ def test_reusable_takes_only_what_the_check_asks_for() -> None:
     assert mod.reusable(clip, "a", "144x176", False, True, False) is None  # per-frame points not stored
     assert mod.reusable(clip, "b", "144x176", False, False, False) is None
     assert mod.reusable(None, "a", "144x176", False, False, False) is None
+
+
+def test_verdict_applies_the_shipping_rule() -> None:
+    mod = _check()
+    key = "bd_rate_psnr_rgb"
+    clips = {"bikes": {key: {"a": -1.38, "b": -2.07}}, "vtest": {key: {"a": -0.17, "b": -0.67}},
+             "tree": {key: {"a": -0.15, "b": 0.60}}}  # run 25's check: the average (b) had the lower mean
+    v = mod.verdict(clips, ["a", "b"], "psnr_rgb", below=-0.5)
+    assert (v["best"], v["ship"], v["means"]) == ("b", "b", {"a": -0.57, "b": -0.71})
+    assert mod.verdict(clips, ["a", "b"], "psnr_rgb", below=-0.8)["ship"] is None  # not below the margin
+    assert mod.verdict(clips, ["a", "b"], "psnr_rgb", below=-0.5, worst=0.5)["ship"] is None  # tree too far
+    run26 = {"bikes": {key: {"s": 0.29}}, "vtest": {key: {"s": 0.14}}, "tree": {key: {"s": -0.99}}}
+    assert mod.verdict(run26, ["s"], "psnr_rgb", below=0.0)["ship"] == "s"  # the rule without a margin shipped it
+    v = mod.verdict(run26, ["s"], "psnr_rgb", below=-0.5)
+    assert v["ship"] is None and "not below" in v["reason"]
+    clips["tree"][key]["b"] = None  # a BD-rate that failed: that candidate cannot ship
+    assert mod.verdict(clips, ["b"], "psnr_rgb", below=-0.5)["ship"] is None
+    assert mod.verdict(clips, ["a", "b"], "psnr_rgb", below=-0.5)["ship"] == "a"
