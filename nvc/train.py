@@ -55,9 +55,14 @@ class Stage:
     # to the top, as the encoder's ladder codes I frames (nvc.ladder).
     intra: bool = False
     intra_offset: int = 0
+    # P frames at GoP positions ``boost_period``, 2 * ``boost_period``, ... (frame 0 is the I frame, the
+    # prefix counts) are coded ``boost`` qualities higher, up to the top, as the encoder's ladder codes them
+    # (nvc.ladder.QualityLadder's period and boost); 0: every P frame at the sample's quality.
+    boost_period: int = 0
+    boost: int = 0
 
 
-STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix", "intra", "intra_offset"}
+STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix", "intra", "intra_offset", "boost_period", "boost"}
 # The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
 LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
 
@@ -124,11 +129,13 @@ class TrainConfig:
             if extra:
                 raise InputError(f"{p}: unknown stage keys {sorted(extra)}")
             stage = Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd")),
-                          int(s.get("prefix", 0)), bool(s.get("intra", False)), int(s.get("intra_offset", 0)))
-            if stage.prefix < 0:
-                raise InputError(f"{p}: stage prefix must be 0 or more, not {stage.prefix}")
-            if stage.intra_offset < 0:
-                raise InputError(f"{p}: stage intra_offset must be 0 or more, not {stage.intra_offset}")
+                          int(s.get("prefix", 0)), bool(s.get("intra", False)), int(s.get("intra_offset", 0)),
+                          int(s.get("boost_period", 0)), int(s.get("boost", 0)))
+            for key in ("prefix", "intra_offset", "boost_period", "boost"):
+                if getattr(stage, key) < 0:
+                    raise InputError(f"{p}: stage {key} must be 0 or more, not {getattr(stage, key)}")
+            if bool(stage.boost) != bool(stage.boost_period):
+                raise InputError(f"{p}: a stage's boost and boost_period go together (both 0, or both set)")
             stages.append(stage)
         if "lambda" in raw:
             raw["lmbda"] = float(raw.pop("lambda"))
@@ -351,8 +358,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     model = create(cfg.model, **args).to(device)
     if any(s.prefix for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
         raise InputError(f"model {cfg.model!r} does not train with a stage prefix")
-    if any(s.intra or s.intra_offset for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
-        raise InputError(f"model {cfg.model!r} does not train with a stage's intra keys")
+    if any(s.intra or s.intra_offset or s.boost for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
+        raise InputError(f"model {cfg.model!r} does not train with a stage's intra keys (intra, intra_offset) or boost")
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     if cfg.train_only:
         prefixes = tuple(cfg.train_only)

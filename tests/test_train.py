@@ -336,6 +336,54 @@ prefix = 2
         train(TrainConfig.from_toml(p))
 
 
+def test_stage_boost(tmp_path):
+    """``boost_period`` / ``boost`` code the P frames at those GoP positions higher, as the encoder's ladder."""
+    import torch
+
+    from nvc.models import create
+    from nvc.train import Stage
+
+    torch.manual_seed(0)
+    model = create("nvc-lite", n=8, m=8, c=4)
+    clip = torch.rand(1, 5, 3, 64, 64)
+    q = torch.full((1,), model.qualities - 2, dtype=torch.long)
+    torch.manual_seed(1)
+    res = model.training_loss(clip, q, Stage(1, 4, 1e-3, prefix=1, boost_period=2, boost=3))
+    # by hand: the I frame in the prefix, then P frames 1..4 with 2 and 4 at the top (3 up, clamped)
+    torch.manual_seed(1)
+    top = torch.full_like(q, model.qualities - 1)
+    with torch.no_grad():
+        ref = model(clip[:, 0], quality=q)["x_hat"].clamp(0, 1)
+    total = 0.0
+    for i, qq in ((1, q), (2, top), (3, q), (4, top)):
+        out = model(clip[:, i], ref=ref, quality=qq)
+        mse = ((out["x_hat"] - clip[:, i]) ** 2).mean()
+        bpp = sum((-torch.log2(v)).sum() for v in out["likelihoods"].values()) / (64 * 64)
+        total = total + model.lambdas[qq] * 255.0**2 * mse + bpp
+        ref = out["x_hat"].clamp(0, 1)
+    assert torch.allclose(res["loss"], (total / 4).squeeze(), rtol=1e-5)
+    torch.manual_seed(1)
+    flat = model.training_loss(clip, q, Stage(1, 4, 1e-3, prefix=1))
+    assert not torch.allclose(flat["loss"], res["loss"])
+
+    data = _data(tmp_path / "data")
+    p = tmp_path / "p.toml"
+    base = _tiny_lite(data, tmp_path / "run", 1) + """[[stages]]
+steps = 1
+frames = 3
+lr = 0.001
+"""
+    p.write_text(base + "boost_period = 2\nboost = 1\n")
+    cfg = TrainConfig.from_toml(p)
+    assert (cfg.stages[0].boost_period, cfg.stages[0].boost) == (2, 1)
+    train(cfg)
+    for bad, match in (("boost_period = 2\nboost = -1\n", "boost must be 0 or more"),
+                       ("boost = 1\n", "go together"), ("boost_period = 4\n", "go together")):
+        p.write_text(base + bad)
+        with pytest.raises(InputError, match=match):
+            TrainConfig.from_toml(p)
+
+
 def test_average_exports(tmp_path):
     """Averaging exports: the parameters' mean, entropy tables recomputed, loadable; bad inputs refused."""
     from nvc.models import _TABLES, create, load, load_state

@@ -487,34 +487,39 @@ class NvcLite(nn.Module):
         ``stage.prefix`` (if any): the first that many frames are coded without gradient and left out of
         the loss, so the loss's frames are predicted from a reference that has already drifted.
         ``stage.intra``: frame 0 (the I frame) is in the loss behind a prefix too; ``stage.intra_offset``:
-        it is coded that many qualities higher (up to the top), as the encoder's ladder does."""
+        it is coded that many qualities higher (up to the top), as the encoder's ladder does;
+        ``stage.boost_period`` and ``stage.boost``: the P frames at positions ``boost_period``, 2 * ``boost_period``,
+        ... of the clip (a GoP from its I frame) are coded ``boost`` qualities higher, up to the top, as the
+        ladder's period and boost code them."""
         b, t, _, h, w = clip.shape
         skip = int(getattr(stage, "prefix", 0))
         if not 0 <= skip < t:
             raise ModelError(f"a stage prefix of {skip} leaves no frame of {t} in the loss")
         intra = bool(getattr(stage, "intra", False))
         q_intra = (quality + int(getattr(stage, "intra_offset", 0))).clamp(max=self.qualities - 1)
+        period, boost = int(getattr(stage, "boost_period", 0)), int(getattr(stage, "boost", 0))
+        q_boost = (quality + boost).clamp(max=self.qualities - 1)
         ref = None
         total = clip.new_zeros(())
 
-        def predict(x: Tensor, ref: Tensor | None) -> Tensor | None:
+        def predict(x: Tensor, ref: Tensor | None, q: Tensor) -> Tensor | None:
             """The P frame's reference: block-motion compensated against the source when the model has motion."""
             if ref is None or not self.motion:
                 return ref
             radius = min(self.motion_radius, TRAIN_MOTION_RADIUS)
-            mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(quality),
+            mv = motion.estimate(x, ref, self.motion, radius, self.motion_penalty(q),
                                  precision=self.motion_precision)
             return motion.compensate(ref, mv, self.motion, self.motion_precision, self.motion_overlap)
 
         bpp_sum, mse_sum, n = clip.new_zeros(()), clip.new_zeros(()), 0
         for i in range(t):
             x = clip[:, i]
-            q = q_intra if i == 0 else quality
+            q = q_intra if i == 0 else q_boost if period and i % period == 0 else quality
             if i < skip and not (i == 0 and intra):
                 with torch.no_grad():
-                    ref = self(x, ref=predict(x, ref), quality=q)["x_hat"].float().clamp(0, 1)
+                    ref = self(x, ref=predict(x, ref, q), quality=q)["x_hat"].float().clamp(0, 1)
                 continue
-            out = self(x, ref=predict(x, ref), quality=q)
+            out = self(x, ref=predict(x, ref, q), quality=q)
             x_hat = out["x_hat"].float()
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             bpp = sum((-torch.log2(lik)).sum(dim=(1, 2, 3)) for lik in out["likelihoods"].values()) / (h * w)
