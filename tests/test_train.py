@@ -279,18 +279,28 @@ lr = 0.001
         model.training_loss(clip, q, Stage(1, 0, 1e-3, prefix=4))
 
 
+def _tiny_lite_clip(frames: int):
+    """A tiny nvc-lite, a random (1, frames, 3, 64, 64) clip and the second-highest quality; the RNG left seeded
+    at 1, as the stage tests' hand computations re-seed it."""
+    import torch
+
+    from nvc.models import create
+
+    torch.manual_seed(0)
+    model = create("nvc-lite", n=8, m=8, c=4)
+    clip = torch.rand(1, frames, 3, 64, 64)
+    q = torch.full((1,), model.qualities - 2, dtype=torch.long)
+    torch.manual_seed(1)
+    return model, clip, q
+
+
 def test_stage_intra(tmp_path):
     """``intra`` keeps the I frame in the loss behind a prefix, at ``intra_offset`` qualities higher."""
     import torch
 
-    from nvc.models import create
     from nvc.train import Stage
 
-    torch.manual_seed(0)
-    model = create("nvc-lite", n=8, m=8, c=4)
-    clip = torch.rand(1, 4, 3, 64, 64)
-    q = torch.full((1,), model.qualities - 2, dtype=torch.long)
-    torch.manual_seed(1)
+    model, clip, q = _tiny_lite_clip(4)
     res = model.training_loss(clip, q, Stage(1, 2, 1e-3, prefix=2, intra=True, intra_offset=3))
     res["loss"].backward()
     assert model.i_g_a[0].weight.grad is not None and model.p_g_a[0].weight.grad is not None
@@ -340,14 +350,9 @@ def test_stage_boost(tmp_path):
     """``boost_period`` / ``boost`` code the P frames at those GoP positions higher, as the encoder's ladder."""
     import torch
 
-    from nvc.models import create
     from nvc.train import Stage
 
-    torch.manual_seed(0)
-    model = create("nvc-lite", n=8, m=8, c=4)
-    clip = torch.rand(1, 5, 3, 64, 64)
-    q = torch.full((1,), model.qualities - 2, dtype=torch.long)
-    torch.manual_seed(1)
+    model, clip, q = _tiny_lite_clip(5)
     res = model.training_loss(clip, q, Stage(1, 4, 1e-3, prefix=1, boost_period=2, boost=3))
     # by hand: the I frame in the prefix, then P frames 1..4 with 2 and 4 at the top (3 up, clamped)
     torch.manual_seed(1)
