@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import exact as exact_ops
 from . import motion
 from ..errors import ModelError
-from ..ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE
+from ..ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, QualityLadder
 from ..entropy import SymbolReader, encode_parts
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
                      row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
@@ -496,9 +496,10 @@ class NvcLite(nn.Module):
         if not 0 <= skip < t:
             raise ModelError(f"a stage prefix of {skip} leaves no frame of {t} in the loss")
         intra = bool(getattr(stage, "intra", False))
-        q_intra = (quality + int(getattr(stage, "intra_offset", 0))).clamp(max=self.qualities - 1)
-        period, boost = int(getattr(stage, "boost_period", 0)), int(getattr(stage, "boost", 0))
-        q_boost = (quality + boost).clamp(max=self.qualities - 1)
+        # each frame's quality offset by its GoP position, as the encoder's ladder gives it
+        top = self.qualities - 1
+        ladder = QualityLadder(int(getattr(stage, "intra_offset", 0)), int(getattr(stage, "boost_period", 0)),
+                               int(getattr(stage, "boost", 0)))
         ref = None
         total = clip.new_zeros(())
 
@@ -514,7 +515,7 @@ class NvcLite(nn.Module):
         bpp_sum, mse_sum, n = clip.new_zeros(()), clip.new_zeros(()), 0
         for i in range(t):
             x = clip[:, i]
-            q = q_intra if i == 0 else q_boost if period and i % period == 0 else quality
+            q = (quality + ladder.quality(0, i, top)).clamp(max=top)
             if i < skip and not (i == 0 and intra):
                 with torch.no_grad():
                     ref = self(x, ref=predict(x, ref, q), quality=q)["x_hat"].float().clamp(0, 1)
