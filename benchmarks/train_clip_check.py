@@ -293,8 +293,10 @@ def main() -> None:
         if a.ceiling:
             for entry in (e for e in a.entries if e != "x264"):
                 model = load("nvc-lite", checkpoint=None if entry == "shipped" else parse_entry(entry)[0])
-                res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, spread(model.qualities))
-                print(clip, entry, "ceiling PSNR-RGB (q0, q2, q4, q5):", [round(v, 2) for v in c], flush=True)
+                qs = spread(model.qualities)
+                res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, qs)
+                res.setdefault("ceiling_qualities", {})[entry] = list(qs)
+                print(clip, entry, f"ceiling PSNR-RGB (q{', q'.join(map(str, qs))}):", [round(v, 2) for v in c], flush=True)
             continue
         for entry in a.entries:
             stored = reusable(earlier.get("clips", {}).get(clip), entry, f"{h}x{w}", a.rgb, a.per_frame, a.split)

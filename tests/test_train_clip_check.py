@@ -64,3 +64,14 @@ def test_verdict_applies_the_shipping_rule() -> None:
     clips["tree"][key]["b"] = None  # a BD-rate that failed: that candidate cannot ship
     assert mod.verdict(clips, ["b"], "psnr_rgb", below=-0.5)["ship"] is None
     assert mod.verdict(clips, ["a", "b"], "psnr_rgb", below=-0.5)["ship"] == "a"
+
+
+def test_ceiling_one_psnr_per_quality(lite) -> None:
+    """--ceiling: PSNR-RGB of the intra transforms without quantization, one per quality asked for, on the
+    visible pixels; the qualities spread over the model's range (the label and JSON name them)."""
+    mod = _check()
+    h, w = 40, 72  # padded to 64x128: only the visible part counts
+    qs = mod.spread(lite.qualities)
+    assert qs[0] == 0 and qs[-1] == lite.qualities - 1
+    c = mod.ceiling(lite, make_frames(1, w, h)[0], h, w, qs)
+    assert len(c) == len(qs) and all(20 < v < 99 for v in c)
