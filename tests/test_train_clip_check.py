@@ -68,7 +68,7 @@ def test_verdict_applies_the_shipping_rule() -> None:
 
 def test_ceiling_one_psnr_per_quality(lite) -> None:
     """--ceiling: PSNR-RGB of the intra transforms without quantization, one per quality asked for, on the
-    visible pixels; the qualities spread over the model's range (the label and JSON name them)."""
+    visible pixels; the qualities spread over the model's range, from 0 to the top."""
     mod = _check()
     h, w = 40, 72  # padded to 64x128: only the visible part counts
     qs = mod.spread(lite.qualities)
