@@ -3,17 +3,19 @@
 That machine has PyTorch (Python 3.12) but not compressai, PyAV or construct, cannot download, and receives
 only the repo plus carried folders, 64 MiB in all (``/work/.library/device/README.md``). The kit holds:
 
-- ``wheels/``: PyAV's abi3 wheel and construct's wheel, and compressai's source archive (the index has no
-  cp312 wheel; its C++ extension builds there with the image's compiler and pybind11), at the versions
-  installed here, fetched with ``pip download``;
+- ``wheels/``: PyAV's abi3 wheel, construct's and pytorch-msssim's wheels (compressai imports it; the image
+  lacks it), and compressai's source archive (the index has no cp312 wheel; its C++ extension builds there
+  with the image's compiler and pybind11), at the versions installed here, fetched with ``pip download``;
 - ``data/video/``: the real training clips (``<data>/video``). A video longer than the frames training reads
   (:meth:`nvc.data.ClipSampler.from_folder`'s ``max_frames``) is cut to its first packets, remuxed without
   re-encoding, so the frames training sees are unchanged. The photos are left out: the real-clips recipe
   (``photo_prob = 0``) does not read them.
 
 When the kit and the tracked files would not travel together (the shipped weights grow with the model), the
-largest cut video is cut shorter, to the packets that fit with ``MARGIN`` to spare (in proportion to its size,
-then checked), and the manifest says so; if even that cannot fit, it exits 2::
+largest video is cut shorter or the largest folder of frames loses its last frames (at most half of each, the
+largest first, in turn) until they fit with ``MARGIN`` to spare, and the manifest says so; if even that cannot
+fit, it exits 2. Sizes are counted as the disk blocks files take (:func:`disk_bytes`): the device tool refused
+a tree of 66.9 MB in bytes that took 68.0 MB on disk (2026-12-04)::
 
     python benchmarks/device_kit.py                   # then: run(command="bash benchmarks/device_train.sh ...",
                                                       #           carry=[".devkit"])
@@ -32,7 +34,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 CARRY_LIMIT = 64 * 2**20  # the device tool's limit on what travels (tracked files + carried folders)
-MARGIN = 2**17  # what a video cut to fit leaves free (128 KiB), for small commits made before the kit travels
+MARGIN = 2**20  # what cutting to fit leaves free (1 MiB), for small commits made before the kit travels
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,7 +50,8 @@ def download(dest: Path) -> None:
     plat = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
             "--platform", "manylinux2014_x86_64"]
-    subprocess.run(pip + plat + [f"av=={version('av')}", f"construct=={version('construct')}"], check=True)
+    subprocess.run(pip + plat + [f"av=={version('av')}", f"construct=={version('construct')}",
+                                 f"pytorch-msssim=={version('pytorch-msssim')}"], check=True)
     subprocess.run(pip + ["--no-binary=:all:", f"compressai=={version('compressai')}"], check=True)
 
 
@@ -90,9 +93,30 @@ def cut_to_fit(src: Path, dst: Path, frames: int, excess: int) -> int:
     return n
 
 
+def disk_bytes(p: Path) -> int:
+    """A file's size as the device tool counts it: its disk blocks, or its bytes where those are more."""
+    st = p.stat()
+    return max(st.st_size, st.st_blocks * 512)
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(disk_bytes(f) for f in root.rglob("*") if f.is_file())
+
+
+def trim_folder(folder: Path, excess: int, keep: int = 2) -> int:
+    """Deletes a folder of frames' last files (by name) until ``excess`` bytes are freed or ``keep`` are left;
+    returns the files kept."""
+    names = sorted(f for f in folder.iterdir() if f.is_file())
+    while names and len(names) > keep and excess > 0:
+        last = names.pop()
+        excess -= disk_bytes(last)
+        last.unlink()
+    return len(names)
+
+
 def tracked_bytes() -> int:
     names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
-    return sum((REPO / n).stat().st_size for n in names.decode().split("\0") if n and (REPO / n).is_file())
+    return sum(disk_bytes(REPO / n) for n in names.decode().split("\0") if n and (REPO / n).is_file())
 
 
 def sha256(p: Path) -> str:
@@ -121,17 +145,27 @@ def main() -> int:
         else:
             n = cut(p, dst, limit)
             files[p.name] = f"{n} packets" + (" (copied)" if sha256(p) == sha256(dst) else " (remuxed)")
-    kit_bytes = sum(f.stat().st_size for f in kit.rglob("*") if f.is_file())
-    total = kit_bytes + tracked_bytes()
-    cut_names = [n for n, v in files.items() if "remuxed" in v]
-    if total > CARRY_LIMIT and cut_names:  # cut the largest cut video shorter until everything fits
-        name = max(cut_names, key=lambda n: (kit / "data" / "video" / n).stat().st_size)
-        dst = kit / "data" / "video" / name
-        before = dst.stat().st_size
-        n = cut_to_fit(src / name, dst, limit, total - (CARRY_LIMIT - MARGIN))
-        files[name] = f"{n} packets (remuxed; cut shorter than {limit} to fit the limit)"
-        total += dst.stat().st_size - before
-        kit_bytes += dst.stat().st_size - before
+    tracked = tracked_bytes()
+    kit_bytes = tree_bytes(kit)
+    shrunk: set[str] = set()  # each cut video or folder of frames shrinks once, the largest first
+    while kit_bytes + tracked > CARRY_LIMIT:
+        videos = kit / "data" / "video"
+        size = {n: tree_bytes(videos / n) if (videos / n).is_dir() else disk_bytes(videos / n)
+                for n in files if n not in shrunk}
+        if not size:
+            break
+        name = max(size, key=size.get)
+        shrunk.add(name)  # at most half of it goes, so the cuts spread over the largest sources
+        excess = min(kit_bytes + tracked - (CARRY_LIMIT - MARGIN), size[name] // 2)
+        if (videos / name).is_dir():
+            n = trim_folder(videos / name, excess)
+            files[name] = f"copied, its first {n} frames (trimmed to fit the limit)"
+        else:
+            n = cut_to_fit(src / name, videos / name, limit, excess)
+            files[name] = f"{n} packets (remuxed; cut shorter than {limit} to fit the limit)"
+        before, kit_bytes = kit_bytes, tree_bytes(kit)
+        print(f"device_kit: {name}: {files[name]}, {before - kit_bytes:,} bytes freed of {excess:,}", file=sys.stderr)
+    total = kit_bytes + tracked
     manifest = {"source": str(src), "max_frames": limit, "videos": files,
                 "wheels": sorted(f.name for f in (kit / "wheels").iterdir()),
                 "kit_bytes": kit_bytes, "travels_bytes": total, "limit_bytes": CARRY_LIMIT}

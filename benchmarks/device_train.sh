@@ -6,7 +6,8 @@
 #   carry:   [".devkit"]
 # It installs the kit's packages under /tmp/site, trains for at most SECONDS (the trainer exports atomically
 # every export_every steps, so stopping it loses at most that many), and leaves under $OUT the log, the
-# exported weights split into parts under the 16 MiB a returned file may have, and their SHA-256. Back here:
+# exported weights split into parts under the 16 MiB a returned file may have, and their SHA-256 (with keep_exports,
+# also the average of the last four kept exports, avg.safetensors.part*, likewise). Back here:
 #   cd <a scratch folder> && cat <files_at>/nvc-lite.safetensors.part* > nvc-lite.safetensors \
 #     && sha256sum -c <files_at>/nvc-lite.safetensors.sha256      (the .sha256 names nvc-lite.safetensors)
 set -uo pipefail
@@ -31,3 +32,14 @@ w="$out/$model.safetensors"  # where the trainer exports
 split -b 15M -d "$w" "$dest/$model.safetensors.part"
 (cd "$out" && sha256sum "$model.safetensors") > "$dest/$model.safetensors.sha256"
 python3 -c "import sys; from safetensors import safe_open; print('export steps', safe_open(sys.argv[1], 'pt').metadata()['steps'])" "$w"
+# with keep_exports, also the uniform average of the last four kept exports (a second candidate), when two or more exist
+mapfile -t kept < <(find "$out" -maxdepth 1 -name "step-*.safetensors" | sort -V | tail -4)
+if [ "${#kept[@]}" -ge 2 ]; then
+  a="$out/avg.safetensors"; rm -f "$a"
+  if python3 benchmarks/average_exports.py "${kept[@]}" -o "$a" --model "$model"; then
+    split -b 15M -d "$a" "$dest/avg.safetensors.part"
+    (cd "$out" && sha256sum avg.safetensors) > "$dest/avg.safetensors.sha256"
+    echo "averaged: ${kept[*]##*/}"
+  fi
+fi
+rm -f "$dest/install.log"  # it came back only to explain a failed install

@@ -49,3 +49,11 @@ def test_a_cut_clip_is_cut_shorter_to_fit(tmp_path):
 
 def test_the_limit_is_the_samplers():
     assert kit.max_frames() == 400
+
+
+def test_a_folder_of_frames_loses_its_last_frames_to_fit(tmp_path):
+    for i in range(6):
+        (tmp_path / f"f{i:02d}.png").write_bytes(b"x" * 5000)
+    assert kit.trim_folder(tmp_path, 2 * kit.disk_bytes(tmp_path / "f00.png")) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"f{i:02d}.png" for i in range(4)]
+    assert kit.trim_folder(tmp_path, 10**9) == 2  # never below two frames
