@@ -36,7 +36,8 @@ SPECS = [
     ("ladder-q2-64x64", "per-frame qualities 5 2 2 2 3 2 (I +3, 4th P +1; quality 2)", (64, 64), 6, 2, 32, False),
     ("classes-q6-352x288", "the whole sample picture, I P: several luma post-filters by activity class (5.0)",
      (352, 288), 2, 6, 32, True),
-    ("chroma-q0-96x64", "I P P, lowest quality: the I frame's post-filter has chroma filters only, no luma filter (5.0)",
+    ("chroma-q0-96x64", "I P P, lowest quality (5.0; added for a chroma-only post-filter, the encoder's choice: "
+     "it moves with the weights, and test_vectors_use_every_post_filter_mode checks some vector has one)",
      (96, 64), 3, 0, 32, True),
 ]
 
