@@ -12,9 +12,9 @@ only the repo plus carried folders, 64 MiB in all (``/work/.library/device/READM
   (``photo_prob = 0``) does not read them.
 
 When the kit and the tracked files would not travel together (the shipped weights grow with the model), the
-largest video is cut shorter or the largest folder of frames loses its last frames (at most half of each, the
-largest first, in turn) until they fit with ``MARGIN`` to spare, and the manifest says so; if even that cannot
-fit, it exits 2. Sizes are counted as the disk blocks files take (:func:`disk_bytes`): the device tool refused
+largest source is cut shorter (a video) or loses its last frames (a folder of frames), at most half of it each
+time, the largest again after each cut, until they fit with ``MARGIN`` to spare, and the manifest says so; if even
+that cannot fit, it exits 2. Sizes are counted as the disk blocks files take (:func:`disk_bytes`): the device tool refused
 a tree of 66.9 MB in bytes that took 68.0 MB on disk (2026-12-04)::
 
     python benchmarks/device_kit.py                   # then: run(command="bash benchmarks/device_train.sh ...",
@@ -100,7 +100,8 @@ def disk_bytes(p: Path) -> int:
 
 
 def tree_bytes(root: Path) -> int:
-    return sum(disk_bytes(f) for f in root.rglob("*") if f.is_file())
+    """:func:`disk_bytes` of a file, or of every file under a folder."""
+    return disk_bytes(root) if root.is_file() else sum(disk_bytes(f) for f in root.rglob("*") if f.is_file())
 
 
 def trim_folder(folder: Path, excess: int, keep: int = 2) -> int:
@@ -134,11 +135,12 @@ def main() -> int:
         return 2
     if kit.exists():
         shutil.rmtree(kit)
-    (kit / "data" / "video").mkdir(parents=True)
+    videos = kit / "data" / "video"
+    videos.mkdir(parents=True)
     download(kit / "wheels")
     limit, files = max_frames(), {}
     for p in sorted(src.iterdir()):
-        dst = kit / "data" / "video" / p.name
+        dst = videos / p.name
         if p.is_dir():
             shutil.copytree(p, dst)
             files[p.name] = "copied"
@@ -147,15 +149,12 @@ def main() -> int:
             files[p.name] = f"{n} packets" + (" (copied)" if sha256(p) == sha256(dst) else " (remuxed)")
     tracked = tracked_bytes()
     kit_bytes = tree_bytes(kit)
-    shrunk: set[str] = set()  # each cut video or folder of frames shrinks once, the largest first
+    stuck: set[str] = set()  # sources that cannot shrink further (one packet, or two frames, left)
     while kit_bytes + tracked > CARRY_LIMIT - MARGIN:
-        videos = kit / "data" / "video"
-        size = {n: tree_bytes(videos / n) if (videos / n).is_dir() else disk_bytes(videos / n)
-                for n in files if n not in shrunk}
+        size = {n: tree_bytes(videos / n) for n in files if n not in stuck}
         if not size:
             break
-        name = max(size, key=size.get)
-        shrunk.add(name)  # at most half of it goes, so the cuts spread over the largest sources
+        name = max(size, key=size.get)  # the largest source loses at most half, so the cuts spread over them
         excess = min(kit_bytes + tracked - (CARRY_LIMIT - MARGIN), size[name] // 2)
         if (videos / name).is_dir():
             n = trim_folder(videos / name, excess)
@@ -164,6 +163,8 @@ def main() -> int:
             n = cut_to_fit(src / name, videos / name, limit, excess)
             files[name] = f"{n} packets (remuxed; cut shorter than {limit} to fit the limit)"
         before, kit_bytes = kit_bytes, tree_bytes(kit)
+        if kit_bytes >= before:
+            stuck.add(name)
         print(f"device_kit: {name}: {files[name]}, {before - kit_bytes:,} bytes freed of {excess:,}", file=sys.stderr)
     total = kit_bytes + tracked
     manifest = {"source": str(src), "max_frames": limit, "videos": files,

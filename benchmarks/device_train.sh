@@ -33,16 +33,17 @@ read -r out model < <(python3 -c "import sys; from nvc.train import TrainConfig;
 [ -f "$out/log.jsonl" ] && cp "$out/log.jsonl" "$dest/log.jsonl"
 w="$out/$model.safetensors"  # where the trainer exports
 [ -f "$w" ] || { echo "device_train: no export in $out (did it reach export_every?)" >&2; exit 1; }
-split -b 15M -d "$w" "$dest/$model.safetensors.part"
-(cd "$out" && sha256sum "$model.safetensors") > "$dest/$model.safetensors.sha256"
+send() {  # FILE under $out: into $dest as parts under the 16 MiB a returned file may have, with its SHA-256
+  split -b 15M -d "$out/$1" "$dest/$1.part" && (cd "$out" && sha256sum "$1") > "$dest/$1.sha256"
+}
+send "$model.safetensors"
 python3 -c "import sys; from safetensors import safe_open; print('export steps', safe_open(sys.argv[1], 'pt').metadata()['steps'])" "$w"
 # with keep_exports, also the uniform average of the last four kept exports (a second candidate), when two or more exist
 mapfile -t kept < <(find "$out" -maxdepth 1 -name "step-*.safetensors" | sort -V | tail -4)
 if [ "${#kept[@]}" -ge 2 ]; then
   a="$out/avg.safetensors"; rm -f "$a"
   if python3 benchmarks/average_exports.py "${kept[@]}" -o "$a" --model "$model"; then
-    split -b 15M -d "$a" "$dest/avg.safetensors.part"
-    (cd "$out" && sha256sum avg.safetensors) > "$dest/avg.safetensors.sha256"
+    send avg.safetensors
     echo "averaged: ${kept[*]##*/}"
   fi
 fi
