@@ -22,7 +22,7 @@ export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1
 python3 -c "import torch, compressai, av, construct; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'compressai', compressai.__version__, 'av', av.__version__)" || exit 2
 
 # first the one check that needs a GPU (streams coded on CPU decode exactly on CUDA and back; tests/test_exact.py),
-# at most 120 s, its summary in the output (it had never run: the first bursts, on 2026-12-04, did not include it)
+# at most 120 s, its summary in the output (first run on a lent H200 before runs 34 and 35: passed)
 timeout 120 python3 -m pytest tests/test_exact.py -q -p no:cacheprovider -k cuda 2>&1 | tail -3
 
 timeout --signal=INT --kill-after=30 "$budget" python3 -m nvc.train "$cfg" 2>&1 | tail -c 200000 > "$dest/train.log"
