@@ -85,15 +85,21 @@ def _chroma_only(stream: Path, src: Path, tmp: Path) -> None:
                     bitstream.FilterMode.KEEP, postfilter.pack(chroma) if intra else b"")
 
 
+def _encode(name: str, src: Path, stream: Path, tmp: Path) -> None:
+    """The vector ``name``'s stream from its source, as SPECS and REMUX describe it."""
+    _, _, _, _, q, gop, flat = next(s for s in SPECS if s[0] == name)
+    api.encode(src, stream, quality=q, gop=gop, device="cpu", force=True, flat_quality=flat)
+    if name in REMUX:
+        _chroma_only(stream, src, tmp)
+
+
 def _regenerate(tmp: Path) -> None:
     VECTORS.mkdir(parents=True, exist_ok=True)
     entries = []
     for name, desc, crop, frames, q, gop, flat in SPECS:
         src = _source(tmp / f"{name}.y4m", crop, frames)
         stream = VECTORS / f"{name}.nvc"
-        api.encode(src, stream, quality=q, gop=gop, device="cpu", force=True, flat_quality=flat)
-        if name in REMUX:
-            _chroma_only(stream, src, tmp)
+        _encode(name, src, stream, tmp)
         out = tmp / f"{name}.yuv"
         api.decode(stream, out, device="cpu", force=True)
         entries.append({"name": name, "description": desc, "stream": stream.name, "width": crop[0],
@@ -197,13 +203,9 @@ def test_encoder_reproduces_vector_bytes(manifest, name, tmp_path):
     """Same source + same weights -> the same bytes. If this fails, either the encoder's choices changed
     (regenerate the vectors, see the module docstring: they still decode as before) or the format did, which
     must then bump its version."""
-    spec = next(s for s in SPECS if s[0] == name)
-    _, _, crop, frames, q, gop, flat = spec
-    src = _source(tmp_path / "src.y4m", crop, frames)
+    _, _, crop, frames, *_ = next(s for s in SPECS if s[0] == name)
     out = tmp_path / "again.nvc"
-    api.encode(src, out, quality=q, gop=gop, device="cpu", flat_quality=flat)
-    if name in REMUX:
-        _chroma_only(out, src, tmp_path)
+    _encode(name, _source(tmp_path / "src.y4m", crop, frames), out, tmp_path)
     assert out.read_bytes() == (VECTORS / f"{name}.nvc").read_bytes()
 
 
