@@ -159,6 +159,58 @@ def test_release_free_heap_is_harmless(monkeypatch):
     layers.release_free_heap()
 
 
+def test_one_thread_is_scoped():
+    """One torch thread inside, the caller's count restored after (also on an error); nothing on a GPU."""
+    from nvc.models.layers import one_thread
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with one_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), one_thread(torch.device("cpu")):
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+        with one_thread(torch.device("meta")):  # not a CPU: its kernels do not follow torch's CPU threads
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_encoder_choices_run_on_one_thread(lite, monkeypatch):
+    """compress_frame makes its float32 choices (motion search, padding settling, refinements, analyses) on one
+    thread, whatever the caller's count: oneDNN's sums follow the thread count, so the bytes would too (README,
+    "Determinism"). The fixed-point decoder side, whose bits do not, keeps the caller's threads."""
+    from nvc.models import lite as lite_mod
+
+    seen: dict[str, set[int]] = {}
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+
+        def wrapped(*a, **k):
+            seen.setdefault(name, set()).add(torch.get_num_threads())
+            return real(*a, **k)
+        monkeypatch.setattr(owner, name, wrapped)
+
+    for name in ("settle_padding_latent", "refine_latent", "refine_hyper", "_latent", "_decode_frame"):
+        spy(lite, name)
+    spy(lite_mod.motion, "estimate")
+    before = torch.get_num_threads()
+    x, ctx = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    try:
+        torch.set_num_threads(2)
+        lite.compress_frame(x, None, 3, exact=True, visible=(40, 90))  # refined, padding settled
+        lite.compress_frame(x, ctx, 3, exact=True, visible=(40, 90))
+        lite.compress_frame(x, ctx, 3, exact=True, refine=0)  # the plain analysis
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen.pop("_decode_frame") == {2}
+    assert seen == {name: {1} for name in ("settle_padding_latent", "refine_latent", "refine_hyper", "_latent", "estimate")}
+
+
 def _trained_looking(**cfg):
     """A small nvc-lite with trained-looking weights (seeded noise on the init), not the init itself."""
     torch.manual_seed(0)

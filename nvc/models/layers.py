@@ -11,7 +11,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -190,6 +191,23 @@ def stripe_budget(x: Tensor, cap: int | None = None) -> int:
     (default ``STRIPE_BYTES``) on a GPU, and at most ``cap`` anywhere."""
     cap = STRIPE_BYTES if cap is None else cap
     return cap if x.is_cuda else min(cap, CACHE_BYTES * max(1, torch.get_num_threads()))
+
+
+@contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """torch's CPU threads set to one for the block, then restored (on a GPU: nothing). For an encoder's float32
+    choices (analysis, refinement, motion search): oneDNN picks its kernels, and so the order of its sums, by the
+    thread count (a 1x1 convolution with a bias, a strided convolution's gradient), so those choices, and the
+    bytes, would follow ``--threads``; on one thread they are the same whatever the caller asked for."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.cache

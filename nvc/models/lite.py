@@ -29,7 +29,7 @@ from ..errors import ModelError
 from ..ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, QualityLadder
 from ..entropy import SymbolReader, encode_parts
 from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
-                     row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
+                     one_thread, row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -717,35 +717,44 @@ class NvcLite(nn.Module):
         ``joint`` (format 3.0's layout): the strings are ``[joint string]``, which holds the motion field
         (P frames with block motion: its header, then its vectors), ``z`` and ``y``. Without: format 1.x's
         ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's nvc-coded I frames still carry)."""
-        ref, field, lead = ctx, b"", None
+        ref, field, lead, mv = ctx, b"", None, None
         light = x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS  # the encoder's heavier choices apply up to this size
         if self.motion and ctx is not None:  # P frames: find, code and apply the block motion
-            mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
-                                 precision=self.motion_precision,
-                                 full=self.motion_full_radius if light else motion.FULL_SEARCH_RADIUS)
+            with one_thread(x.device):  # an encoder's float32 choice, as below
+                mv = motion.estimate(x, ctx, self.motion, self.motion_radius, penalty=self.motion_penalty(quality),
+                                     precision=self.motion_precision,
+                                     full=self.motion_full_radius if light else motion.FULL_SEARCH_RADIUS)
             lead = motion.code_field(mv, self.motion, self.motion_precision, self.motion_overlap)
             field = b"" if joint else motion.field_bytes(lead)
             ref = motion.compensate(ctx, mv, self.motion, self.motion_precision, self.motion_overlap)
-        y = None
         settle = visible is not None and self.settle_padding
         hyper = 0 if refine == 0 else self.hyper_refine
         if refine is None:
             refine = 0 if not light else self.intra_refine if ctx is None else self.inter_refine
-        # the reference's temporal prior, computed once for the float32 steps below (where one of them runs
-        # for sure: settling alone computes it only if the frame has padding to settle)
         temporal = None
-        if ref is not None and (refine > 0 or hyper > 0 or not exact):
+        if ref is not None and not exact:  # a float32 stream's prior, computed as its decoder will
             with torch.inference_mode():
                 temporal = self.p_temporal(ref)
-        if settle:
-            y = self.settle_padding_latent(x, ref, quality, visible, temporal)
-        if refine > 0:
-            y = self.refine_latent(x, ref, quality, refine, visible, start=y, temporal=temporal)
-        z = None
-        if hyper > 0:
+        # the encoder's float32 choices on one thread, so that the bytes do not follow the thread count (EXACT
+        # streams; a float32 stream's decoder-side sums still do)
+        with one_thread(x.device), torch.inference_mode():
+            y = z = None
+            # the reference's temporal prior, computed once for the float32 steps below (where one of them runs
+            # for sure: settling alone computes it only if the frame has padding to settle)
+            if ref is not None and temporal is None and (refine > 0 or hyper > 0):
+                temporal = self.p_temporal(ref)
+            if settle:
+                y = self.settle_padding_latent(x, ref, quality, visible, temporal)
+            if refine > 0:
+                y = self.refine_latent(x, ref, quality, refine, visible, start=y, temporal=temporal)
             if y is None:
                 y = self._latent(x, ref, quality)
-            z = self.refine_hyper(y, ref, quality, hyper, temporal=temporal)
+            if hyper > 0:
+                z = self.refine_hyper(y, ref, quality, hyper, temporal=temporal)
+            else:
+                q = self._qtensor(quality, x.shape[0], x.device)
+                b = self._branch(ref is not None)
+                z = b["zg"](b["hyper"].h_a(y), q)
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z,
                             temporal=temporal)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
