@@ -143,7 +143,7 @@ def encode(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line (with each frame's type, quality, bytes and PSNR)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core); EXACT streams (nvc-lite's default) get the same bytes with any count (the encoder's float32 choices run on one thread)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core); the bytes are the same with any count (the encoder's float32 choices, and float32 streams' networks, run on one thread)."),
     intra: Optional[str] = typer.Option(None, "--intra", help="DVC only: I-frame coder, nvc (default) or x265."),
     intra_qp: Optional[int] = typer.Option(None, "--intra-qp", help="DVC with --intra x265: QP (paper: 22, 27, 32, 37)."),
     intra_quality: Optional[int] = typer.Option(None, "--intra-quality", help="DVC with --intra nvc: nvc-lite quality (default as for --quality; `nvc models` lists them)."),
@@ -185,7 +185,7 @@ def decode(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the summary line."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core); EXACT streams decode to the same output with any count."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the networks (default: one per core); a stream decodes to the same output with any count (float32 streams' networks run on one thread)."),
 ) -> None:
     """Decode an .nvc stream to a video file."""
     from . import api

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from .color import pad, pad_from_reference, padded_size, rgb_to_yuv420, yuv420_t
 from .errors import BitstreamError, InputError, WeightsMismatchError
 from .io import Frame
 from .ladder import DEFAULT_LADDER, DEFAULT_LAMBDA, FLAT, QualityLadder, ladder_for  # noqa: F401 - also nvc.codec.* since 0.1
+from .models.layers import one_thread
 
 
 def resolve_device(device: str) -> torch.device:
@@ -108,6 +110,12 @@ class _Session:
     def _coding_options(self) -> dict[str, Any]:
         return {"exact": True} if self.exact else {}
 
+    def _model_threads(self) -> AbstractContextManager[None]:
+        """Where the model runs: float32 streams on one CPU thread at both ends, since oneDNN's sums follow the
+        thread count (a decoder with another count drifts, then desynchronizes); EXACT ones on the caller's
+        threads (their encoder's float32 choices take one thread inside ``compress_frame``)."""
+        return nullcontext() if self.exact else one_thread(self.device)
+
     def _derived_shape(self) -> tuple[int, ...] | None:
         """The payload shape the model derives from the padded frame size (None: models that don't)."""
         expect = getattr(self.model, "latent_shape", None)
@@ -163,9 +171,11 @@ class Encoder(_Session):
                 opts["visible"] = (self.height, self.width)
                 if self.refine is not None:
                     opts["refine"] = self.refine
-            strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
+            with self._model_threads():
+                strings, shape, x_hat, ctx = self.model.compress_frame(x, None if intra else self._ctx, quality, **opts)
             recon = self._to_frame(x_hat)
-            choice = self._choose_filter(recon, frame, rgb, quality, intra)
+            with one_thread(self.device):  # a choice: its float32 sums must not follow the thread count
+                choice = self._choose_filter(recon, frame, rgb, quality, intra)
         self._ctx = ctx
         self.index += 1
         shape = tuple(int(s) for s in shape)
@@ -237,7 +247,7 @@ class Decoder(_Session):
             raise BitstreamError(f"frame {record.index}: P frame without a preceding I frame")
         p = bitstream.decode_payload(record.payload, record.version)
         shape = self._check_shape(record.index, p.shape, len(p.strings), record.version)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._model_threads():
             try:
                 x_hat, ctx = self.model.decompress_frame(p.strings, shape, None if intra else self._ctx,
                                                          record.quality, **self._coding_options())

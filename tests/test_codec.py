@@ -57,6 +57,55 @@ def test_thread_count_does_not_change_bytes(lite):
     assert coded[0] == coded[1] == coded[2]
 
 
+def test_where_the_model_runs(lite, monkeypatch):
+    """Float32 streams run the model on one CPU thread at both ends (oneDNN's sums follow the thread count: a
+    carphone stream coded with 2 threads drifted from frame 5 when decoded with 1); EXACT ones keep the caller's
+    threads; the post-filter choice (float32 sums) takes one thread in both."""
+    seen: list[tuple[str, int]] = []
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+
+        def wrapped(*a, **k):
+            seen.append((name, torch.get_num_threads()))
+            return real(*a, **k)
+        monkeypatch.setattr(owner, name, wrapped)
+
+    spy(lite, "compress_frame"), spy(lite, "decompress_frame"), spy(Encoder, "_choose_filter")
+    frames = make_frames(2, 64, 64, seed=4)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for numeric, model_threads in (("fast", 1), ("exact", 2)):
+            seen.clear()
+            enc = Encoder(lite, quality=2, gop=8, width=64, height=64, numeric=numeric)
+            coded = [enc.encode(f) for f in frames]
+            dec = Decoder(lite, width=64, height=64, exact=numeric == "exact")
+            for i, c in enumerate(coded):
+                assert _same(dec.decode(c.record(i)), c.recon)
+            assert sorted(set(seen)) == sorted({("compress_frame", model_threads), ("decompress_frame", model_threads),
+                                                ("_choose_filter", 1)}), numeric
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_float32_streams_decode_with_any_thread_count(lite):
+    frames = make_frames(3, 100, 70, seed=6)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        enc = Encoder(lite, quality=2, gop=8, width=100, height=70, numeric="fast")
+        coded = [enc.encode(f) for f in frames]
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            dec = Decoder(lite, width=100, height=70, exact=False)
+            for i, c in enumerate(coded):
+                assert _same(dec.decode(c.record(i)), c.recon), f"{threads} threads: frame {i} differs"
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_lowest_quality_is_smallest(lite):
     from nvc.sample import sample_frames
 
