@@ -86,6 +86,20 @@ def write_y4m(path: Path, frames: list, fps: Fraction = Fraction(25)) -> Path:
     return path
 
 
+def spy_threads(monkeypatch, owner, *names: str) -> list[tuple[str, int]]:
+    """Wraps ``owner``'s callables ``names`` (for the test) so that each call records its name and torch's CPU thread
+    count at the call; returns the list they append to."""
+    import torch
+
+    seen: list[tuple[str, int]] = []
+    for name in names:
+        def wrapped(*a, _real=getattr(owner, name), _name=name, **k):
+            seen.append((_name, torch.get_num_threads()))
+            return _real(*a, **k)
+        monkeypatch.setattr(owner, name, wrapped)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Runs a module's tests with one torch thread (big models; keeps the 2-core machine responsive)."""

@@ -12,7 +12,7 @@ from nvc.codec import Decoder, Encoder
 from nvc.errors import BitstreamError, InputError
 from nvc.ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, FLAT
 
-from .conftest import make_frames
+from .conftest import make_frames, spy_threads
 
 
 def _same(a, b) -> bool:
@@ -61,30 +61,21 @@ def test_where_the_model_runs(lite, monkeypatch):
     """Float32 streams run the model on one CPU thread at both ends (oneDNN's sums follow the thread count: a
     carphone stream coded with 2 threads drifted from frame 5 when decoded with 1); EXACT ones keep the caller's
     threads; the post-filter choice (float32 sums) takes one thread in both."""
-    seen: list[tuple[str, int]] = []
-
-    def spy(owner, name):
-        real = getattr(owner, name)
-
-        def wrapped(*a, **k):
-            seen.append((name, torch.get_num_threads()))
-            return real(*a, **k)
-        monkeypatch.setattr(owner, name, wrapped)
-
-    spy(lite, "compress_frame"), spy(lite, "decompress_frame"), spy(Encoder, "_choose_filter")
+    seen = spy_threads(monkeypatch, lite, "compress_frame", "decompress_frame")
+    filter_seen = spy_threads(monkeypatch, Encoder, "_choose_filter")
     frames = make_frames(2, 64, 64, seed=4)
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         for numeric, model_threads in (("fast", 1), ("exact", 2)):
-            seen.clear()
+            seen.clear(), filter_seen.clear()
             enc = Encoder(lite, quality=2, gop=8, width=64, height=64, numeric=numeric)
             coded = [enc.encode(f) for f in frames]
             dec = Decoder(lite, width=64, height=64, exact=numeric == "exact")
             for i, c in enumerate(coded):
                 assert _same(dec.decode(c.record(i)), c.recon)
-            assert sorted(set(seen)) == sorted({("compress_frame", model_threads), ("decompress_frame", model_threads),
-                                                ("_choose_filter", 1)}), numeric
+            assert set(seen + filter_seen) == {("compress_frame", model_threads), ("decompress_frame", model_threads),
+                                               ("_choose_filter", 1)}, numeric
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(n)

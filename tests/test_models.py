@@ -11,6 +11,8 @@ import torch
 from nvc import models
 from nvc.errors import ModelError
 
+from .conftest import spy_threads
+
 
 def test_registry():
     assert {"nvc-lite", "dvc", "dhvc-1.0"} <= set(models.names())
@@ -184,19 +186,9 @@ def test_encoder_choices_run_on_one_thread(lite, monkeypatch):
     "Determinism"). The fixed-point decoder side, whose bits do not, keeps the caller's threads."""
     from nvc.models import lite as lite_mod
 
-    seen: dict[str, set[int]] = {}
-
-    def spy(owner, name):
-        real = getattr(owner, name)
-
-        def wrapped(*a, **k):
-            seen.setdefault(name, set()).add(torch.get_num_threads())
-            return real(*a, **k)
-        monkeypatch.setattr(owner, name, wrapped)
-
-    for name in ("settle_padding_latent", "refine_latent", "refine_hyper", "_latent", "_decode_frame"):
-        spy(lite, name)
-    spy(lite_mod.motion, "estimate")
+    choices = ("settle_padding_latent", "refine_latent", "refine_hyper", "_latent")
+    seen = spy_threads(monkeypatch, lite, *choices, "_decode_frame")
+    seen_motion = spy_threads(monkeypatch, lite_mod.motion, "estimate")
     before = torch.get_num_threads()
     x, ctx = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
     try:
@@ -207,8 +199,7 @@ def test_encoder_choices_run_on_one_thread(lite, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert seen.pop("_decode_frame") == {2}
-    assert seen == {name: {1} for name in ("settle_padding_latent", "refine_latent", "refine_hyper", "_latent", "estimate")}
+    assert set(seen + seen_motion) == {*((name, 1) for name in (*choices, "estimate")), ("_decode_frame", 2)}
 
 
 def _trained_looking(**cfg):

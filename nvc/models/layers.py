@@ -195,10 +195,11 @@ def stripe_budget(x: Tensor, cap: int | None = None) -> int:
 
 @contextmanager
 def one_thread(device: torch.device) -> Iterator[None]:
-    """torch's CPU threads set to one for the block, then restored (on a GPU: nothing). For an encoder's float32
-    choices (analysis, refinement, motion search): oneDNN picks its kernels, and so the order of its sums, by the
-    thread count (a 1x1 convolution with a bias, a strided convolution's gradient), so those choices, and the
-    bytes, would follow ``--threads``; on one thread they are the same whatever the caller asked for."""
+    """torch's CPU threads set to one for the block, then restored (on a GPU: nothing). For float32 work whose
+    result must not follow the caller's thread count: an encoder's choices (analysis, refinement, motion search)
+    and a float32 stream's networks (:mod:`nvc.codec`). oneDNN picks its kernels, and so the order of its sums, by
+    the thread count (a 1x1 convolution with a bias, a strided convolution's gradient); on one thread the sums
+    are the same whatever the caller asked for."""
     if device.type != "cpu":
         yield
         return

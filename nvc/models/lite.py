@@ -735,8 +735,8 @@ class NvcLite(nn.Module):
         if ref is not None and not exact:  # a float32 stream's prior, computed as its decoder will
             with torch.inference_mode():
                 temporal = self.p_temporal(ref)
-        # the encoder's float32 choices on one thread, so that the bytes do not follow the thread count (EXACT
-        # streams; a float32 stream's decoder-side sums still do)
+        # the encoder's float32 choices on one thread, so that the bytes do not follow the thread count (for a
+        # float32 stream, nvc.codec runs the whole model on one thread)
         with one_thread(x.device), torch.inference_mode():
             y = z = None
             # the reference's temporal prior, computed once for the float32 steps below (where one of them runs
