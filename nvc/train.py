@@ -21,6 +21,7 @@ Resuming reads ``<out>/last.pt`` on every rank, so with several nodes ``out`` mu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -92,6 +93,10 @@ class TrainConfig:
     lr_scales: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     batch: int = 8
+    # gradient accumulation: each step's ``batch`` clips go through the model in this many equal parts, one
+    # backward pass each, then one optimizer step: the same step as one pass over the whole batch (the loss is
+    # a mean over samples), in a part's memory (a CPU that thrashes at batch 16 of 256x256 crops runs 4 x 4)
+    accumulate: int = 1
     crop: int = 128
     bf16: bool = True
     aux_lr: float = 1e-3
@@ -146,6 +151,8 @@ class TrainConfig:
         cfg = cls(**raw)
         if stages:
             cfg.stages = stages
+        if cfg.accumulate < 1 or cfg.batch % cfg.accumulate:
+            raise InputError(f"{p}: accumulate must divide batch ({cfg.batch}) into equal parts, not {cfg.accumulate}")
         if cfg.init_digest:
             d = cfg.init_digest.lower()
             if not cfg.init:
@@ -291,6 +298,24 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def accumulate_backward(loss_fn: Callable[..., dict[str, torch.Tensor]], clip: torch.Tensor, q: torch.Tensor,
+                        stage: Stage, parts: int, device_type: str = "cpu", bf16: bool = False,
+                        no_sync: Callable[[], Any] | None = None) -> dict[str, torch.Tensor]:
+    """Backpropagates the batch's mean loss in ``parts`` equal slices of the batch (gradient accumulation);
+    returns the batch's detached ``{"loss", "bpp", "mse"}``, each the mean of the slices'. ``no_sync``: DDP's,
+    so that only the last slice's backward pass reduces the gradients across ranks."""
+    res: dict[str, torch.Tensor] = {}
+    for i, (c, qq) in enumerate(zip(clip.chunk(parts), q.chunk(parts))):
+        last = i == parts - 1
+        with (contextlib.nullcontext() if last or no_sync is None else no_sync()):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+                out = loss_fn(c, qq, stage)
+            (out["loss"] / parts).backward()
+        for k in ("loss", "bpp", "mse"):
+            res[k] = res.get(k, 0.0) + out[k].detach().float() / parts
+    return res
 
 
 class _Loss(torch.nn.Module):
@@ -457,10 +482,9 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
             q = torch.randint(0, model.qualities, (cfg.batch,)).to(device)
         else:
             q = torch.multinomial(q_weights, cfg.batch, replacement=True).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            res = loss_fn(clip, q, stage)
         opt.zero_grad(set_to_none=True)
-        res["loss"].backward()
+        res = accumulate_backward(loss_fn, clip, q, stage, cfg.accumulate, device.type, cfg.bf16,
+                                  getattr(loss_fn, "no_sync", None))
         torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
         if aux_opt is not None:

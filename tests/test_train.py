@@ -426,3 +426,44 @@ def test_average_exports(tmp_path):
     export_safetensors(create("nvc-lite", n=8, m=8, c=8), tmp_path / "other.safetensors", {})
     with pytest.raises(InputError, match="different model configs"):
         average_exports([paths[0], tmp_path / "other.safetensors"], tmp_path / "bad.safetensors")
+
+
+def test_accumulate(tmp_path):
+    """``accumulate`` backpropagates the batch in equal parts: the gradient and the logged means are the
+    whole batch's; a part count that does not divide the batch is refused."""
+    from nvc.train import Stage, accumulate_backward
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 3)
+    clip, q = torch.randn(6, 5), torch.arange(6)
+
+    def loss_fn(c, qq, stage):
+        per = (lin(c) ** 2).mean(dim=1) * (1 + qq)  # per-sample, depends on the sample's quality
+        return {"loss": per.mean(), "bpp": per.mean() / 2, "mse": (c ** 2).mean()}
+
+    grads, logs = [], []
+    for parts in (1, 2, 3):
+        lin.zero_grad(set_to_none=True)
+        logs.append(accumulate_backward(loss_fn, clip, q, Stage(1, 1, 1e-3), parts))
+        grads.append([p.grad.clone() for p in lin.parameters()])
+    for g, r in zip(grads[1:], logs[1:]):
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g, grads[0]))
+        assert all(torch.allclose(r[k], logs[0][k], atol=1e-6) for k in ("loss", "bpp", "mse"))
+
+    data = _data(tmp_path / "data")
+    p = tmp_path / "a.toml"
+    stages = """[[stages]]
+steps = 2
+frames = 2
+lr = 0.001
+"""
+    p.write_text(_tiny_lite(data, tmp_path / "run", 2) + "accumulate = 2\n" + stages)
+    cfg = TrainConfig.from_toml(p)
+    assert cfg.accumulate == 2
+    train(cfg)
+    rec = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert rec["step"] == 2 and np.isfinite(rec["loss"])
+    for bad in (0, 3):
+        p.write_text(_tiny_lite(data, tmp_path / "run2", 2) + f"accumulate = {bad}\n" + stages)
+        with pytest.raises(InputError, match="accumulate must divide batch"):
+            TrainConfig.from_toml(p)
