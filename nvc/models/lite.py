@@ -572,7 +572,7 @@ class NvcLite(nn.Module):
 
             best, best_y = float("inf"), y0
             for it in range(steps + 1):
-                z = b["zg"](b["hyper"].h_a(y), q)
+                z = self._hyper_latent(y, ref, q)
                 z_hat = ste_round(z - medians) + medians
                 scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref, temporal)
                 scales, means = self._train_params(b, y, scales, means)
@@ -614,7 +614,7 @@ class NvcLite(nn.Module):
             q = self._qtensor(quality, y.shape[0], y.device)
             medians = b["z"].entropy_bottleneck.medians().detach()
             with torch.no_grad():
-                z0 = b["zg"](b["hyper"].h_a(y), q)
+                z0 = self._hyper_latent(y, ref, q)
                 temporal = self._temporal(ref, temporal)
 
             def rate(z_in: Tensor) -> Tensor:
@@ -647,6 +647,11 @@ class NvcLite(nn.Module):
         q = self._qtensor(quality, x.shape[0], x.device)
         return self._branch(ref is not None)["yg"](self._analysis(x, ref, light=True), q)
 
+    def _hyper_latent(self, y: Tensor, ref: Tensor | None, quality: int | Tensor) -> Tensor:
+        """The hyper-analysis's ``z`` of the latent ``y`` after its gain (what :meth:`refine_hyper` starts from)."""
+        b = self._branch(ref is not None)
+        return b["zg"](b["hyper"].h_a(y), self._qtensor(quality, y.shape[0], y.device))
+
     @torch.inference_mode()
     def compress(self, x: Tensor, ref: Tensor | None = None, quality: int = 0, exact: bool = False,
                  y: Tensor | None = None, joint: bool = False, lead: motion.FieldCode | None = None,
@@ -668,7 +673,7 @@ class NvcLite(nn.Module):
         if y is None:
             y = self._latent(x, ref, q)
         if z is None:
-            z = b["zg"](b["hyper"].h_a(y), q)
+            z = self._hyper_latent(y, ref, q)
         if joint:
             if x.shape[0] != 1:
                 raise ValueError("a joint string codes one frame")
@@ -717,7 +722,7 @@ class NvcLite(nn.Module):
         ``joint`` (format 3.0's layout): the strings are ``[joint string]``, which holds the motion field
         (P frames with block motion: its header, then its vectors), ``z`` and ``y``. Without: format 1.x's
         ``[y, z]`` and, with block motion, ``[y, z, field]`` (what DVC's nvc-coded I frames still carry)."""
-        ref, field, lead, mv = ctx, b"", None, None
+        ref, field, lead = ctx, b"", None
         light = x.shape[-2] * x.shape[-1] <= LIGHT_PIXELS  # the encoder's heavier choices apply up to this size
         if self.motion and ctx is not None:  # P frames: find, code and apply the block motion
             with one_thread(x.device):  # an encoder's float32 choice, as below
@@ -752,9 +757,7 @@ class NvcLite(nn.Module):
             if hyper > 0:
                 z = self.refine_hyper(y, ref, quality, hyper, temporal=temporal)
             else:
-                q = self._qtensor(quality, x.shape[0], x.device)
-                b = self._branch(ref is not None)
-                z = b["zg"](b["hyper"].h_a(y), q)
+                z = self._hyper_latent(y, ref, quality)
         out = self.compress(x, ref=ref, quality=quality, exact=exact, y=y, joint=joint, lead=lead, z=z,
                             temporal=temporal)
         x_hat = out["x_hat"].clamp(0.0, 1.0)
@@ -807,7 +810,7 @@ class NvcLite(nn.Module):
         medians = b["z"].entropy_bottleneck.medians().detach()
         temporal = self._temporal(ref, temporal)
         for _ in range(2):
-            z = b["zg"](b["hyper"].h_a(y), q)
+            z = self._hyper_latent(y, ref, q)
             z_hat = torch.round(z - medians) + medians
             scales, means = self._params(b["hyper"].h_s(b["zg"].invert(z_hat, q)), ref, temporal)
             if b["ctx"] is None:
