@@ -2,7 +2,7 @@
 
     python benchmarks/data_mix.py ../shared/data/train .devkit/data --frames 6 --json mix.json
 
-It walks a folder as ``nvc.data.ClipSampler.from_folder`` does (the same decoding, downscaling and scene-cut
+It walks a folder as ``nvc.data.ClipSampler.from_folder`` does (the same sources, decoding, downscaling and scene-cut
 split; photos are not counted) and reports, per video source, the frames decoded, the shots, and the share of
 ``--frames``-frame real clips drawn from it: the sampler picks a shot uniformly among those long enough, so a
 source's share is its long-enough shots over all of them.
@@ -15,18 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from nvc.data import IMAGE_EXTS, VIDEO_EXTS, _split_cuts, load_video_frames
+from nvc.data import _split_cuts, load_video_frames, video_sources
 
 
 def mix(root: Path, frames: int, max_side: int = 720, max_frames: int = 400) -> dict[str, dict[str, object]]:
     """Per video source under ``root``: frames, shots, shots of at least ``frames``, and its share of clips."""
     out: dict[str, dict[str, object]] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        is_video = p.is_file() and p.suffix.lower() in VIDEO_EXTS
-        is_png_dir = p.is_dir() and "video" in rel and any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir())
-        if not (is_video or is_png_dir):
-            continue
+    for p in video_sources(root):
         decoded = load_video_frames(p, max_side, max_frames)
         shots = _split_cuts(decoded)
         h, w = decoded[0].shape[:2] if decoded else (0, 0)

@@ -69,6 +69,22 @@ def load_video_frames(path: Path, max_side: int, max_frames: int) -> list[np.nda
     return frames
 
 
+def photo_files(root: str | Path) -> list[Path]:
+    """The photos of a training folder: image files under a folder named ``images``, sorted."""
+    root = Path(root)
+    return [p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTS and "images" in p.relative_to(root).parts]
+
+
+def video_sources(root: str | Path) -> list[Path]:
+    """The videos of a training folder, sorted: video files anywhere, and folders of numbered images under ``video``."""
+    root = Path(root)
+    return [p for p in sorted(root.rglob("*"))
+            if (p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+            or (p.is_dir() and "video" in p.relative_to(root).parts
+                and any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir()))]
+
+
 @dataclass
 class ClipSampler:
     """Draws random training clips; see the module docstring."""
@@ -84,16 +100,8 @@ class ClipSampler:
 
     @classmethod
     def from_folder(cls, root: str | Path, max_side: int = 720, max_frames: int = 400, **kw: object) -> ClipSampler:
-        root = Path(root)
-        photos, shots = [], []
-        for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root).parts
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTS and "images" in rel:
-                photos.append(_load_image(p))
-            elif p.is_file() and p.suffix.lower() in VIDEO_EXTS:
-                shots += _split_cuts(load_video_frames(p, max_side, max_frames))
-            elif p.is_dir() and "video" in rel and any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir()):
-                shots += _split_cuts(load_video_frames(p, max_side, max_frames))
+        photos = [_load_image(p) for p in photo_files(root)]
+        shots = [s for p in video_sources(root) for s in _split_cuts(load_video_frames(p, max_side, max_frames))]
         return cls(shots=shots, photos=photos, **kw)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ sampling
