@@ -42,11 +42,13 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=6, help="the clip length of the stage (default 6)")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     a = ap.parse_args()
-    result = {}
-    for root in map(Path, a.roots):
+    roots = [Path(r) for r in a.roots]
+    for root in roots:  # every folder checked before any is decoded
         if not root.is_dir():
             print(f"error: {root}: no such folder", file=sys.stderr)
             return 2
+    result = {}
+    for root in roots:
         result[str(root)] = m = mix(root, a.frames)
         print(f"{root}  ({a.frames}-frame clips)")
         for name, v in m.items():
