@@ -123,7 +123,7 @@ def _fps(text: Optional[str]) -> Optional[Fraction]:
 
 @_command
 def encode(
-    input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ... (omit with --sample); - reads stdin (Y4M or anything FFmpeg probes; raw yuv420p with --size)."),
+    input: Optional[Path] = typer.Argument(None, help="Video to encode: .yuv, .y4m, .mp4, .mkv, ..., or numbered images as img%04d.png (omit with --sample); - reads stdin (Y4M or anything FFmpeg probes; raw yuv420p with --size)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .nvc stream to write; - for stdout (all at once, when the stream is complete)."),
     size: Optional[str] = typer.Option(None, "--size", "-s", help="WIDTHxHEIGHT of a raw .yuv (else from its name), or of raw yuv420p on stdin; other inputs state their own (a different --size is refused)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate, e.g. 30 or 30000/1001 (raw .yuv: default 30)."),
@@ -285,7 +285,7 @@ def train(
 
 @_command
 def bench(
-    dataset: str = typer.Option("sample", "--dataset", "-d", help="uvg, hevc-b, mcl-jcv (with --root), a folder of clips, or sample."),
+    dataset: str = typer.Option("sample", "--dataset", "-d", help="uvg, hevc-b, mcl-jcv (with --root), a folder of clips (and subfolders of numbered images), or sample."),
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the named dataset's files."),
     model: str = typer.Option("nvc-lite", "--model", "-m"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),

@@ -7,8 +7,9 @@
   character or the extension) and ends in .yuv, .y4m or .mp4. When several match, the one at the dataset's
   size (1920x1080) wins, then .yuv over .y4m over .mp4, then the shortest name; 10/16-bit raw files
   (``10bit`` in the name) are skipped, as nvc reads 8-bit raw only.
-- a folder (or a single file): every .yuv/.y4m/.mp4/.mkv clip in it (not recursive); a raw .yuv needs
-  its size in the name (``name_1920x1080_50.yuv``).
+- a folder (or a single file): every .yuv/.y4m/.mp4/.mkv/.avi/.mov/.webm clip in it (not recursive), and each subfolder that
+  holds one numbered image sequence (``6.1.01.png`` ... ``6.1.16.png``), named after the subfolder; a folder of
+  such images is itself one sequence. A raw .yuv needs its size in the name (``name_1920x1080_50.yuv``).
 - ``sample``: nvc's built-in procedurally generated clip, written as ``sample.y4m`` into ``root``.
 
 Raw .yuv frame rates come from the name (``120fps``, or the number after the size: ``_1920x1080_50``),
@@ -23,12 +24,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import InputError
-from .io import fps_from_name, parse_fps, size_from_name
+from .io import fps_from_name, image_sequence_pattern, parse_fps, size_from_name
 
 __all__ = ["Sequence", "DATASETS", "Dataset", "find_sequences", "scan_folder", "probe"]
 
 VIDEO_EXTS = (".yuv", ".y4m", ".mp4")
-FOLDER_EXTS = (".yuv", ".y4m", ".mp4", ".mkv")
+FOLDER_EXTS = (".yuv", ".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm")
 
 
 @dataclass(frozen=True)
@@ -172,18 +173,30 @@ def _known(ds: Dataset, root: str | Path | None, only: list[str] | None) -> list
     return [probe(p, n, ds.sequences[n]) for n, p in found]
 
 
+def _image_sequence(folder: Path) -> tuple[str, Path] | None:
+    pattern = image_sequence_pattern(folder)
+    return (folder.name, folder / pattern) if pattern else None
+
+
 def scan_folder(path: str | Path) -> list[Sequence]:
-    """Every .yuv/.y4m/.mp4/.mkv clip in a folder (or the one file given), sorted by name."""
+    """Every .yuv/.y4m/.mp4/.mkv/.avi/.mov/.webm clip in a folder (or the one file given) and every subfolder holding a numbered
+    image sequence, sorted by name; a folder of numbered images is one sequence."""
     p = Path(path).expanduser()
+    found: list[tuple[str | None, Path]] = []
     if p.is_file():
-        files = [p]
+        found = [(None, p)]
     elif p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FOLDER_EXTS)
-        if not files:
-            raise InputError(f"{p}: no video clips (.yuv, .y4m, .mp4, .mkv) in this folder")
+        entries = sorted(p.iterdir())
+        found = [(None, f) for f in entries if f.is_file() and f.suffix.lower() in FOLDER_EXTS]
+        found += [s for d in entries if d.is_dir() and (s := _image_sequence(d)) is not None]
+        if not found and (s := _image_sequence(p)) is not None:
+            found = [s]
+        if not found:
+            raise InputError(f"{p}: no video clips (.yuv, .y4m, .mp4, .mkv, .avi, .mov, .webm) nor numbered images in this folder")
+        found.sort(key=lambda s: s[0] or s[1].stem)
     else:
         raise InputError(f"--dataset {path}: not a known dataset ({', '.join([*DATASETS, 'sample'])}) nor a folder")
-    seqs = [probe(f) for f in files]
+    seqs = [probe(f, name) for name, f in found]
     seen: dict[str, int] = {}
     out = []
     for s in seqs:  # a.yuv and a.y4m in one folder: keep both, with distinct names

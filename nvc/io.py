@@ -1,7 +1,8 @@
 """Video readers and writers: raw .yuv, .y4m and anything FFmpeg reads (through PyAV).
 
 ``nvc.io.open(path, "r")`` yields :class:`Frame` objects (8-bit yuv420p planes) one at a time, so memory
-does not grow with the clip's length. ``nvc.io.open(path, "w", info=...)`` writes .yuv, .y4m, or a
+does not grow with the clip's length. A path with a printf number, as FFmpeg writes it (``frames/img%04d.png``),
+reads the numbered images from the lowest number on, up to the first gap. ``nvc.io.open(path, "w", info=...)`` writes .yuv, .y4m, or a
 lossless .mkv (FFV1) / .mp4 (x264 qp 0), chosen by extension, through a temporary file renamed on success.
 The path ``-`` (:data:`STDIO`) reads standard input (Y4M or anything FFmpeg probes; raw yuv420p when the caller
 gives a size) and writes Y4M to standard output, for pipes: ``ffmpeg ... -f yuv4mpegpipe - | nvc encode - ...``.
@@ -31,8 +32,11 @@ STDIO = "-"
 # the pixel formats read as they are; others are converted to 8-bit yuv420p
 NATIVE_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 
-__all__ = ["STDIO", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "is_stdio", "open", "output_name", "parse_size",
-           "parse_fps", "std_pipe"]
+# still-image files read as the frames of a numbered sequence (``img%04d.png``)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
+
+__all__ = ["STDIO", "IMAGE_EXTS", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "image_sequence_pattern",
+           "is_image_pattern", "is_stdio", "open", "output_name", "parse_size", "parse_fps", "std_pipe"]
 
 
 def is_stdio(path: str | os.PathLike[str] | None) -> bool:
@@ -146,6 +150,72 @@ def fps_from_name(name: str) -> Fraction | None:
     return parse_fps(m.group(1)) if m else None
 
 
+# ---------------------------------------------------------------------------------------- image sequences
+_NUMBER = re.compile(r"%(0?[1-9]?)d")  # FFmpeg's image2 pattern: %d or %0Nd (N < 10); %% is a literal %
+
+
+def is_image_pattern(path: str | os.PathLike[str]) -> bool:
+    """Whether the file name of ``path`` is a numbered-image pattern: exactly one ``%d`` / ``%0Nd``, ``%%`` for a
+    literal ``%``, and an image extension (``img%04d.png``)."""
+    name = Path(path).name
+    rest = name.replace("%%", "")
+    return (len(_NUMBER.findall(rest)) == 1 and rest.count("%") == 1
+            and Path(name).suffix.lower() in IMAGE_EXTS)
+
+
+def _pattern_numbers(pattern: Path) -> tuple[int, int]:
+    """The first number and the count of the consecutive images ``pattern`` names (as FFmpeg reads them: from
+    the lowest number present, up to the first gap)."""
+    folder = pattern.parent
+    head, _, tail = _NUMBER.split(pattern.name.replace("%%", "\0"), maxsplit=1)
+    head, tail = head.replace("\0", "%"), tail.replace("\0", "%")
+    rx = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+    fmt = pattern.name
+    try:
+        names = [e.name for e in os.scandir(folder)] if folder.is_dir() else []
+    except OSError as e:
+        raise InputError(f"{folder}: cannot list the folder ({e.strerror})") from None
+    numbers = set()
+    for n in names:
+        m = rx.fullmatch(n)
+        if m and fmt % int(m.group(1)) == n:  # the number printed as the pattern prints it (padding included)
+            numbers.add(int(m.group(1)))
+    if not numbers:
+        raise InputError(f"{pattern}: no such file (no image matches this numbered pattern)")
+    first = min(numbers)
+    count = 0
+    while first + count in numbers:
+        count += 1
+    return first, count
+
+
+def image_sequence_pattern(folder: str | os.PathLike[str]) -> str | None:
+    """The pattern (``6.1.%02d.png``, ``motion%02d.512.png``) of the one numbered image sequence that a folder
+    holds: every image file in it named alike but for one number. None when it holds no images, or images that
+    are not one sequence."""
+    try:
+        names = sorted(f.name for f in Path(folder).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    except OSError:
+        return None
+    if not names:
+        return None
+    parts = [re.split(r"(\d+)", n) for n in names]  # text, digits, text, ..., text
+    skeleton = parts[0][0::2]
+    if len(parts[0]) < 3 or any(p[0::2] != skeleton for p in parts):
+        return None
+    varying = [i for i in range(1, len(parts[0]), 2) if len({p[i] for p in parts}) > 1]
+    if len(varying) > 1 or (not varying and len(names) > 1):
+        return None
+    k = varying[0] if varying else len(parts[0]) - 2  # one image: its last number
+    digits = [p[k] for p in parts]
+    padded = any(len(d) > 1 and d.startswith("0") for d in digits)
+    if padded and len({len(d) for d in digits}) != 1:
+        return None  # 01 beside 1 cannot be one pattern
+    number = f"%0{len(digits[0])}d" if padded else "%d"
+    text = [t.replace("%", "%%") for t in parts[0]]
+    return "".join(text[:k]) + number + "".join(text[k + 1:])
+
+
 # ---------------------------------------------------------------------------------------- readers
 class VideoReader:
     """Base reader: iterate for frames; ``info`` describes the video."""
@@ -235,15 +305,17 @@ def _raw_frames(f: BinaryIO, w: int, h: int, name: str) -> Iterator[Frame]:
 class AvReader(VideoReader):
     """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709."""
 
-    def __init__(self, path: Path, file: BinaryIO | None = None) -> None:
-        """``file``: read that (standard input) instead of ``path``, probing its format."""
+    def __init__(self, path: Path, file: BinaryIO | None = None, *, format: str | None = None,
+                 options: dict[str, str] | None = None, frames: int | None = None) -> None:
+        """``file``: read that (standard input) instead of ``path``, probing its format; ``format`` and ``options``:
+        FFmpeg's demuxer and its options; ``frames``: the count, when the caller knows it."""
         import av
 
         self.name = "stdin" if file is not None else path.name
         self._pipe_hint = ("; from a pipe, FFmpeg reads Y4M, MKV or MPEG-TS but an MP4 often needs its file: give the path, or "
                            "pipe Y4M (ffmpeg -i in.mp4 -f yuv4mpegpipe -)") if file is not None else ""
         try:
-            self._c = av.open(file if file is not None else str(path), "r")
+            self._c = av.open(file if file is not None else str(path), "r", format=format, options=options or {})
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
             raise UnsupportedFormatError(f"{self.name}: not a video FFmpeg can read ({_short(e)}){self._pipe_hint}") from None
         if not self._c.streams.video:
@@ -260,7 +332,7 @@ class AvReader(VideoReader):
         rate = s.average_rate or s.guessed_rate or s.base_rate or DEFAULT_RAW_FPS
         fps = Fraction(rate.numerator, rate.denominator)
         self.path, self._s = path, s
-        self.info = VideoInfo(w, h, fps, int(s.frames) or None, str(cc.pix_fmt or "unknown"))
+        self.info = VideoInfo(w, h, fps, frames or int(s.frames) or None, str(cc.pix_fmt or "unknown"))
 
     def __iter__(self) -> Iterator[Frame]:
         import av
@@ -314,6 +386,24 @@ def _short(e: BaseException) -> str:
 
 class Y4mReader(AvReader):
     """YUV4MPEG2 through PyAV; the header gives size and rate."""
+
+
+class ImageSequenceReader(AvReader):
+    """Numbered images (``img%04d.png``) through FFmpeg's image2 demuxer: from the lowest number present up to the
+    first gap, at 25 frames per second (FFmpeg's default) unless the caller gives a rate."""
+
+    def __init__(self, pattern: Path) -> None:
+        first, count = _pattern_numbers(pattern)
+        super().__init__(pattern, format="image2", options={"start_number": str(first)}, frames=count)
+        self._s.thread_type = "SLICE"  # no frame threads: no packet read past the last image
+
+    def __iter__(self) -> Iterator[Frame]:
+        frames = super().__iter__()
+        try:
+            for _ in range(self.info.frames or 0):  # FFmpeg's range probe can leap a gap: stop at it
+                yield next(frames)
+        finally:
+            frames.close()
 
 
 # ---------------------------------------------------------------------------------------- writers
@@ -429,9 +519,13 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
             if size is not None:
                 return RawYuvPipeReader(stdin, size, fps)
             reader = AvReader(p, file=stdin)
+        elif not p.exists() and is_image_pattern(p):
+            reader = ImageSequenceReader(p)
         else:
             if not p.exists():
                 raise InputError(f"{p}: no such file")
+            if p.is_dir() and (pattern := image_sequence_pattern(p)) is not None:
+                raise InputError(f"{p}: is a folder; give its numbered images' pattern, {p / pattern}")
             if not p.is_file():
                 raise InputError(f"{p}: not a file")
             if not os.access(p, os.R_OK):

@@ -122,3 +122,33 @@ def test_sample_uses_write_sample(tmp_path, monkeypatch):
     assert calls == [tmp_path / "sample.y4m"]
     find_sequences("sample", tmp_path)
     assert len(calls) == 1  # written once, reused
+
+
+def test_folder_with_numbered_images_and_avi(tmp_path):
+    import av
+
+    write_y4m(tmp_path / "b.y4m")
+    seq = tmp_path / "walk"
+    seq.mkdir()
+    for k in range(1, 4):
+        with av.open(str(seq / f"walk.{k:02d}.png"), "w", format="image2") as c:
+            s = c.add_stream("png", rate=25)
+            s.width, s.height, s.pix_fmt = 16, 8, "gray"
+            for pkt in [*s.encode(av.VideoFrame.from_ndarray(np.full((8, 16), k, np.uint8), format="gray")),
+                        *s.encode()]:
+                c.mux(pkt)
+    (tmp_path / "empty").mkdir()  # no images: not a sequence
+    with av.open(str(tmp_path / "c.avi"), "w") as c:
+        s = c.add_stream("ffv1", rate=10)
+        s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+        for pkt in [*s.encode(av.VideoFrame.from_ndarray(np.zeros((24, 16), np.uint8), format="yuv420p")),
+                    *s.encode()]:
+            c.mux(pkt)
+    seqs = find_sequences(str(tmp_path))
+    assert [(s.name, s.width, s.height, s.frames) for s in seqs] == [
+        ("b", 32, 16, 2), ("c", 16, 16, 1), ("walk", 16, 8, 3)]
+    assert seqs[2].path == seq / "walk.%02d.png"
+    only = find_sequences(str(seq))  # the folder of images itself
+    assert [(s.name, s.frames) for s in only] == [("walk", 3)]
+    with open_video(only[0].path) as r:
+        assert np.allclose([int(f.y[0, 0]) for f in r], [16 + k * 219 / 255 for k in range(1, 4)], atol=1)

@@ -204,3 +204,66 @@ def test_stdout_y4m_and_terminals(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", Terminal())
     with pytest.raises(InputError, match="stdin is a terminal"):
         io.open("-")
+
+
+def _write_png(path, img) -> None:
+    fmt = "gray" if img.ndim == 2 else "rgb24"
+    with av.open(str(path), "w", format="image2") as c:
+        s = c.add_stream("png", rate=25)
+        s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], fmt
+        for pkt in s.encode(av.VideoFrame.from_ndarray(img, format=fmt)):
+            c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+@pytest.mark.parametrize("names,pattern", [
+    ("x1.png x2.png x10.png", "x%d.png"),
+    ("x01.png x02.png x10.png", "x%02d.png"),
+    ("motion01.512.png motion02.512.png", "motion%02d.512.png"),
+    ("a%1.png a%2.png", "a%%%d.png"),
+    ("one7.jpg notes.txt", "one%d.jpg"),
+    ("x01.png x2.png", None),  # 01 and 2 are not printed alike
+    ("a1.png b1.png", None),  # two names
+    ("a1b1.png a1b2.png a2b1.png", None),  # two numbers vary
+    ("nonumber.png", None),
+    ("clip.mp4", None),
+])
+def test_image_sequence_pattern(tmp_path, names, pattern):
+    for n in names.split():
+        (tmp_path / n).write_bytes(b"")
+    assert io.image_sequence_pattern(tmp_path) == pattern
+    assert pattern is None or io.is_image_pattern(tmp_path / pattern)
+
+
+def test_is_image_pattern():
+    assert io.is_image_pattern("dir/img%04d.png") and io.is_image_pattern("img%d.JPG")
+    assert not io.is_image_pattern("img%04d.mp4")  # not an image
+    assert not io.is_image_pattern("img%04d_%d.png") and not io.is_image_pattern("img%s.png")
+    assert not io.is_image_pattern("img100%%.png")  # a literal % only
+
+
+def test_numbered_images_read_as_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (18, 22), np.uint8) for _ in range(4)]
+    for k, img in zip((3, 4, 5, 7), imgs):  # a gap after 5: the sequence is 3..5, as FFmpeg reads it
+        _write_png(tmp_path / f"f{k:03d}.png", img)
+    with io.open(tmp_path / "f%03d.png") as r:
+        assert (r.info.width, r.info.height, r.info.frames, r.info.fps) == (22, 18, 3, Fraction(25))
+        got = list(r)
+    assert len(got) == 3
+    for img, f in zip(imgs, got):  # grey: limited-range luma, neutral chroma (swscale's V is 127)
+        assert np.abs(f.y.astype(int) - (16 + img.astype(int) * 219 / 255)).max() <= 1
+        assert all(np.abs(c.astype(int) - 128).max() <= 1 for c in (f.u, f.v))
+    with io.open(str(tmp_path / "f%03d.png"), fps=Fraction(30000, 1001)) as r:
+        assert r.info.fps == Fraction(30000, 1001)
+    _write_png(tmp_path / "rgb01.png", rng.integers(0, 256, (8, 8, 3), np.uint8))
+    for bad, words in ((tmp_path / "f%04d.png", "no image matches"), (tmp_path / "g%d.png", "no image matches")):
+        with pytest.raises(InputError, match=words):
+            io.open(bad)
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    _write_png(seq / "a1.png", imgs[0])
+    with pytest.raises(InputError) as e:  # a folder: the error names the pattern to give
+        io.open(seq)
+    assert str(e.value) == f"{seq}: is a folder; give its numbered images' pattern, {seq / 'a%d.png'}"
