@@ -340,6 +340,7 @@ class AvReader(VideoReader):
         w, h = self.info.width, self.info.height
         try:
             for vf in self._c.decode(self._s):
+                grey = vf.format.name.startswith(("gray", "ya"))
                 if vf.format.name not in NATIVE_PIX_FMTS or vf.width != w or vf.height != h:
                     try:
                         vf = vf.reformat(width=w, height=h, format="yuv420p", dst_colorspace="ITU709",
@@ -348,7 +349,11 @@ class AvReader(VideoReader):
                         raise UnsupportedFormatError(
                             f"{self.name}: cannot convert pixel format {vf.format.name} to yuv420p ({_short(e)})"
                         ) from None
-                yield frame_from_av(vf, w, h)
+                frame = frame_from_av(vf, w, h)
+                if grey:  # neutral chroma, exactly (swscale's V comes out 127)
+                    frame.u.fill(128)
+                    frame.v.fill(128)
+                yield frame
         except av.FFmpegError as e:
             raise InputError(f"{self.name}: decoding failed ({_short(e)}){self._pipe_hint}") from None
 
