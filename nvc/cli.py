@@ -177,7 +177,7 @@ def encode(
 @_command
 def decode(
     input: Path = typer.Argument(..., help="The .nvc stream; - reads stdin (whole, before decoding starts)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Decoded video: .yuv, .y4m, .mkv (FFV1) or .mp4 (x264 lossless); - for Y4M on stdout."),
+    output: Path = typer.Option(..., "-o", "--output", help="Decoded video: .yuv, .y4m, .mkv (FFV1) or .mp4 (x264 lossless), numbered RGB images as img%04d.png (from 1); - for Y4M on stdout."),
     start: int = typer.Option(0, "--start", help="First frame to output (decoding starts at its GoP's I frame)."),
     frames: Optional[int] = typer.Option(None, "--frames", "-n", help="Output at most N frames."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights the stream was encoded with."),

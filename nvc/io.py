@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._atomic import AtomicFile
-from .errors import InputError, UnsupportedFormatError
+from .errors import InputError, OutputExistsError, UnsupportedFormatError
 
 DEFAULT_RAW_FPS = Fraction(30)
 MAX_DIMENSION = 16384
@@ -163,9 +164,10 @@ def is_image_pattern(path: str | os.PathLike[str]) -> bool:
             and Path(name).suffix.lower() in IMAGE_EXTS)
 
 
-def _pattern_numbers(pattern: Path) -> tuple[int, int]:
+def _pattern_numbers(pattern: Path, every: bool = False) -> tuple[int, int, list[int]]:
     """The first number and the count of the consecutive images ``pattern`` names (as FFmpeg reads them: from
-    the lowest number present, up to the first gap)."""
+    the lowest number present, up to the first gap), and every number present; with ``every``, none present is
+    not an error (0, 0, [])."""
     folder = pattern.parent
     head, _, tail = _NUMBER.split(pattern.name.replace("%%", "\0"), maxsplit=1)
     head, tail = head.replace("\0", "%"), tail.replace("\0", "%")
@@ -181,12 +183,14 @@ def _pattern_numbers(pattern: Path) -> tuple[int, int]:
         if m and fmt % int(m.group(1)) == n:  # the number printed as the pattern prints it (padding included)
             numbers.add(int(m.group(1)))
     if not numbers:
+        if every:
+            return 0, 0, []
         raise InputError(f"{pattern}: no such file (no image matches this numbered pattern)")
     first = min(numbers)
     count = 0
     while first + count in numbers:
         count += 1
-    return first, count
+    return first, count, sorted(numbers)
 
 
 def image_sequence_pattern(folder: str | os.PathLike[str]) -> str | None:
@@ -398,7 +402,7 @@ class ImageSequenceReader(AvReader):
     first gap, at 25 frames per second (FFmpeg's default) unless the caller gives a rate."""
 
     def __init__(self, pattern: Path) -> None:
-        first, count = _pattern_numbers(pattern)
+        first, count, _ = _pattern_numbers(pattern)
         super().__init__(pattern, format="image2", options={"start_number": str(first)}, frames=count)
         self._s.thread_type = "SLICE"  # no frame threads: no packet read past the last image
 
@@ -500,6 +504,64 @@ class AvWriter(VideoWriter):
         super().close(ok)
 
 
+class ImageSequenceWriter(VideoWriter):
+    """Numbered RGB images (``img%04d.png``; also .bmp, .tif, .ppm), numbered from 1 as FFmpeg numbers them; each
+    frame converted by nvc.color (BT.709 limited range to full-range RGB). The images appear under their names only
+    when the writer closes without error; an existing image of the pattern is refused unless ``force``, and with
+    it the pattern's other old images (past the last one written, or numbered 0) are removed, so that the folder
+    holds this sequence and no stale frame."""
+
+    CODECS = {".png": "png", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff", ".ppm": "ppm"}
+
+    def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
+        import av
+
+        self.path, self.info, self.frames, self.force = path, info, 0, force
+        self._atomic = None
+        codec = self.CODECS.get(path.suffix.lower())
+        if codec is None:
+            raise InputError(f"{path.name}: numbered images are written as {', '.join(self.CODECS)} (lossless)")
+        folder = path.parent
+        if not folder.is_dir():
+            raise InputError(f"{folder}: output folder does not exist")
+        self._old = set(_pattern_numbers(path, every=True)[2])
+        if self._old and not force:
+            first = path.name % min(self._old)
+            raise OutputExistsError(f"{folder / first}: already exists (use --force to overwrite the sequence)")
+        self._cc = av.CodecContext.create(codec, "w")
+        self._cc.width, self._cc.height, self._cc.pix_fmt = info.width, info.height, "rgb24"
+        self._tmp: list[tuple[Path, Path]] = []
+
+    def write(self, frame: Frame) -> None:
+        import av
+
+        final = self.path.parent / (self.path.name % (self.frames + 1))
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.path.parent)
+        self._tmp.append((Path(tmp), final))
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.to_rgb()), format="rgb24")
+        with os.fdopen(fd, "wb") as f:
+            for packet in self._cc.encode(vf):  # intra-only codecs: one packet per frame, no delay
+                f.write(bytes(packet))
+        self.frames += 1
+
+    def close(self, ok: bool = True) -> None:
+        tmp, self._tmp = self._tmp, []
+        try:
+            if ok:
+                umask = os.umask(0)
+                os.umask(umask)
+                for t, final in tmp:
+                    if final.exists() and not self.force:
+                        raise OutputExistsError(f"{final}: appeared while writing (use --force to overwrite)")
+                    os.chmod(t, 0o666 & ~umask)
+                    os.replace(t, final)
+                for k in sorted(n for n in self._old if n > self.frames or n < 1):
+                    (self.path.parent / (self.path.name % k)).unlink(missing_ok=True)
+        finally:
+            for t, _ in tmp:
+                t.unlink(missing_ok=True)
+
+
 WRITERS: dict[str, type[VideoWriter]] = {
     ".yuv": RawYuvWriter, ".y4m": Y4mWriter, ".mkv": AvWriter, ".mp4": AvWriter,
 }
@@ -554,8 +616,11 @@ def open(  # noqa: A001 - mirrors av.open / builtins.open
         if is_stdio(path):
             std_pipe("stdout", "pipe the Y4M output on, e.g. nvc decode in.nvc -o - | ffplay -")
             return Y4mWriter(p, info, force)
+        if is_image_pattern(p):
+            return ImageSequenceWriter(p, info, force)
         cls = WRITERS.get(p.suffix.lower())
         if cls is None:
-            raise InputError(f"{p.name}: unknown output type; use .yuv, .y4m, .mkv or .mp4 (or - for Y4M on stdout)")
+            raise InputError(f"{p.name}: unknown output type; use .yuv, .y4m, .mkv or .mp4, numbered images as "
+                             f"img%04d.png, or - for Y4M on stdout")
         return cls(p, info, force)
     raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")

@@ -267,3 +267,31 @@ def test_numbered_images_read_as_frames(tmp_path):
     with pytest.raises(InputError) as e:  # a folder: the error names the pattern to give
         io.open(seq)
     assert str(e.value) == f"{seq}: is a folder; give its numbered images' pattern, {seq / 'a%d.png'}"
+
+
+def test_numbered_images_written(tmp_path):
+    frames = make_frames(3, 20, 12)
+    info = io.VideoInfo(20, 12, Fraction(25), 3)
+    pattern = tmp_path / "out%03d.png"
+    with io.open(pattern, "w", info=info) as w:
+        for f in frames:
+            w.write(f)
+        assert not list(tmp_path.glob("out*.png"))  # the images appear only when the writer closes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out001.png", "out002.png", "out003.png"]
+    with av.open(str(tmp_path / "out002.png")) as c:
+        rgb = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.array_equal(rgb, frames[1].to_rgb())  # nvc.color's RGB, stored losslessly
+    with pytest.raises(OutputExistsError, match="out001.png: already exists"):
+        io.open(pattern, "w", info=info)
+    (tmp_path / "out000.png").write_bytes(b"")  # stale frames of the pattern go with --force
+    (tmp_path / "out007.png").write_bytes(b"")
+    (tmp_path / "keep.png").write_bytes(b"")
+    with io.open(pattern, "w", info=info, force=True) as w:
+        w.write(frames[2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png", "out001.png"]
+    with pytest.raises(RuntimeError), io.open(tmp_path / "err%d.png", "w", info=info) as w:
+        w.write(frames[0])
+        raise RuntimeError("failed mid-way")
+    assert not list(tmp_path.glob("*err*"))  # nothing left: no image, no temporary file
+    with pytest.raises(InputError, match="lossless"):
+        io.open(tmp_path / "x%03d.jpg", "w", info=info)
