@@ -355,8 +355,7 @@ class AvReader(VideoReader):
                         ) from None
                 frame = frame_from_av(vf, w, h)
                 if grey:  # neutral chroma, exactly (swscale's V comes out 127)
-                    frame.u.fill(128)
-                    frame.v.fill(128)
+                    frame = Frame(frame.y, np.full_like(frame.u, 128), np.full_like(frame.v, 128))
                 yield frame
         except av.FFmpegError as e:
             raise InputError(f"{self.name}: decoding failed ({_short(e)}){self._pipe_hint}") from None
