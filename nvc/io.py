@@ -343,11 +343,14 @@ class AvReader(VideoReader):
 
         w, h = self.info.width, self.info.height
         try:
-            for vf in self._c.decode(self._s):
+            for i, vf in enumerate(self._c.decode(self._s)):
+                if vf.width != w or vf.height != h:  # a size change mid-stream, or numbered images of two sizes
+                    raise InputError(f"{self.name}: frame {i} is {vf.width}x{vf.height}, not the video's "
+                                     f"{w}x{h} (nvc does not scale: encode the parts apart, or scale them first)")
                 grey = vf.format.name.startswith(("gray", "ya"))
-                if vf.format.name not in NATIVE_PIX_FMTS or vf.width != w or vf.height != h:
+                if vf.format.name not in NATIVE_PIX_FMTS:
                     try:
-                        vf = vf.reformat(width=w, height=h, format="yuv420p", dst_colorspace="ITU709",
+                        vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709",
                                          dst_color_range="MPEG")
                     except (av.FFmpegError, ValueError) as e:
                         raise UnsupportedFormatError(

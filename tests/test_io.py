@@ -298,3 +298,13 @@ def test_numbered_images_written(tmp_path):
     assert not list(tmp_path.glob("*err*"))  # nothing left: no image, no temporary file
     with pytest.raises(InputError, match="lossless"):
         io.open(tmp_path / "x%03d.jpg", "w", info=info)
+
+
+def test_size_change_is_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    _write_png(tmp_path / "s1.png", rng.integers(0, 256, (16, 16), np.uint8))
+    _write_png(tmp_path / "s2.png", rng.integers(0, 256, (16, 32), np.uint8))
+    with io.open(tmp_path / "s%d.png") as r, pytest.raises(InputError) as e:
+        list(r)
+    assert str(e.value) == ("s%d.png: frame 1 is 32x16, not the video's 16x16 (nvc does not scale: encode the parts "
+                            "apart, or scale them first)")
