@@ -465,14 +465,23 @@ def _print_tables(results: dict[str, Any], console: Any) -> None:
     console.print(t)
     if results["bd_rate"]:
         b = Table(title=f"BD-rate of {results['protocol']['model']} vs anchors (%, negative = fewer bits)")
+        per_seq = results["bd_rate_per_sequence"]
+        total = len(per_seq)
+        if total > 1:  # each sequence's, then their mean
+            b.add_column("sequence")
         b.add_column("anchor")
         for m in BD_METRICS:
             b.add_column(m, justify="right")
-        total = len(results["bd_rate_per_sequence"])
+        if total > 1:
+            for s, anchors in per_seq.items():
+                for a, row in anchors.items():
+                    b.add_row(s, a, *[_fmt(row.get(m)) for m in BD_METRICS])
+            b.add_section()
         counts = results.get("bd_rate_sequences", {})
         for a, row in results["bd_rate"].items():
             n = counts.get(a, {})
-            b.add_row(a, *[_fmt(row[m]) + (f" ({n[m]}/{total})" if n.get(m, total) < total else "") for m in BD_METRICS])
+            cells = [_fmt(row[m]) + (f" ({n[m]}/{total})" if n.get(m, total) < total else "") for m in BD_METRICS]
+            b.add_row(*(["mean"] if total > 1 else []), a, *cells)
         console.print(b)
         for a, metrics in results.get("bd_rate_missing", {}).items():
             for m, seqs in metrics.items():

@@ -135,6 +135,11 @@ def test_a_sequence_without_bd_rate_is_named(clips, tmp_path, monkeypatch):
     bench._print_tables(res, Console(file=buf, width=200))
     out = buf.getvalue()
     assert "-20.00 (1/2)" in out and "psnr_yuv vs x264: beta_64x64_25 left out of the mean (test curve is not" in out
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "│" in line]
+    rows = [r for r in cells if r[1:2] == ["x264"]]
+    assert [r[:3] for r in rows] == [  # each sequence's BD-rates, then their mean
+        ["alpha_64x64_25", "x264", "-20.00"], ["beta_64x64_25", "x264", "-20.00"], ["mean", "x264", "-20.00"]]
+    assert rows[1][3] == "-" and rows[2][3] == "-20.00 (1/2)"  # beta has no PSNR-YUV BD-rate
 
 
 def test_resume_skips_finished_points(clips, tmp_path, counting):
