@@ -22,6 +22,13 @@ def check_output(path: str | os.PathLike[str], force: bool) -> Path:
     return p
 
 
+def output_mode() -> int:
+    """The permission bits a new output gets: 0666 less the umask (``mkstemp`` makes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class AtomicFile:
     """A temporary file beside ``path``; ``close(ok=True)`` renames it over ``path``, else deletes it.
 
@@ -36,9 +43,7 @@ class AtomicFile:
             raise InputError(f"{parent}: output folder does not exist")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        os.chmod(tmp, output_mode())
         self.tmp = Path(tmp)
         self._f: BinaryIO | None = None
         self.closed = False

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ._atomic import AtomicFile
+from ._atomic import AtomicFile, output_mode
 from .errors import InputError, OutputExistsError, UnsupportedFormatError
 
 DEFAULT_RAW_FPS = Fraction(30)
@@ -307,7 +307,8 @@ def _raw_frames(f: BinaryIO, w: int, h: int, name: str) -> Iterator[Frame]:
 
 
 class AvReader(VideoReader):
-    """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709."""
+    """Any container/codec FFmpeg reads, through PyAV; frames converted to 8-bit yuv420p BT.709 (grey ones with
+    neutral chroma); a frame of another size than the first is refused (nvc does not scale)."""
 
     def __init__(self, path: Path, file: BinaryIO | None = None, *, format: str | None = None,
                  options: dict[str, str] | None = None, frames: int | None = None) -> None:
@@ -550,12 +551,13 @@ class ImageSequenceWriter(VideoWriter):
         tmp, self._tmp = self._tmp, []
         try:
             if ok:
-                umask = os.umask(0)
-                os.umask(umask)
+                if not self.force:
+                    for _, final in tmp:  # all checked before any is renamed: the sequence appears whole or not
+                        if final.exists():
+                            raise OutputExistsError(f"{final}: appeared while writing (use --force to overwrite)")
+                mode = output_mode()
                 for t, final in tmp:
-                    if final.exists() and not self.force:
-                        raise OutputExistsError(f"{final}: appeared while writing (use --force to overwrite)")
-                    os.chmod(t, 0o666 & ~umask)
+                    os.chmod(t, mode)
                     os.replace(t, final)
                 for k in sorted(n for n in self._old if n > self.frames or n < 1):
                     (self.path.parent / (self.path.name % k)).unlink(missing_ok=True)

@@ -281,6 +281,9 @@ def test_numbered_images_written(tmp_path):
             w.write(f)
         assert not list(tmp_path.glob("out*.png"))  # the images appear only when the writer closes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out001.png", "out002.png", "out003.png"]
+    from nvc._atomic import output_mode
+
+    assert (tmp_path / "out001.png").stat().st_mode & 0o777 == output_mode()  # not mkstemp's 0600
     with av.open(str(tmp_path / "out002.png")) as c:
         rgb = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert np.array_equal(rgb, frames[1].to_rgb())  # nvc.color's RGB, stored losslessly
