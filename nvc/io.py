@@ -3,10 +3,12 @@
 ``nvc.io.open(path, "r")`` yields :class:`Frame` objects (8-bit yuv420p planes) one at a time, so memory
 does not grow with the clip's length. A path with a printf number, as FFmpeg writes it (``frames/img%04d.png``),
 reads the numbered images from the lowest number on, up to the first gap. ``nvc.io.open(path, "w", info=...)`` writes .yuv, .y4m, or a
-lossless .mkv (FFV1) / .mp4 (x264 qp 0), chosen by extension, through a temporary file renamed on success.
+lossless .mkv (FFV1) / .mp4 (x264 qp 0), chosen by extension, through a temporary file renamed on success, or
+numbered RGB images (``img%04d.png``), renamed together once all are written.
 The path ``-`` (:data:`STDIO`) reads standard input (Y4M or anything FFmpeg probes; raw yuv420p when the caller
 gives a size) and writes Y4M to standard output, for pipes: ``ffmpeg ... -f yuv4mpegpipe - | nvc encode - ...``.
-This module imports numpy and PyAV, never torch.
+This module imports numpy and PyAV, not torch: only RGB (``Frame.to_rgb``, numbered-image output) calls nvc.color,
+which does.
 """
 
 from __future__ import annotations
