@@ -59,7 +59,9 @@ not be 0: a mean of -0.19 % on the training clips was noise, and the eval bench 
         --reuse benchmarks/results/check-nvc-lite-intra7.json --ship-below -0.5
 
 ``--ceiling`` prints instead what the intra transforms reach with no quantization at all (``g_s(g_a(x))``
-on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate.
+on the first frame, PSNR-RGB): the upper bound of the intra codec at any rate. With ``--fit-latents N`` it also
+fits the top quality's latents to the frame by N Adam steps on the synthesis' MSE (no rate, no quantization):
+what the synthesis alone can reach, whatever an analysis or an encoder's search gave it.
 """
 
 from __future__ import annotations
@@ -247,6 +249,35 @@ def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[fl
     return out
 
 
+def fitted_ceiling(model, frame, h: int, w: int, steps: int, lr: float = 0.01) -> float:
+    """PSNR-RGB of the intra synthesis at the top quality with its latents fitted to the frame: ``steps`` Adam
+    steps on the MSE of ``g_s`` from the analysis' latents (no rate, no quantization); the model is unchanged."""
+    import torch
+
+    from nvc.color import pad, yuv420_to_rgb
+
+    x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, torch.device("cpu")), model.alignment)
+    q = torch.tensor([model.qualities - 1])
+    with torch.no_grad():
+        y = model.i_y_gain(model.i_g_a(x), q)
+    y.requires_grad_(True)
+    opt = torch.optim.Adam([y], lr=lr)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            ((model.i_g_s(model.i_y_gain.invert(y, q)) - x)[..., :h, :w] ** 2).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            x_hat = model.i_g_s(model.i_y_gain.invert(y, q)).clamp(0, 1)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return float(-10 * torch.log10(((x_hat - x)[..., :h, :w] ** 2).mean()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("entries", nargs="+", help="'shipped' or weights paths, optionally ':replicate'")
@@ -257,6 +288,8 @@ def main() -> None:
     ap.add_argument("--clips", default=None, help="comma-separated clips of --data, each NAME or NAME=HxW (the crop; "
                     "needed for clips other than the default three), e.g. bigbuckbunny_CG.mp4=720x1280")
     ap.add_argument("--ceiling", action="store_true", help="intra transforms without quantization (see above)")
+    ap.add_argument("--fit-latents", type=int, default=0, metavar="N",
+                    help="with --ceiling: also the synthesis with the top quality's latents fitted by N Adam steps")
     ap.add_argument("--per-frame", action="store_true", help="also print and store each frame's (bpp, PSNR-YUV)")
     ap.add_argument("--split", action="store_true", help="also print and store each quality's bpp per frame type "
                     "(I, P) and substream (y, z, motion, header)")
@@ -297,6 +330,12 @@ def main() -> None:
                 res.setdefault("ceiling_psnr_rgb", {})[entry] = c = ceiling(model, frames[0], h, w, qs)
                 res.setdefault("ceiling_qualities", {})[entry] = list(qs)
                 print(clip, entry, f"ceiling PSNR-RGB (q{', q'.join(map(str, qs))}):", [round(v, 2) for v in c], flush=True)
+                if a.fit_latents:
+                    fit = fitted_ceiling(model, frames[0], h, w, a.fit_latents)
+                    res.setdefault("fitted_ceiling_psnr_rgb", {})[entry] = fit
+                    res["fitted_ceiling_steps"] = a.fit_latents
+                    print(clip, entry, f"synthesis with fitted latents (q{qs[-1]}, {a.fit_latents} steps):",
+                          round(fit, 2), flush=True)
             continue
         for entry in a.entries:
             stored = reusable(earlier.get("clips", {}).get(clip), entry, f"{h}x{w}", a.rgb, a.per_frame, a.split)

@@ -75,3 +75,11 @@ def test_ceiling_one_psnr_per_quality(lite) -> None:
     assert qs[0] == 0 and qs[-1] == lite.qualities - 1
     c = mod.ceiling(lite, make_frames(1, w, h)[0], h, w, qs)
     assert len(c) == len(qs) and all(20 < v < 99 for v in c)
+    import torch
+
+    before = {k: v.clone() for k, v in lite.state_dict().items()}
+    grads = [p.requires_grad for p in lite.parameters()]
+    fit = mod.fitted_ceiling(lite, make_frames(1, w, h)[0], h, w, steps=5)
+    assert fit > c[-1]  # fitting the latents to the synthesis can only help it
+    assert all(torch.equal(v, lite.state_dict()[k]) for k, v in before.items())  # the model is unchanged
+    assert [p.requires_grad for p in lite.parameters()] == grads
