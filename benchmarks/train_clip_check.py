@@ -232,13 +232,20 @@ def verdict(clips: dict, candidates: list[str], metric: str, below: float, worst
     return out
 
 
-def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[float]:
-    """PSNR-RGB of ``g_s(g_a(x))`` (intra branch, gains applied and inverted, no quantization) per quality."""
+def _intra_input(model, frame):
+    """The frame as the intra branch sees it: RGB in [0, 1], padded to the model's alignment."""
     import torch
 
     from nvc.color import pad, yuv420_to_rgb
 
-    x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, torch.device("cpu")), model.alignment)
+    return pad(yuv420_to_rgb(frame.y, frame.u, frame.v, torch.device("cpu")), model.alignment)
+
+
+def ceiling(model, frame, h: int, w: int, qualities: tuple[int, ...]) -> list[float]:
+    """PSNR-RGB of ``g_s(g_a(x))`` (intra branch, gains applied and inverted, no quantization) per quality."""
+    import torch
+
+    x = _intra_input(model, frame)
     out = []
     with torch.inference_mode():
         for q in qualities:
@@ -254,9 +261,7 @@ def fitted_ceiling(model, frame, h: int, w: int, steps: int, lr: float = 0.01) -
     steps on the MSE of ``g_s`` from the analysis' latents (no rate, no quantization); the model is unchanged."""
     import torch
 
-    from nvc.color import pad, yuv420_to_rgb
-
-    x = pad(yuv420_to_rgb(frame.y, frame.u, frame.v, torch.device("cpu")), model.alignment)
+    x = _intra_input(model, frame)
     q = torch.tensor([model.qualities - 1])
     with torch.no_grad():
         y = model.i_y_gain(model.i_g_a(x), q)

@@ -193,7 +193,7 @@ def scan_folder(path: str | Path) -> list[Sequence]:
             found = [s]
         if not found:
             raise InputError(f"{p}: no video clips (.yuv, .y4m, .mp4, .mkv, .avi, .mov, .webm) nor numbered images in this folder")
-        found.sort(key=lambda s: s[0] or s[1].stem)
+        found.sort(key=lambda s: s[1].name if s[0] is None else s[0])  # files by name, as before; folders too
     else:
         raise InputError(f"--dataset {path}: not a known dataset ({', '.join([*DATASETS, 'sample'])}) nor a folder")
     seqs = [probe(f, name) for name, f in found]

@@ -152,3 +152,9 @@ def test_folder_with_numbered_images_and_avi(tmp_path):
     assert [(s.name, s.frames) for s in only] == [("walk", 3)]
     with open_video(only[0].path) as r:
         assert np.allclose([int(f.y[0, 0]) for f in r], [16 + k * 219 / 255 for k in range(1, 4)], atol=1)
+
+
+def test_folder_order_is_by_file_name(tmp_path):
+    write_y4m(tmp_path / "a.y4m")
+    write_y4m(tmp_path / "a-1.y4m")  # '-' sorts before '.': a-1.y4m comes first, as the files are named
+    assert [s.name for s in find_sequences(str(tmp_path))] == ["a-1", "a"]
