@@ -287,6 +287,7 @@ def train(
 def bench(
     dataset: str = typer.Option("sample", "--dataset", "-d", help="uvg, hevc-b, mcl-jcv (with --root), a folder of clips (and subfolders of numbered images), or sample."),
     root: Optional[Path] = typer.Option(None, "--root", help="Folder holding the named dataset's files."),
+    sequences: Optional[str] = typer.Option(None, "--sequences", help="Comma-separated sequence names: only these of the dataset (default: all)."),
     model: str = typer.Option("nvc-lite", "--model", "-m"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
     qualities: Optional[str] = typer.Option(None, "--qualities", help="Comma-separated qualities (default: all)."),
@@ -304,12 +305,11 @@ def bench(
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
 
-    qs = [int(q) for q in qualities.split(",")] if qualities else None
     an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
-              qualities=qs, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
+              qualities=qualities, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
               device=device, progress=True, numeric=numeric, flat_quality=flat_quality, refine=refine,
-              postfilter=postfilter)
+              postfilter=postfilter, sequences=sequences)
     failures = results.get("failures", [])
     if failures:
         err.print(f"nvc: {len(failures)} benchmark point(s) failed (see results.json); rerun to retry them",

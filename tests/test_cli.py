@@ -237,3 +237,19 @@ def test_encode_json_report(tmp_path):
     assert r.exit_code == 0 and json.loads(r.stderr)["frames"] == 3 and r.stdout_bytes.startswith(b"NVC")
     r = runner.invoke(app, ["decode", str(tmp_path / "a.nvc"), "-o", str(tmp_path / "a.yuv"), "--quiet", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["frames"] == 3 and json.loads(r.stdout)["width"] == 48
+
+
+def test_bench_sequences_and_bad_qualities(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b"):
+        write_y4m(clips / f"{name}.y4m", make_frames(2, 48, 32))
+    for args, words in ((["--qualities", "a,b"], "--qualities: expected integers"),
+                        (["--sequences", "c"], "no sequence c")):
+        r = runner.invoke(app, ["bench", "--dataset", str(clips), "--anchors", "none", "--out", str(tmp_path / "x"), *args])
+        assert r.exit_code == 2 and words in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["bench", "--dataset", str(clips), "--sequences", "b", "--qualities", "0", "--anchors", "none",
+                            "--frames", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert list(json.loads((out / "results.json").read_text())["sequences"]) == ["b"]
