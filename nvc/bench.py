@@ -590,9 +590,12 @@ def run_bench(
         raise InputError(f"--gop must be 1..65535, not {gop}")
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, not {jobs}")
-    from .codec import check_refine
+    from .codec import check_numeric, check_refine, resolve_device
 
     check_refine(None, refine)  # the step count, also for a run of anchors only (the model is checked on load)
+    if numeric is not None:  # before any point runs or the protocol is written
+        check_numeric(numeric)
+    resolve_device(device)
     anchors, sequences = _split(anchors), _split(sequences) if sequences is not None else None
     if isinstance(qualities, str):
         try:

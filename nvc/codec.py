@@ -38,12 +38,17 @@ def resolve_device(device: str) -> torch.device:
 NUMERIC_CHOICES = ("exact", "fast")
 
 
+def check_numeric(numeric: str) -> None:
+    """Refuses a numeric mode other than :data:`NUMERIC_CHOICES`."""
+    if numeric not in NUMERIC_CHOICES:
+        raise InputError(f"unknown --numeric {numeric!r}: use exact or fast")
+
+
 def numeric_mode(device: torch.device, numeric: str = "fast") -> NumericMode:
     """The header's numeric mode: ``exact`` (any device decodes it) or ``fast`` (float32 on ``device``)."""
+    check_numeric(numeric)
     if numeric == "exact":
         return NumericMode.EXACT
-    if numeric != "fast":
-        raise InputError(f"unknown --numeric {numeric!r}: use exact or fast")
     return NumericMode.FLOAT32_CUDA if device.type == "cuda" else NumericMode.FLOAT32_CPU
 
 

@@ -232,6 +232,10 @@ def test_argument_errors(clips, tmp_path):
             bench.run_bench(str(clips), None, **args)
     with pytest.raises(InputError, match="--refine"):  # checked before any work, even with no nvc points
         bench.run_bench(str(clips), None, out=str(tmp_path / "o"), qualities=[], refine=-1, progress=False)
+    for kw, words in (({"numeric": "bad"}, "unknown --numeric"), ({"device": "bad"}, "unknown device")):
+        with pytest.raises(InputError, match=words):  # refused before any point runs: no protocol written
+            bench.run_bench(str(clips), None, out=str(tmp_path / "p"), qualities=[0], progress=False, **kw)
+        assert not (tmp_path / "p" / "protocol.json").exists()
 
 
 def test_refine_needs_a_refinable_model(clips, tmp_path, monkeypatch):
