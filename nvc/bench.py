@@ -452,6 +452,7 @@ def _fmt(v: Any, nd: int = 2) -> str:
 
 
 def _print_tables(results: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=f"RD points, mean over {len(results['sequences'])} sequence(s)")
@@ -475,7 +476,7 @@ def _print_tables(results: dict[str, Any], console: Any) -> None:
         if total > 1:
             for s, anchors in per_seq.items():
                 for a, row in anchors.items():
-                    b.add_row(s, a, *[_fmt(row.get(m)) for m in BD_METRICS])
+                    b.add_row(escape(s), a, *[_fmt(row.get(m)) for m in BD_METRICS])
             b.add_section()
         counts = results.get("bd_rate_sequences", {})
         for a, row in results["bd_rate"].items():
@@ -486,9 +487,9 @@ def _print_tables(results: dict[str, Any], console: Any) -> None:
         for a, metrics in results.get("bd_rate_missing", {}).items():
             for m, seqs in metrics.items():
                 for s, why in seqs.items():
-                    console.print(f"{m} vs {a}: {s} left out of the mean ({why})", highlight=False)
+                    console.print(f"{m} vs {a}: {s} left out of the mean ({why})", highlight=False, markup=False)
     for f in results["failures"]:
-        console.print(f"[red]failed[/red] {f['point']}: {f['error']}")
+        console.print(f"[red]failed[/red] {escape(f['point'])}: {escape(f['error'])}", highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -683,7 +684,7 @@ def run_bench(
 
         console = Console(stderr=True)
         _print_tables(results, console)
-        console.print(f"results in {out_dir}/ (results.json, results.csv, rd.png)")
+        console.print(f"results in {out_dir}/ (results.json, results.csv, rd.png)", highlight=False, markup=False)
     return results
 
 
@@ -693,6 +694,7 @@ def _execute(todo: list[Point], cfg: BenchConfig, jobs: int, progress: bool, ski
     failures: list[dict[str, str]] = []
     bar: Any = None
     if progress:
+        from rich.markup import escape
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
@@ -705,12 +707,12 @@ def _execute(todo: list[Point], cfg: BenchConfig, jobs: int, progress: bool, ski
             if err is not None:
                 failures.append({"point": key, "error": err})
             if bar is not None:
-                bar.update(task, advance=1, description=key)
+                bar.update(task, advance=1, description=escape(key))
 
         if jobs == 1 or len(todo) <= 1:
             for p in todo:
                 if bar is not None:
-                    bar.update(task, description=p.key)
+                    bar.update(task, description=escape(p.key))
                 done(*_do_point(p, cfg))
         else:
             import multiprocessing as mp

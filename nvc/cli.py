@@ -17,6 +17,7 @@ from typing import Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import NvcError
 from .ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, DEFAULT_LADDER, DEFAULT_LAMBDA
@@ -49,7 +50,7 @@ def _command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NvcError as e:
-            err.print(f"[bold red]nvc: error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]nvc: error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except BrokenPipeError:  # `nvc decode x.nvc -o - | head -c 100`: the reader left early
             _silence_stdout()
@@ -57,7 +58,7 @@ def _command(fn: F) -> F:
             raise typer.Exit(2) from None
         except OSError as e:  # disk full, permission denied while writing, ...: the output was not left behind
             where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-            err.print(f"[bold red]nvc: error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]nvc: error:[/] {escape(f'{where}{e.strerror or e}')}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("nvc: interrupted; no partial output file was left", highlight=False)
@@ -170,7 +171,7 @@ def encode(
         f"PSNR-YUV {r.psnr_yuv:.2f} dB (Y {r.psnr_y:.2f} U {r.psnr_u:.2f} V {r.psnr_v:.2f}), "
         f"{r.encode_fps:.2f} fps on {r.device} ({r.numeric})"
         + (f", converted from {r.source_pix_fmt} to 8-bit yuv420p" if r.converted else ""),
-        highlight=False, soft_wrap=True,
+        highlight=False, markup=False, soft_wrap=True,
     )
 
 
@@ -197,7 +198,7 @@ def decode(
     if as_json:
         _json(r.to_dict(), _report(output))
         return
-    _report(output).print(f"{output_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False)
+    _report(output).print(f"{output_name(output)}: {r.frames} frames {r.width}x{r.height}, {r.decode_fps:.2f} fps", highlight=False, markup=False)
 
 
 @_command
@@ -214,7 +215,7 @@ def info(
         return
     for k, v in d.items():
         if k != "frames":
-            out.print(f"{k:>16}: {v}", highlight=False)
+            out.print(f"{k:>16}: {v}", highlight=False, markup=False)
     frames = d.get("frames", [])
     counts = {t: sum(1 for f in frames if f["type"] == t) for t in ("I", "P")}
     out.print(f"{'frame records':>16}: {len(frames)} (I {counts['I']}, P {counts['P']})", highlight=False)
@@ -280,7 +281,7 @@ def train(
             bar.update(task, completed=r["step"], loss=r["loss"], bpp=r["bpp"], psnr=r["psnr"])
 
         path = run_train(cfg, on_log=on_log, max_steps=steps)
-    out.print(f"weights: {path}", highlight=False)
+    out.print(f"weights: {path}", highlight=False, markup=False)
 
 
 @_command

@@ -253,3 +253,12 @@ def test_bench_sequences_and_bad_qualities(tmp_path):
                             "--frames", "2", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert list(json.loads((out / "results.json").read_text())["sequences"]) == ["b"]
+
+
+def test_names_with_brackets_are_printed_as_they_are(tmp_path):
+    """Messages and summaries print file names literally: rich would read [red] or [i] in them as markup."""
+    r = runner.invoke(app, ["decode", str(tmp_path / "x[red].nvc"), "-o", str(tmp_path / "y.y4m")])
+    assert r.exit_code == 2 and "x[red].nvc: no such file" in r.output
+    src = write_yuv(tmp_path / "c[b]_48x32.yuv", make_frames(1, 48, 32))
+    r = runner.invoke(app, ["encode", str(src), "-o", str(tmp_path / "s[i].nvc"), "-q", "0", "--quiet"])
+    assert r.exit_code == 0 and "s[i].nvc: 1 frames" in r.output, r.output
