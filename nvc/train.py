@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from .errors import InputError, ModelError
-from .models import coding_state, create
+from .models import architecture, coding_state, create
 
 
 @dataclass
@@ -66,6 +66,17 @@ class Stage:
 STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix", "intra", "intra_offset", "boost_period", "boost"}
 # The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
 LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
+
+
+def _check_type(path: Path, key: str, value: Any, kind: type) -> None:
+    """Refuses a config value not of ``kind`` (a float takes an integer too; a bool is not a number)."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
+          else isinstance(value, int) and not isinstance(value, bool) if kind is int
+          else isinstance(value, kind))
+    if not ok:
+        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+                dict: "a table"}.get(kind, kind.__name__)
+        raise InputError(f"{path}: {key} must be {what}, not {value!r}")
 
 
 @dataclass
@@ -129,10 +140,20 @@ class TrainConfig:
         p = Path(path)
         raw = _read_config(p)
         stages = []
-        for s in raw.pop("stages", []):
+        raw_stages = raw.pop("stages", [])
+        if not isinstance(raw_stages, list) or not all(isinstance(s, dict) for s in raw_stages):
+            raise InputError(f"{p}: stages must be [[stages]] tables")
+        for i, s in enumerate(raw_stages):
             extra = set(s) - STAGE_KEYS
             if extra:
                 raise InputError(f"{p}: unknown stage keys {sorted(extra)}")
+            missing = [k for k in ("steps", "frames", "lr") if k not in s]
+            if missing:
+                raise InputError(f"{p}: stage {i + 1} lacks {', '.join(missing)}")
+            for key, kind in (("steps", int), ("frames", int), ("lr", float), ("loss", str), ("prefix", int),
+                              ("intra", bool), ("intra_offset", int), ("boost_period", int), ("boost", int)):
+                if key in s:
+                    _check_type(p, f"stage {i + 1} {key}", s[key], kind)
             stage = Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd")),
                           int(s.get("prefix", 0)), bool(s.get("intra", False)), int(s.get("intra_offset", 0)),
                           int(s.get("boost_period", 0)), int(s.get("boost", 0)))
@@ -143,12 +164,19 @@ class TrainConfig:
                 raise InputError(f"{p}: a stage's boost and boost_period go together (both 0, or both set)")
             stages.append(stage)
         if "lambda" in raw:
+            _check_type(p, "lambda", raw["lambda"], float)
             raw["lmbda"] = float(raw.pop("lambda"))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
             raise InputError(f"{p}: unknown config keys {sorted(unknown)}")
+        defaults = cls()
+        for key, value in raw.items():  # each key of the type its default has (lambda, checked above: a number)
+            default = getattr(defaults, key)
+            if default is not None:
+                _check_type(p, key, value, type(default))
         cfg = cls(**raw)
+        architecture(cfg.model)  # an unknown model name: refused here, before any training output
         if stages:
             cfg.stages = stages
         if cfg.accumulate < 1 or cfg.batch % cfg.accumulate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from nvc.train import TrainConfig, train
-from nvc.errors import InputError
+from nvc.errors import InputError, ModelError
 
 
 def _data(root):
@@ -136,6 +137,25 @@ def test_bad_config(tmp_path):
             TrainConfig.from_toml(p)
     p.write_text('init = "w.safetensors"\ninit_digest = "58E2D450"\n')
     assert TrainConfig.from_toml(p).init_digest == "58e2d450"
+    stage = "[[stages]]\nsteps = 1\nframes = 1\nlr = 1e-4\n"
+    for text, words in (('batch = "x"\n', "batch must be an integer, not 'x'"),
+                        ("bf16 = 1\n", "bf16 must be true or false, not 1"),
+                        ("crop = 128.5\n", "crop must be an integer"),
+                        ('lambda = "x"\n', "lambda must be a number"),
+                        ('data = 3\n', "data must be a string"),
+                        ("stages = 3\n", "stages must be [[stages]] tables"),
+                        ("[[stages]]\nframes = 1\n", "stage 1 lacks steps, lr"),
+                        (stage.replace("steps = 1", 'steps = "a"'), "stage 1 steps must be an integer"),
+                        (stage + "intra = 1\n", "stage 1 intra must be true or false")):
+        p.write_text(text)
+        with pytest.raises(InputError, match=re.escape(words)):
+            TrainConfig.from_toml(p)
+    p.write_text('model = "nope"\n')
+    with pytest.raises(ModelError, match="unknown model 'nope'"):  # when the config is read, before any output
+        TrainConfig.from_toml(p)
+    p.write_text("aux_lr = 1\nlambda = 256\n" + stage)  # a float takes an integer
+    cfg = TrainConfig.from_toml(p)
+    assert cfg.aux_lr == 1 and cfg.lmbda == 256.0 and cfg.stages[0].lr == 1e-4
 
 
 def test_config_extends(tmp_path):

@@ -48,7 +48,7 @@ def names() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def _architecture(name: str) -> Callable[..., nn.Module]:
+def architecture(name: str) -> Callable[..., nn.Module]:
     """The factory registered as ``name``."""
     try:
         return ARCHITECTURES[name]
@@ -58,7 +58,7 @@ def _architecture(name: str) -> Callable[..., nn.Module]:
 
 def create(name: str, **cfg: Any) -> nn.Module:
     """Builds architecture ``name`` with fresh (untrained) weights."""
-    return _architecture(name)(**cfg)
+    return architecture(name)(**cfg)
 
 
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -157,7 +157,7 @@ def load(name: str = DEFAULT_MODEL, checkpoint: str | Path | None = None, device
     (bytes) for the stream header.
     """
     options = {k: v for k, v in options.items() if v is not None}
-    _architecture(name)  # before any file: a typo in --model is not a missing weights file
+    architecture(name)  # before any file: a typo in --model is not a missing weights file
     path = Path(checkpoint) if checkpoint else shipped_weights(name)
     if checkpoint is None and not path.is_file():
         raise ModelError(f"no shipped weights for {name!r} ({path.name} missing); pass --checkpoint")
