@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 import tomllib
@@ -160,6 +161,11 @@ class TrainConfig:
             for key in ("prefix", "intra_offset", "boost_period", "boost"):
                 if getattr(stage, key) < 0:
                     raise InputError(f"{p}: stage {key} must be 0 or more, not {getattr(stage, key)}")
+            for key in ("steps", "frames"):
+                if getattr(stage, key) < 1:
+                    raise InputError(f"{p}: stage {i + 1} {key} must be at least 1, not {getattr(stage, key)}")
+            if not stage.lr > 0:
+                raise InputError(f"{p}: stage {i + 1} lr must be above 0, not {stage.lr}")
             if bool(stage.boost) != bool(stage.boost_period):
                 raise InputError(f"{p}: a stage's boost and boost_period go together (both 0, or both set)")
             stages.append(stage)
@@ -179,6 +185,13 @@ class TrainConfig:
         architecture(cfg.model)  # an unknown model name: refused here, before any training output
         if stages:
             cfg.stages = stages
+        for key in ("batch", "crop", "checkpoint_every", "export_every", "log_every"):
+            if getattr(cfg, key) < 1:
+                raise InputError(f"{p}: {key} must be at least 1, not {getattr(cfg, key)}")
+        if cfg.threads < 0 or not cfg.aux_lr > 0 or cfg.clip_grad < 0 or not 0 <= cfg.photo_prob <= 1:
+            raise InputError(f"{p}: threads and clip_grad must be 0 or more, aux_lr above 0, photo_prob 0..1")
+        if not (cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device)):
+            raise InputError(f"{p}: unknown device {cfg.device!r}: use auto, cpu or cuda")
         if cfg.accumulate < 1 or cfg.batch % cfg.accumulate:
             raise InputError(f"{p}: accumulate must divide batch ({cfg.batch}) into equal parts, not {cfg.accumulate}")
         if cfg.init_digest:
@@ -408,7 +421,14 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = create(cfg.model, **args).to(device)
+    try:
+        model = create(cfg.model, **args).to(device)
+    except (TypeError, ValueError) as e:  # a model_args key the architecture has not, or a value it cannot take
+        raise InputError(f"{cfg.model} cannot be built from model_args {cfg.model_args}: {e}") from None
+    losses = getattr(model, "stage_losses", ("rd",))
+    bad = sorted({s.loss for s in cfg.stages} - set(losses))
+    if bad:
+        raise InputError(f"model {cfg.model!r} has no stage loss {', '.join(map(repr, bad))}; use {', '.join(losses)}")
     if any(s.prefix for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):
         raise InputError(f"model {cfg.model!r} does not train with a stage prefix")
     if any(s.intra or s.intra_offset or s.boost for s in cfg.stages) and not getattr(model, "trains_with_prefix", False):

@@ -146,7 +146,14 @@ def test_bad_config(tmp_path):
                         ("stages = 3\n", "stages must be [[stages]] tables"),
                         ("[[stages]]\nframes = 1\n", "stage 1 lacks steps, lr"),
                         (stage.replace("steps = 1", 'steps = "a"'), "stage 1 steps must be an integer"),
-                        (stage + "intra = 1\n", "stage 1 intra must be true or false")):
+                        (stage + "intra = 1\n", "stage 1 intra must be true or false"),
+                        (stage.replace("steps = 1", "steps = 0"), "stage 1 steps must be at least 1, not 0"),
+                        (stage.replace("frames = 1", "frames = 0"), "stage 1 frames must be at least 1, not 0"),
+                        (stage.replace("lr = 1e-4", "lr = -1.0"), "stage 1 lr must be above 0"),
+                        ("batch = 0\n" + stage, "batch must be at least 1, not 0"),
+                        ("log_every = 0\n" + stage, "log_every must be at least 1"),
+                        ("photo_prob = 2\n" + stage, "photo_prob 0..1"),
+                        ('device = "gpu"\n' + stage, "unknown device 'gpu'")):
         p.write_text(text)
         with pytest.raises(InputError, match=re.escape(words)):
             TrainConfig.from_toml(p)
@@ -487,3 +494,18 @@ lr = 0.001
         p.write_text(_tiny_lite(data, tmp_path / "run2", 2) + f"accumulate = {bad}\n" + stages)
         with pytest.raises(InputError, match="accumulate must divide batch"):
             TrainConfig.from_toml(p)
+
+
+def test_model_args_and_stage_loss_refused_before_training(tmp_path):
+    data = _data(tmp_path / "data")
+    stage = "[[stages]]\nsteps = 1\nframes = 1\nlr = 1e-3\n"
+    for head, extra, words in (('model_args = { foo = 1 }\n', "", "cannot be built from model_args {'foo': 1}"),
+                               ("", 'loss = "flow"\n', "has no stage loss 'flow'; use rd")):
+        p = tmp_path / "c.toml"
+        tiny = _tiny_lite(data, tmp_path / "run", 1)
+        if head:
+            tiny = tiny.replace("model_args = { n = 8, m = 8, c = 4 }\n", head)
+        p.write_text(tiny + stage + extra)
+        with pytest.raises(InputError, match=re.escape(words)):
+            train(TrainConfig.from_toml(p))
+        assert not (tmp_path / "run" / "last.pt").exists()

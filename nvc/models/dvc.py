@@ -326,6 +326,8 @@ class DVC(nn.Module):
     # Latents are /16 and hyper-latents /64 of the frame size.
     alignment = 64
     qualities = 1
+    # the training stages' objectives it has (``loss`` of a stage; "flow": the motion warm-up)
+    stage_losses = ("rd", "flow")
 
     def __init__(self, mv_channels: int = MV_CHANNELS, n: int = N_CHANNELS, m: int = M_CHANNELS,
                  flow_levels: int = 4, lmbda: float = 1024.0) -> None:
