@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError, NvcError, UnsupportedFormatError
 from .io import Frame, frame_from_av, frame_to_av
 
@@ -107,6 +109,13 @@ def _from_av(vf: object, w: int, h: int) -> Frame:
     return frame_from_av(vf, w, h)
 
 
+def _crop(frame: Frame, w: int, h: int) -> Frame:
+    """``frame`` cut to ``w`` x ``h`` (an anchor's even-padded picture; chroma sizes round up alike)."""
+    if (frame.width, frame.height) == (w, h):
+        return frame
+    return Frame(np.ascontiguousarray(frame.y[:h, :w]), frame.u, frame.v)
+
+
 def encode_decode(
     frames: Iterable[Frame],
     anchor: str,
@@ -118,7 +127,11 @@ def encode_decode(
     max_frames: int | None = None,
     stream_path: str | os.PathLike[str] | None = None,
 ) -> AnchorResult:
-    """Encodes ``frames`` (8-bit yuv420p, even width and height) with ``anchor`` at ``crf``, decodes back.
+    """Encodes ``frames`` (8-bit yuv420p) with ``anchor`` at ``crf``, decodes back.
+
+    An odd width or height is coded padded to even by repeating the last column or row (yuv420p needs even
+    sides; the chroma planes already cover it), and the decoded frames are cropped back: the bits include
+    the padding.
 
     ``max_frames`` stops reading ``frames`` after that many; ``stream_path`` also saves the elementary
     stream (``.264``/``.265``/``.obu``, playable by ffmpeg/ffplay). Timings cover only the encoder and
@@ -154,10 +167,8 @@ def encode_decode(
                 break
             if enc is None:
                 w, h = frame.width, frame.height
-                if w % 2 or h % 2:
-                    raise InputError(f"{anchor}: frame size {w}x{h} must be even for yuv420p")
                 enc = av.CodecContext.create(a.encoder, "w")
-                enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+                enc.width, enc.height, enc.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
                 enc.time_base, enc.framerate = time_base, rate
                 enc.color_range, enc.colorspace, enc.color_primaries, enc.color_trc = 1, 1, 1, 1
                 enc.gop_size = gop
@@ -165,6 +176,8 @@ def encode_decode(
                 enc.options = a.options(int(crf), gop, preset)
             elif (frame.width, frame.height) != (w, h):
                 raise InputError(f"{anchor}: frame {n} is {frame.width}x{frame.height}, expected {w}x{h}")
+            if w % 2 or h % 2:
+                frame = Frame(np.pad(frame.y, ((0, h % 2), (0, w % 2)), mode="edge"), frame.u, frame.v)
             vf = frame_to_av(frame, n, time_base)
             t0 = time.perf_counter()
             out = enc.encode(vf)
@@ -188,7 +201,7 @@ def encode_decode(
             t0 = time.perf_counter()
             out = dec.decode(av.Packet(data) if data is not None else None)
             t_dec += time.perf_counter() - t0
-            recon += [_from_av(vf, w, h) for vf in out]
+            recon += [_crop(_from_av(vf, w + w % 2, h + h % 2), w, h) for vf in out]
     except av.FFmpegError as e:
         raise NvcError(f"{anchor}: decoding its own stream failed ({str(e).splitlines()[0][:160]})") from None
     if len(recon) != n:
