@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._atomic import AtomicFile, output_mode
-from .errors import InputError, OutputExistsError, UnsupportedFormatError
+from .errors import InputError, NvcError, OutputExistsError, UnsupportedFormatError
 
 DEFAULT_RAW_FPS = Fraction(30)
 MAX_DIMENSION = 16384
@@ -480,8 +480,11 @@ class AvWriter(VideoWriter):
     def __init__(self, path: Path, info: VideoInfo, force: bool) -> None:
         import av
 
-        super().__init__(path, info, force)
         fmt = "matroska" if path.suffix.lower() == ".mkv" else "mp4"
+        if fmt == "mp4" and (info.width % 2 or info.height % 2):
+            raise UnsupportedFormatError(f"{path.name}: x264 codes yuv420p with an even width and height only, and "
+                                         f"this video is {info.width}x{info.height}: write .mkv (FFV1), .y4m or .yuv")
+        super().__init__(path, info, force)
         self._c = av.open(str(self._atomic.tmp), "w", format=fmt)
         codec, opts = ("ffv1", {}) if fmt == "matroska" else ("libx264", {"qp": "0", "preset": "medium"})
         self._s = self._c.add_stream(codec, rate=info.fps, options=opts)
@@ -490,15 +493,25 @@ class AvWriter(VideoWriter):
         cc.color_range, cc.colorspace, cc.color_primaries, cc.color_trc = 1, 1, 1, 1  # MPEG range, BT.709
 
     def write(self, frame: Frame) -> None:
+        import av
+
         vf = frame_to_av(frame, self.frames, 1 / self.info.fps)
-        for packet in self._s.encode(vf):
-            self._c.mux(packet)
+        try:
+            for packet in self._s.encode(vf):
+                self._c.mux(packet)
+        except av.FFmpegError as e:
+            raise NvcError(f"{self.path.name}: writing failed ({_short(e)})") from None
         self.frames += 1
 
     def _finish(self) -> None:
-        for packet in self._s.encode():
-            self._c.mux(packet)
-        self._c.close()
+        import av
+
+        try:
+            for packet in self._s.encode():
+                self._c.mux(packet)
+            self._c.close()
+        except av.FFmpegError as e:
+            raise NvcError(f"{self.path.name}: writing failed ({_short(e)})") from None
 
     def close(self, ok: bool = True) -> None:
         if not ok:

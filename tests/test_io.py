@@ -90,6 +90,16 @@ def test_lossless_containers(tmp_path, ext):
     assert len(got) == 3 and all(_same(a, b) for a, b in zip(frames, got))
 
 
+def test_odd_sizes_and_mp4(tmp_path):
+    """.mkv, .y4m and numbered images keep an odd size; .mp4's x264 cannot, and says so before writing."""
+    frames = make_frames(2, 33, 17)
+    info = io.VideoInfo(33, 17, Fraction(25), 2)
+    assert all(_same(a, b) for a, b in zip(frames, list(io.open(write_y4m(tmp_path / "a.mkv", frames)))))
+    with pytest.raises(UnsupportedFormatError, match="even width and height.*33x17"):
+        io.open(tmp_path / "a.mp4", "w", info=info)
+    assert not list(tmp_path.glob("*.mp4*")) and not list(tmp_path.glob(".a.mp4*"))
+
+
 def test_ten_bit_input_is_converted(tmp_path):
     p = tmp_path / "ten.mkv"
     with av.open(str(p), "w") as c:
