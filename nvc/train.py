@@ -64,7 +64,10 @@ class Stage:
     boost: int = 0
 
 
-STAGE_KEYS = {"steps", "frames", "lr", "loss", "prefix", "intra", "intra_offset", "boost_period", "boost"}
+# each stage key's type, from Stage's fields (their annotations are strings here: postponed evaluation)
+STAGE_TYPES: dict[str, type] = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+                                for f in dataclasses.fields(Stage)}
+STAGE_KEYS = set(STAGE_TYPES)
 # The model argument that the config's ``lambda`` sets (single-rate models trained once per lambda).
 LAMBDA_ARGS = {"dvc": "lmbda", "dhvc-1.0": "lmb"}
 
@@ -151,13 +154,9 @@ class TrainConfig:
             missing = [k for k in ("steps", "frames", "lr") if k not in s]
             if missing:
                 raise InputError(f"{p}: stage {i + 1} lacks {', '.join(missing)}")
-            for key, kind in (("steps", int), ("frames", int), ("lr", float), ("loss", str), ("prefix", int),
-                              ("intra", bool), ("intra_offset", int), ("boost_period", int), ("boost", int)):
-                if key in s:
-                    _check_type(p, f"stage {i + 1} {key}", s[key], kind)
-            stage = Stage(int(s["steps"]), int(s["frames"]), float(s["lr"]), str(s.get("loss", "rd")),
-                          int(s.get("prefix", 0)), bool(s.get("intra", False)), int(s.get("intra_offset", 0)),
-                          int(s.get("boost_period", 0)), int(s.get("boost", 0)))
+            for key, value in s.items():
+                _check_type(p, f"stage {i + 1} {key}", value, STAGE_TYPES[key])
+            stage = Stage(**{k: float(v) if STAGE_TYPES[k] is float else v for k, v in s.items()})
             for key in ("prefix", "intra_offset", "boost_period", "boost"):
                 if getattr(stage, key) < 0:
                     raise InputError(f"{p}: stage {key} must be 0 or more, not {getattr(stage, key)}")
