@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m", ".yuv"}
+from .io import CLIP_EXTS
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}  # photos, and frames of image folders (read with PIL)
+VIDEO_EXTS = set(CLIP_EXTS)
 
 
 def _load_image(path: Path) -> np.ndarray:

@@ -24,12 +24,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import InputError
-from .io import fps_from_name, image_sequence_pattern, parse_fps, size_from_name
+from .io import CLIP_EXTS, fps_from_name, image_sequence_pattern, parse_fps, size_from_name
 
 __all__ = ["Sequence", "DATASETS", "Dataset", "find_sequences", "scan_folder", "probe"]
 
 VIDEO_EXTS = (".yuv", ".y4m", ".mp4")
-FOLDER_EXTS = (".yuv", ".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm")
+FOLDER_EXTS = CLIP_EXTS
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def scan_folder(path: str | Path) -> list[Sequence]:
         if not found and (s := _image_sequence(p)) is not None:
             found = [s]
         if not found:
-            raise InputError(f"{p}: no video clips (.yuv, .y4m, .mp4, .mkv, .avi, .mov, .webm) nor numbered images in this folder")
+            raise InputError(f"{p}: no video clips ({', '.join(FOLDER_EXTS)}) nor numbered images in this folder")
         found.sort(key=lambda s: s[1].name if s[0] is None else s[0])  # files by name, as before; folders too
     else:
         raise InputError(f"--dataset {path}: not a known dataset ({', '.join([*DATASETS, 'sample'])}) nor a folder")

@@ -37,8 +37,10 @@ NATIVE_PIX_FMTS = frozenset({"yuv420p", "yuvj420p"})
 
 # still-image files read as the frames of a numbered sequence (``img%04d.png``)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
+# video files taken as clips when a folder is scanned (bench datasets, training data)
+CLIP_EXTS = (".yuv", ".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm")
 
-__all__ = ["STDIO", "IMAGE_EXTS", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "image_sequence_pattern",
+__all__ = ["STDIO", "CLIP_EXTS", "IMAGE_EXTS", "Frame", "VideoInfo", "VideoReader", "VideoWriter", "image_sequence_pattern",
            "is_image_pattern", "is_stdio", "open", "output_name", "parse_size", "parse_fps", "std_pipe"]
 
 
