@@ -558,7 +558,7 @@ def run_bench(
     model: str = "nvc-lite",
     checkpoint: str | os.PathLike[str] | None = None,
     qualities: Iterable[int] | str | None = None,
-    anchors: Iterable[str] = ("x264", "x265"),
+    anchors: Iterable[str] | str = ("x264", "x265"),
     out: str | os.PathLike[str] | None = None,
     frames: int = 96,
     gop: int = 32,

@@ -306,9 +306,8 @@ def bench(
     """Rate-distortion benchmark of nvc against x264/x265 under one protocol."""
     from .bench import run_bench
 
-    an = tuple(a.strip() for a in anchors.split(",") if a.strip() and a.strip() != "none")
     results = run_bench(dataset, str(root) if root else None, model=model, checkpoint=str(checkpoint) if checkpoint else None,
-              qualities=qualities, anchors=an, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
+              qualities=qualities, anchors=anchors, out=str(out_dir) if out_dir else None, frames=frames, gop=gop, jobs=jobs,
               device=device, progress=True, numeric=numeric, flat_quality=flat_quality, refine=refine,
               postfilter=postfilter, sequences=sequences)
     failures = results.get("failures", [])

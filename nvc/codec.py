@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,17 @@ from .ladder import DEFAULT_LADDER, DEFAULT_LAMBDA, FLAT, QualityLadder, ladder_
 from .models.layers import one_thread
 
 
+def check_device(device: str) -> None:
+    """Refuses a device name other than auto, cpu, cuda or cuda:N."""
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cpu'/'cuda' as given (cuda checked)."""
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA GPU is available")
     return torch.device(device)

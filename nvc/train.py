@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import time
 import tomllib
@@ -39,6 +38,7 @@ from typing import Any
 
 import torch
 
+from .codec import check_device
 from .errors import InputError, ModelError
 from .models import architecture, coding_state, create
 
@@ -189,8 +189,10 @@ class TrainConfig:
                 raise InputError(f"{p}: {key} must be at least 1, not {getattr(cfg, key)}")
         if cfg.threads < 0 or not cfg.aux_lr > 0 or cfg.clip_grad < 0 or not 0 <= cfg.photo_prob <= 1:
             raise InputError(f"{p}: threads and clip_grad must be 0 or more, aux_lr above 0, photo_prob 0..1")
-        if not (cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device)):
-            raise InputError(f"{p}: unknown device {cfg.device!r}: use auto, cpu or cuda")
+        try:
+            check_device(cfg.device)
+        except InputError as e:
+            raise InputError(f"{p}: {e}") from None
         if cfg.accumulate < 1 or cfg.batch % cfg.accumulate:
             raise InputError(f"{p}: accumulate must divide batch ({cfg.batch}) into equal parts, not {cfg.accumulate}")
         if cfg.init_digest:
