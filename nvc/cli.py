@@ -274,13 +274,26 @@ def train(
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f} bpp {task.fields[bpp]:.3f} PSNR {task.fields[psnr]:.2f}"),
                TimeRemainingColumn()]
-    with Progress(*columns, console=err) as bar:
-        task = bar.add_task("train", total=cfg.total_steps, loss=0.0, bpp=0.0, psnr=0.0)
+    # a transient spinner while the model and the data are prepared (an error there leaves only its own line),
+    # then the bar from the step training starts at
+    status = err.status("train: preparing the model and the data", spinner="dots")
+    bar = Progress(*columns, console=err)
+    task = bar.add_task("train", total=cfg.total_steps, loss=0.0, bpp=0.0, psnr=0.0)
 
-        def on_log(r: dict[str, Any]) -> None:
-            bar.update(task, completed=r["step"], loss=r["loss"], bpp=r["bpp"], psnr=r["psnr"])
+    def on_start(step: int) -> None:
+        status.stop()
+        bar.update(task, completed=step)
+        bar.start()
 
-        path = run_train(cfg, on_log=on_log, max_steps=steps)
+    def on_log(r: dict[str, Any]) -> None:
+        bar.update(task, completed=r["step"], loss=r["loss"], bpp=r["bpp"], psnr=r["psnr"])
+
+    status.start()
+    try:
+        path = run_train(cfg, on_log=on_log, max_steps=steps, on_start=on_start)
+    finally:
+        status.stop()
+        bar.stop()
     out.print(f"weights: {path}", highlight=False, markup=False)
 
 

@@ -372,8 +372,12 @@ class _Loss(torch.nn.Module):
 
 
 def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = None,
-          max_steps: int | None = None) -> Path:
-    """Runs (or resumes) training; returns the path of the exported safetensors."""
+          max_steps: int | None = None, on_start: Callable[[int], None] | None = None) -> Path:
+    """Runs (or resumes) training; returns the path of the exported safetensors.
+
+    ``on_start(step)``: called once the model, its weights and the data are ready, with the step training
+    starts (or resumes) at; errors in the config, weights or data come before it. ``on_log(record)``: every
+    ``log_every`` steps. Both on the main process only."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -391,7 +395,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = No
         raise InputError(f"{cfg.data}: training data folder not found")
     dist = setup_distributed(device)
     try:
-        return _train(cfg, args, Path(out_name), device, dist, on_log, max_steps)
+        return _train(cfg, args, Path(out_name), device, dist, on_log, max_steps, on_start)
     finally:
         if dist.enabled:
             import torch.distributed as tdist
@@ -415,11 +419,10 @@ def _param_groups(model: torch.nn.Module, skip: set[str], scales: dict[str, floa
 
 
 def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.device, dist: Dist,
-           on_log: Callable[[dict[str, Any]], None] | None, max_steps: int | None) -> Path:
+           on_log: Callable[[dict[str, Any]], None] | None, max_steps: int | None,
+           on_start: Callable[[int], None] | None = None) -> Path:
     from .data import open_sampler
 
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     try:
@@ -504,7 +507,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
                              f"has {model.qualities} qualities")
         q_weights = torch.tensor(cfg.quality_weights, dtype=torch.float64)
     sampler = open_sampler(cfg.data, photo_prob=cfg.photo_prob, seed=shard_seed(cfg.seed + step, dist.rank))
-    if dist.main:
+    if dist.main:  # the run's folder is made once the config, the weights and the data have passed
+        out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**cfg.__dict__, "stages": [s.__dict__ for s in cfg.stages]},
                                                     indent=1))
     model.train()
@@ -520,6 +524,8 @@ def _train(cfg: TrainConfig, args: dict[str, Any], out: Path, device: torch.devi
     end = cfg.total_steps if max_steps is None else min(cfg.total_steps, step + max_steps)
     log_f = (out / "log.jsonl").open("a") if dist.main else None
     t0, acc, n = time.time(), {"loss": 0.0, "bpp": 0.0, "psnr": 0.0}, 0
+    if on_start and dist.main:
+        on_start(step)
     while step < end:
         stage = cfg.stage_at(step)
         for g in opt.param_groups:

@@ -509,3 +509,27 @@ def test_model_args_and_stage_loss_refused_before_training(tmp_path):
         with pytest.raises(InputError, match=re.escape(words)):
             train(TrainConfig.from_toml(p))
         assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_cli_train_errors_before_the_bar_and_leaves_no_folder(tmp_path):
+    """`nvc train`: an error while the model is built is its one line (no progress bar before it) and leaves no run
+    folder; a run that starts shows the bar from the step it starts at and names its weights."""
+    from typer.testing import CliRunner
+
+    from nvc.cli import app
+
+    data = _data(tmp_path / "data")
+    stage = "[[stages]]\nsteps = 2\nframes = 1\nlr = 1e-3\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_tiny_lite(data, tmp_path / "bad-run", 1).replace("n = 8, m = 8, c = 4", "n = 8, m = 8, c = 4, foo = 1")
+                   + stage)
+    res = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [res.output.strip().splitlines()[0]]
+    assert "cannot be built from model_args" in res.output and "train" not in res.output.split("error:")[0]
+    assert not (tmp_path / "bad-run").exists()
+    good = tmp_path / "good.toml"
+    good.write_text(_tiny_lite(data, tmp_path / "run", 1) + "log_every = 1\n" + stage)
+    res = CliRunner().invoke(app, ["train", "--config", str(good)])
+    assert res.exit_code == 0, res.output
+    assert "2/2" in res.output and f"weights: {tmp_path / 'run'}" in res.output.replace("\n", "")
