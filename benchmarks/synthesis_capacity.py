@@ -38,7 +38,7 @@ from train_clip_check import CLIPS, _intra_input, crops  # noqa: E402
 
 from nvc.data import load_video_frames, photo_files, video_sources  # noqa: E402
 from nvc.models import load  # noqa: E402
-from nvc.models.layers import GDN  # noqa: E402
+from nvc.models.layers import GDN, count_macs  # noqa: E402
 
 CROP = 256
 
@@ -90,6 +90,8 @@ def widen(g_s: nn.Sequential, n: int) -> nn.Sequential:
 
 
 class _Block(nn.Module):
+    """A residual block, ``x + b(leaky_relu(a(x)))``, ``b`` starting at zero (the identity at first)."""
+
     def __init__(self, n: int) -> None:
         super().__init__()
         self.a = nn.Conv2d(n, n, 3, padding=1)
@@ -109,23 +111,8 @@ def deepen(g_s: nn.Sequential, blocks: int) -> nn.Sequential:
 
 def kmac(g_s: nn.Sequential, m: int) -> float:
     """Multiply-accumulates per output pixel (thousands) of ``g_s`` (GDN counted as a 1x1 convolution)."""
-    total = [0]
-    hooks = []
-    for mod in g_s.modules():
-        if isinstance(mod, nn.ConvTranspose2d):
-            hooks.append(mod.register_forward_hook(lambda md, i, o: total.__setitem__(
-                0, total[0] + i[0].numel() * md.out_channels * md.kernel_size[0] * md.kernel_size[1])))
-        elif isinstance(mod, nn.Conv2d):
-            hooks.append(mod.register_forward_hook(lambda md, i, o: total.__setitem__(
-                0, total[0] + o.numel() * md.in_channels * md.kernel_size[0] * md.kernel_size[1])))
-        elif isinstance(mod, GDN):
-            hooks.append(mod.register_forward_hook(lambda md, i, o: total.__setitem__(
-                0, total[0] + o.numel() * o.shape[1])))
     with torch.no_grad():
-        g_s(torch.zeros(1, m, 16, 16))
-    for h in hooks:
-        h.remove()
-    return total[0] / 256**2 / 1000
+        return count_macs(g_s.modules(), lambda: g_s(torch.zeros(1, m, 16, 16))) / 256**2 / 1000
 
 
 def psnr(a: Tensor, b: Tensor) -> float:

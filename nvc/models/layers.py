@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -94,6 +94,32 @@ class Gains(nn.Module):
 
     def invert(self, x: Tensor, q: Tensor) -> Tensor:
         return x * self.inverse[q].abs().unsqueeze(-1).unsqueeze(-1)
+
+
+def count_macs(modules: Iterable[nn.Module], run: Callable[[], object]) -> int:
+    """Multiply-accumulates of the convolutions, transposed convolutions and GDN layers (counted as a 1x1
+    convolution) among ``modules`` while ``run()`` runs, from forward hooks on their inputs and outputs."""
+    total = [0]
+
+    def add(n: int) -> None:
+        total[0] += n
+
+    hooks = []
+    for mod in modules:
+        if isinstance(mod, nn.ConvTranspose2d):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o: add(i[0].numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1])))
+        elif isinstance(mod, nn.Conv2d):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o: add(o.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1])))
+        elif isinstance(mod, GDN):
+            hooks.append(mod.register_forward_hook(lambda m, i, o: add(o.numel() * o.shape[1])))
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
 
 
 def conv_out_size(mod: nn.Conv2d | nn.ConvTranspose2d, h: int, w: int) -> tuple[int, int]:

@@ -28,8 +28,8 @@ from . import motion
 from ..errors import ModelError
 from ..ladder import DEFAULT_HYPER_REFINE, DEFAULT_INTER_REFINE, DEFAULT_INTRA_REFINE, QualityLadder
 from ..entropy import SymbolReader, encode_parts
-from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, deconv,
-                     one_thread, row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
+from .layers import (GDN, STRIPE_BYTES, Gains, HyperLatentCoder, LatentCoder, check_string, conv, conv_rows, count_macs,
+                     deconv, one_thread, row_stripes, run_light, safe_string, same_halo, scale_table, ste_round)
 
 # Frames above this many (padded) pixels run the float32 inference path in bounded memory (stripes).
 LIGHT_PIXELS = 1 << 19
@@ -453,28 +453,11 @@ class NvcLite(nn.Module):
         dec = [b + "hyper.h_s", b + "g_s", b + "ctx"] + (["p_temporal", "p_params", "p_fuse"] if inter else [])
         enc = [b + "g_a", b + "hyper.h_a"]
         wanted = dec + (enc if side == "encode" else [])
-        total = [0]
-        hooks = []
-        for name, mod in self.named_modules():
-            if not any(name.startswith(w + ".") or name == w for w in wanted):
-                continue
-            if isinstance(mod, nn.ConvTranspose2d):
-                hooks.append(mod.register_forward_hook(
-                    lambda m, i, o: total.__setitem__(0, total[0] + i[0].numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1])))
-            elif isinstance(mod, nn.Conv2d):
-                hooks.append(mod.register_forward_hook(
-                    lambda m, i, o: total.__setitem__(0, total[0] + o.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1])))
-            elif isinstance(mod, GDN):
-                hooks.append(mod.register_forward_hook(
-                    lambda m, i, o: total.__setitem__(0, total[0] + o.numel() * o.shape[1])))
-        try:
-            with torch.no_grad():
-                x = torch.rand(1, 3, 256, 256, device=self.lambdas.device)
-                self.forward(x, ref=x if inter else None, quality=0)
-        finally:
-            for h in hooks:
-                h.remove()
-        return total[0] / (256 * 256) / 1000.0
+        mods = [mod for name, mod in self.named_modules() if any(name.startswith(w + ".") or name == w for w in wanted)]
+        x = torch.rand(1, 3, 256, 256, device=self.lambdas.device)
+        with torch.no_grad():
+            macs = count_macs(mods, lambda: self.forward(x, ref=x if inter else None, quality=0))
+        return macs / (256 * 256) / 1000.0
 
     def aux_loss(self) -> Tensor:
         return self.i_z.entropy_bottleneck.loss() + self.p_z.entropy_bottleneck.loss()
