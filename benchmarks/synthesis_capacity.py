@@ -180,20 +180,17 @@ def main() -> None:
         xs.append(x)
         ys.append(latents(model, x, int(gen.integers(lo, hi + 1))))
     xs, ys = torch.cat(xs), torch.cat(ys)
-    sets: dict[str, list] = {}
-    for q in eval_q:
-        for p in held:
-            im = load_photo(p)
-            h, w = min(CROP, im.shape[1] // 64 * 64), min(CROP, im.shape[2] // 64 * 64)
-            if not h or not w:
-                continue
+    targets: dict[str, list] = {"photos": []}  # each evaluation set's frames (and the size measured), read once
+    for p in held:
+        im = load_photo(p)
+        h, w = min(CROP, im.shape[1] // 64 * 64), min(CROP, im.shape[2] // 64 * 64)
+        if h and w:
             t, left = (im.shape[1] - h) // 2, (im.shape[2] - w) // 2
-            x = im[None, :, t:t + h, left:left + w]
-            sets.setdefault(f"photos q{q}", []).append((latents(model, x, q), x, (h, w)))
-        for clip, (h, w) in CLIPS.items():
-            frame = crops(Path(a.data) / "video" / clip, h, w, 1)[0]
-            x = _intra_input(model, frame)
-            sets[f"{clip.split('.')[0]} q{q}"] = [(latents(model, x, q), x, (h, w))]
+            targets["photos"].append((im[None, :, t:t + h, left:left + w], (h, w)))
+    for clip, (h, w) in CLIPS.items():
+        targets[clip.split(".")[0]] = [(_intra_input(model, crops(Path(a.data) / "video" / clip, h, w, 1)[0]), (h, w))]
+    sets = {f"{name} q{q}": [(latents(model, x, q), x, hw) for x, hw in items]
+            for q in eval_q for name, items in targets.items()}
     print(f"{len(train)} training photos ({len(images)} of at least {CROP} px), {len(held)} held out, "
           f"{len(frames)} video frames; {a.crops} crops, latents in {time.time() - t0:.0f} s", flush=True)
 
